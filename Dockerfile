@@ -1,0 +1,51 @@
+# Flow image: used by the Prefect worker, the helm deploy hook and every flow-run Job.
+# Legacy-builder compatible (no BuildKit-only syntax): dockerd 20.10 here builds without BuildKit.
+ARG BASE_IMAGE=python:3.11-slim
+
+FROM ${BASE_IMAGE} AS build
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DEFAULT_TIMEOUT=180
+# Optional extra CA bundle for TLS-intercepting networks: scripts/build-image.sh drops it
+# at .cache/build/ca-bundle.crt. The glob keeps COPY valid when it is absent. It only
+# exists in this stage, so it never reaches the final image.
+COPY requirements.lock .cache/build/ca-bundle.cr[t] /tmp/build/
+# python3 -m venv works on python:3.11-slim and on Debian bookworm (python3-venv).
+RUN set -eu; \
+    if [ -s /tmp/build/ca-bundle.crt ]; then export PIP_CERT=/tmp/build/ca-bundle.crt; fi; \
+    python3 -m venv /opt/venv; \
+    /opt/venv/bin/pip install -r /tmp/build/requirements.lock
+# Editable install: the code lives once, at WORKDIR/flows, where the Prefect deployment
+# entrypoint (flows/etl.py:ecommerce_etl, relative to WORKDIR) expects it.
+WORKDIR /opt/ecommerce-etl
+COPY pyproject.toml README.m[d] ./
+COPY flows/ ./flows/
+RUN set -eu; \
+    if [ -s /tmp/build/ca-bundle.crt ]; then export PIP_CERT=/tmp/build/ca-bundle.crt; fi; \
+    /opt/venv/bin/pip install --no-deps -e . ; \
+    if [ -f flows/cli.py ]; then /opt/venv/bin/ecommerce-etl --help >/dev/null; fi
+
+FROM ${BASE_IMAGE}
+ARG APP_UID=10001
+# Same base as the build stage, so the venv's interpreter symlinks stay valid.
+RUN set -eu; \
+    groupadd --gid "${APP_UID}" app; \
+    useradd --uid "${APP_UID}" --gid "${APP_UID}" --no-create-home \
+      --home-dir /tmp --shell /usr/sbin/nologin app
+COPY --from=build /opt/venv /opt/venv
+WORKDIR /opt/ecommerce-etl
+COPY flows/ ./flows/
+# Code is root-owned and read-only for the app user; everything writable lives in /tmp
+# (an emptyDir under readOnlyRootFilesystem).
+ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    VIRTUAL_ENV=/opt/venv \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    HOME=/tmp \
+    PREFECT_HOME=/tmp/prefect \
+    PREFECT_SERVER_ANALYTICS_ENABLED=false \
+    ETL_DATA_DIR=/tmp/data
+# Numeric user so Kubernetes can verify runAsNonRoot.
+USER 10001:10001
+# No ENTRYPOINT: the worker's Job sets args (`prefect flow-run execute`), the hook sets its own.
+CMD ["ecommerce-etl", "--help"]

@@ -1,0 +1,30 @@
+# shellcheck shell=bash
+# Shared helpers for scripts/*.sh (sourced, not executed).
+
+log() { printf '[%s] %s\n' "${0##*/}" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+have() { command -v "$1" >/dev/null 2>&1; }
+
+# Install Debian packages; `apt-get update` only once per process.
+apt_install() {
+  [ "$(id -u)" -eq 0 ] || die "need root to apt-get install $*"
+  have apt-get || die "no apt-get; install $* by hand"
+  if [ -z "${_APT_UPDATED:-}" ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    _APT_UPDATED=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"
+}
+
+engine_ok() { docker info >/dev/null 2>&1; }
+
+image_exists() { docker image inspect "$1" >/dev/null 2>&1; }
+
+# Host CA bundle handed to pip inside builds (this sandbox intercepts TLS).
+host_ca_bundle() {
+  local f
+  for f in "${PIP_CERT:-}" "${SSL_CERT_FILE:-}" /etc/ssl/certs/ca-certificates.crt; do
+    if [ -n "$f" ] && [ -s "$f" ]; then printf '%s\n' "$f"; return 0; fi
+  done
+  return 1
+}
