@@ -1,0 +1,56 @@
+"""The dataset's shape: the one place that names the columns, their types and the known event types."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+MONTH_FILES = ("2019-Oct.csv", "2019-Nov.csv", "2019-Dec.csv", "2020-Jan.csv", "2020-Feb.csv")
+
+EVENT_TYPES = ("view", "cart", "remove_from_cart", "purchase")
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    sql_type: str  # type in the loaded table; {schema}/{table} are filled by flows.sql
+    required: bool
+    kept: bool = True  # False: read and checked, but not loaded (category_code)
+
+
+# CSV columns in the order the dataset ships them.
+CSV_COLUMNS: tuple[Column, ...] = (
+    Column("event_time", "timestamptz", required=True),
+    Column("event_type", "{event_type}", required=True),
+    Column("product_id", "bigint", required=True),
+    Column("category_id", "bigint", required=True),
+    Column("category_code", "text", required=False, kept=False),
+    Column("brand", "text", required=False),
+    Column("price", "{price}", required=True),
+    Column("user_id", "bigint", required=True),
+    Column("user_session", "uuid", required=False),
+)
+CSV_HEADER: tuple[str, ...] = tuple(c.name for c in CSV_COLUMNS)
+COLUMNS_BY_NAME = {c.name: c for c in CSV_COLUMNS}
+LOADED_COLUMNS: tuple[Column, ...] = tuple(c for c in CSV_COLUMNS if c.kept)
+LINEAGE_COLUMNS = ("source_file", "source_line")
+
+# The dataset writes every timestamp as "YYYY-MM-DD HH:MM:SS UTC"; a value without an explicit
+# zone would silently take the session's zone, so it is quarantined instead.
+EVENT_TIME_SUFFIX = " UTC"
+
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,47}$")
+
+
+class ConfigError(ValueError):
+    """A setting is wrong; the message names the setting and the fix."""
+
+
+def check_identifier(value: str, setting: str) -> str:
+    """Table and schema names go into SQL, so only plain lower-case identifiers are allowed."""
+    if not _IDENTIFIER.fullmatch(value or ""):
+        raise ConfigError(
+            f"{setting}={value!r} is not a valid name: use 1-48 characters of a-z, 0-9 and _, "
+            "starting with a letter or _ (for example ecommerce_events)."
+        )
+    return value
