@@ -1,0 +1,41 @@
+{{/*
+Contradictory values fail the render with one message per problem.
+values.schema.json handles types and shapes; this file handles combinations.
+*/}}
+{{- define "ecommerce-etl.validate" -}}
+{{- $errors := list -}}
+{{- $v := .Values -}}
+{{- if not $v.postgresql.enabled -}}
+  {{- if not $v.externalDatabase.host -}}
+    {{- $errors = append $errors "postgresql.enabled=false requires externalDatabase.host (the managed PostgreSQL server to use)." -}}
+  {{- end -}}
+  {{- if not $v.externalDatabase.existingSecret -}}
+    {{- $errors = append $errors "postgresql.enabled=false requires externalDatabase.existingSecret (a Secret with keys etl-password and prefect-connection-url); the chart cannot generate passwords for a database it does not run." -}}
+  {{- end -}}
+  {{- if $v.postgresql.auth.existingSecret -}}
+    {{- $errors = append $errors "postgresql.auth.existingSecret is set but postgresql.enabled=false: put the credentials in externalDatabase.existingSecret instead." -}}
+  {{- end -}}
+{{- else -}}
+  {{- if $v.externalDatabase.host -}}
+    {{- $errors = append $errors "externalDatabase.host is set but postgresql.enabled=true: set postgresql.enabled=false to use an external database, or unset externalDatabase.host." -}}
+  {{- end -}}
+  {{- if $v.externalDatabase.existingSecret -}}
+    {{- $errors = append $errors "externalDatabase.existingSecret is set but postgresql.enabled=true: use postgresql.auth.existingSecret for the in-chart database." -}}
+  {{- end -}}
+  {{- if eq $v.postgresql.auth.prefect.database $v.postgresql.auth.etl.database -}}
+    {{- $errors = append $errors "postgresql.auth.prefect.database and postgresql.auth.etl.database must differ: each role reaches only its own database." -}}
+  {{- end -}}
+  {{- if eq $v.postgresql.auth.prefect.username $v.postgresql.auth.etl.username -}}
+    {{- $errors = append $errors "postgresql.auth.prefect.username and postgresql.auth.etl.username must differ: each role reaches only its own database." -}}
+  {{- end -}}
+{{- end -}}
+{{- if and (not $v.pgadmin.enabled) $v.pgadmin.existingSecret -}}
+  {{- $errors = append $errors "pgadmin.existingSecret is set but pgadmin.enabled=false." -}}
+{{- end -}}
+{{- if and $v.deployments.timezone (not $v.deployments.schedule) -}}
+  {{- $errors = append $errors "deployments.timezone is set but deployments.schedule is empty: a timezone only applies to a schedule." -}}
+{{- end -}}
+{{- if $errors -}}
+{{- fail (printf "\n\nInvalid values for ecommerce-etl:\n  - %s\n" (join "\n  - " $errors)) -}}
+{{- end -}}
+{{- end -}}

@@ -1,0 +1,206 @@
+{{/*
+The kubernetes work pool's base job template (prefect-kubernetes format), as YAML.
+Starts from KubernetesWorker.get_default_base_job_template(), minus cluster_config
+(the worker runs in-cluster). Strings like "{{ env }}" are Prefect placeholders,
+filled by the worker per flow run.
+
+The container env is a literal list, not the "{{ env }}" placeholder, so it can hold
+secretKeyRef entries; prefect-kubernetes prepends its own env (PREFECT__FLOW_RUN_ID, the
+job_variables env, ...) to a literal list and drops our entries it overrides.
+*/}}
+{{- define "ecommerce-etl.baseJobTemplate" -}}
+{{- $fr := .Values.flowRun -}}
+{{- $p := dict
+    "command" "{{ command }}" "env" "{{ env }}" "labels" "{{ labels }}" "name" "{{ name }}"
+    "annotations" "{{ annotations }}" "namespace" "{{ namespace }}" "image" "{{ image }}"
+-}}
+job_configuration:
+  command: {{ $p.command | quote }}
+  env: {{ $p.env | quote }}
+  labels: {{ $p.labels | quote }}
+  name: {{ $p.name | quote }}
+  annotations: {{ $p.annotations | quote }}
+  namespace: {{ $p.namespace | quote }}
+  job_watch_timeout_seconds: "{{ "{{ job_watch_timeout_seconds }}" }}"
+  pod_watch_timeout_seconds: "{{ "{{ pod_watch_timeout_seconds }}" }}"
+  stream_output: "{{ "{{ stream_output }}" }}"
+  job_manifest:
+    apiVersion: batch/v1
+    kind: Job
+    metadata:
+      annotations: {{ $p.annotations | quote }}
+      generateName: "{{ "{{ name }}" }}-"
+      namespace: {{ $p.namespace | quote }}
+      labels:
+{{ include "ecommerce-etl.labels" (dict "ctx" . "component" "flow-run") | indent 8 }}
+    spec:
+      backoffLimit: "{{ "{{ backoff_limit }}" }}"
+      ttlSecondsAfterFinished: "{{ "{{ finished_job_ttl }}" }}"
+      template:
+        metadata:
+          # NetworkPolicies select flow-run pods by instance + component.
+          labels:
+{{ include "ecommerce-etl.selectorLabels" (dict "ctx" . "component" "flow-run") | indent 12 }}
+        spec:
+          # prefect-kubernetes requires these two keys here (it validates the manifest
+          # against a base that has them); the API server drops them as unknown fields.
+          parallelism: 1
+          completions: 1
+          restartPolicy: Never
+          serviceAccountName: "{{ "{{ service_account_name }}" }}"
+          # Flow runs never call the Kubernetes API.
+          automountServiceAccountToken: false
+{{- with .Values.imagePullSecrets }}
+          imagePullSecrets:
+{{ toYaml . | indent 12 }}
+{{- end }}
+          securityContext:
+{{ include "ecommerce-etl.flowPodSecurityContext" . | indent 12 }}
+          containers:
+            - name: prefect-job
+              image: {{ $p.image | quote }}
+              imagePullPolicy: "{{ "{{ image_pull_policy }}" }}"
+              args: {{ $p.command | quote }}
+              env:
+{{ include "ecommerce-etl.flowRunEnv" . | indent 16 }}
+              resources:
+                requests:
+                  cpu: "{{ "{{ cpu_request }}" }}"
+                  memory: "{{ "{{ memory_request }}" }}"
+                limits:
+                  cpu: "{{ "{{ cpu_limit }}" }}"
+                  memory: "{{ "{{ memory_limit }}" }}"
+              securityContext:
+{{ include "ecommerce-etl.flowContainerSecurityContext" . | indent 16 }}
+              volumeMounts:
+{{ include "ecommerce-etl.tmpMount" . | indent 16 }}
+          volumes:
+{{ include "ecommerce-etl.tmpVolume" (dict "sizeLimit" $fr.tmpSizeLimit) | indent 12 }}
+variables:
+  description: Variables of the ecommerce-etl kubernetes work pool; defaults come from the Helm values.
+  type: object
+  properties:
+    name:
+      anyOf: [{type: string}, {type: "null"}]
+      default: null
+      title: Name
+      description: Name given to infrastructure created by a worker.
+    env:
+      type: object
+      title: Environment Variables
+      description: Environment variables to set when starting a flow run (added to, and overriding, the chart's).
+      additionalProperties:
+        anyOf: [{type: string}, {type: "null"}]
+    labels:
+      type: object
+      title: Labels
+      description: Labels applied to infrastructure created by a worker.
+      additionalProperties: {type: string}
+    command:
+      anyOf: [{type: string}, {type: "null"}]
+      default: null
+      title: Command
+      description: The command to use when starting a flow run; blank lets the worker generate it.
+    annotations:
+      type: object
+      title: Annotations
+      description: Annotations applied to Kubernetes jobs and pods created by the worker.
+      additionalProperties: {type: string}
+    namespace:
+      type: string
+      default: {{ .Release.Namespace | quote }}
+      title: Namespace
+      description: The Kubernetes namespace to create jobs within.
+    image:
+      anyOf: [{type: string}, {type: "null"}]
+      default: {{ include "ecommerce-etl.flowImage" . | quote }}
+      title: Image
+      description: The flow image for created jobs.
+    service_account_name:
+      anyOf: [{type: string}, {type: "null"}]
+      default: {{ include "ecommerce-etl.flowRunServiceAccountName" . | quote }}
+      title: Service Account Name
+      description: The Kubernetes service account of flow-run pods.
+    image_pull_policy:
+      type: string
+      enum: [IfNotPresent, Always, Never]
+      default: {{ .Values.image.pullPolicy | quote }}
+      title: Image Pull Policy
+      description: The Kubernetes image pull policy to use for job containers.
+    backoff_limit:
+      type: integer
+      minimum: 0
+      default: {{ $fr.backoffLimit }}
+      title: Backoff Limit
+      description: Times Kubernetes retries a job after pod eviction; 0 lets Prefect reschedule the flow run.
+    finished_job_ttl:
+      anyOf: [{type: integer}, {type: "null"}]
+      default: {{ $fr.ttlSecondsAfterFinished }}
+      title: Finished Job TTL
+      description: Seconds to retain jobs after completion.
+    job_watch_timeout_seconds:
+      anyOf: [{type: integer}, {type: "null"}]
+      default: null
+      title: Job Watch Timeout Seconds
+      description: Seconds to wait for each event emitted by a job; null waits indefinitely.
+    pod_watch_timeout_seconds:
+      type: integer
+      default: {{ $fr.podWatchTimeoutSeconds }}
+      title: Pod Watch Timeout Seconds
+      description: Seconds to watch for pod creation before timing out.
+    stream_output:
+      type: boolean
+      default: true
+      title: Stream Output
+      description: If set, output will be streamed from the job to the worker's standard output.
+    cpu_request:
+      anyOf: [{type: string}, {type: "null"}]
+      default: {{ $fr.resources.requests.cpu | toString | quote }}
+      title: CPU Request
+      description: CPU request of the flow-run container (Kubernetes quantity).
+    cpu_limit:
+      anyOf: [{type: string}, {type: "null"}]
+      default: {{ $fr.resources.limits.cpu | toString | quote }}
+      title: CPU Limit
+      description: CPU limit of the flow-run container (Kubernetes quantity).
+    memory_request:
+      anyOf: [{type: string}, {type: "null"}]
+      default: {{ $fr.resources.requests.memory | toString | quote }}
+      title: Memory Request
+      description: Memory request of the flow-run container (Kubernetes quantity).
+    memory_limit:
+      anyOf: [{type: string}, {type: "null"}]
+      default: {{ $fr.resources.limits.memory | toString | quote }}
+      title: Memory Limit
+      description: Memory limit of the flow-run container (Kubernetes quantity).
+{{- end -}}
+
+{{/* Env of flow-run containers: database (libpq), pipeline settings, optional Kaggle creds. */}}
+{{- define "ecommerce-etl.flowRunEnv" -}}
+{{ include "ecommerce-etl.etlDbEnv" . }}
+- name: ETL_TABLE
+  value: {{ .Values.flowRun.table | quote }}
+- name: ETL_DATA_DIR
+  value: /tmp/data
+- name: PREFECT_HOME
+  value: /tmp/prefect
+- name: PREFECT_SERVER_ANALYTICS_ENABLED
+  value: "false"
+{{- with .Values.kaggle.existingSecret }}
+- name: KAGGLE_USERNAME
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ $.Values.kaggle.usernameKey }}
+      optional: true
+- name: KAGGLE_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ $.Values.kaggle.keyKey }}
+      optional: true
+{{- end }}
+{{- with .Values.flowRun.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}

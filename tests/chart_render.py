@@ -1,0 +1,155 @@
+"""The one way chart tests render charts/ecommerce-etl: the real Helm v4 engine
+(helm-python-sdk), parsed into plain dicts.
+
+    docs = render({"pgadmin": {"enabled": False}})
+    find(docs, "Deployment", "etl-ecommerce-etl-worker")
+    base_job_template(docs)
+    render_error({"postgresql": {"enabled": False}})  # -> Helm's error text
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+from pathlib import Path
+from typing import Any
+
+import helm_python
+import yaml
+
+CHART_DIR = Path(__file__).resolve().parent.parent / "charts" / "ecommerce-etl"
+BASE_JOB_TEMPLATE_KEY = "base-job-template.json"
+POD_KINDS = {"Pod", "Job", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "CronJob"}
+
+
+@functools.lru_cache(maxsize=None)
+def _chart() -> helm_python.Chart:
+    return helm_python.Chart.load(str(CHART_DIR))
+
+
+@functools.lru_cache(maxsize=128)
+def _render_cached(values_json: str, name: str, namespace: str) -> tuple[tuple[str, str], ...]:
+    files = _chart().render(json.loads(values_json), name=name, namespace=namespace, is_install=True)
+    return tuple(sorted(files.items()))
+
+
+def render_files(values: dict | None = None, name: str = "etl", namespace: str = "data") -> dict[str, str]:
+    """Template path -> rendered text (NOTES.txt included if Helm renders it)."""
+    key = json.dumps(values or {}, sort_keys=True)
+    return dict(_render_cached(key, name, namespace))
+
+
+def render(values: dict | None = None, name: str = "etl", namespace: str = "data") -> list[dict]:
+    """Every Kubernetes object the chart renders (hooks and test pods included).
+    Cached per values; callers get their own deep copy."""
+    return copy.deepcopy(_parsed(json.dumps(values or {}, sort_keys=True), name, namespace))
+
+
+@functools.lru_cache(maxsize=128)
+def _parsed(values_json: str, name: str, namespace: str) -> list[dict]:
+    docs: list[dict] = []
+    for path, text in render_files(json.loads(values_json), name, namespace).items():
+        if not path.endswith((".yaml", ".yml")):
+            continue
+        for doc in yaml.safe_load_all(text):
+            if doc:
+                doc.setdefault("metadata", {}).setdefault("annotations", {})
+                doc["metadata"]["annotations"].setdefault("test.ecommerce-etl/source", path)
+                docs.append(doc)
+    return docs
+
+
+def render_error(values: dict | None = None, name: str = "etl", namespace: str = "data") -> str:
+    """The error text of a render expected to fail (schema or _validation.tpl)."""
+    try:
+        render_files(values, name, namespace)
+    except helm_python.HelmError as exc:
+        return str(exc)
+    raise AssertionError(f"render unexpectedly succeeded for {values!r}")
+
+
+def source(doc: dict) -> str:
+    return doc["metadata"]["annotations"]["test.ecommerce-etl/source"]
+
+
+def strip_source(doc: dict) -> dict:
+    """The object without the test-only source annotation (for schema validation)."""
+    doc = copy.deepcopy(doc)
+    ann = doc["metadata"]["annotations"]
+    ann.pop("test.ecommerce-etl/source", None)
+    if not ann:
+        del doc["metadata"]["annotations"]
+    return doc
+
+
+def by_kind(docs: list[dict], kind: str) -> list[dict]:
+    return [d for d in docs if d.get("kind") == kind]
+
+
+def find(docs: list[dict], kind: str, name: str) -> dict:
+    matches = [d for d in docs if d.get("kind") == kind and d["metadata"].get("name") == name]
+    assert len(matches) == 1, f"{kind}/{name}: {len(matches)} matches among {names(docs)}"
+    return matches[0]
+
+
+def names(docs: list[dict]) -> list[str]:
+    return [f"{d['kind']}/{d['metadata'].get('name')}" for d in docs]
+
+
+def pod_spec(doc: dict) -> dict | None:
+    """The PodSpec inside a workload object, or None."""
+    kind = doc.get("kind")
+    if kind == "Pod":
+        return doc["spec"]
+    if kind == "CronJob":
+        return doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    if kind in POD_KINDS:
+        return doc["spec"]["template"]["spec"]
+    return None
+
+
+def base_job_template(docs: list[dict]) -> dict:
+    """The work pool's base job template from the rendered ConfigMap."""
+    cms = [d for d in by_kind(docs, "ConfigMap") if BASE_JOB_TEMPLATE_KEY in (d.get("data") or {})]
+    assert len(cms) == 1, f"expected one base job template ConfigMap, got {names(cms)}"
+    return json.loads(cms[0]["data"][BASE_JOB_TEMPLATE_KEY])
+
+
+def secret_values(docs: list[dict]) -> dict[str, str]:
+    """'<secret>/<key>' -> decoded value, for every rendered Secret."""
+    import base64
+
+    out = {}
+    for s in by_kind(docs, "Secret"):
+        for k, v in (s.get("data") or {}).items():
+            out[f"{s['metadata']['name']}/{k}"] = base64.b64decode(v).decode()
+        for k, v in (s.get("stringData") or {}).items():
+            out[f"{s['metadata']['name']}/{k}"] = v
+    return out
+
+
+def lint() -> dict[str, Any]:
+    return helm_python.lint(str(CHART_DIR), strict=True)
+
+
+async def job_manifest_for_flow_run(
+    api_url: str, base_job_template: dict, deployment_id, flow_run_id
+) -> dict:
+    """The batch/v1 Job the kubernetes worker would create for this flow run, built by the
+    real prefect-kubernetes code from the base job template and the deployment's job
+    variables read back from the Prefect server at api_url."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect_kubernetes.worker import KubernetesWorkerJobConfiguration
+
+    with temporary_settings({PREFECT_API_URL: api_url}):
+        async with get_client() as client:
+            deployment = await client.read_deployment(deployment_id)
+            flow_run = await client.read_flow_run(flow_run_id)
+            flow = await client.read_flow(deployment.flow_id)
+        config = await KubernetesWorkerJobConfiguration.from_template_and_values(
+            base_job_template, deployment.job_variables or {}
+        )
+        config.prepare_for_flow_run(flow_run, deployment=deployment, flow=flow)
+        return config.job_manifest
