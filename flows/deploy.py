@@ -1,0 +1,114 @@
+"""`ecommerce-etl deploy`: register the Kubernetes work pool and the deployments, idempotently.
+
+The Helm chart runs this in a post-install/post-upgrade hook Job with the same base job
+template the worker uses, so the UI shows ready-to-run deployments right after `helm install`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import DeploymentScheduleCreate, WorkPoolCreate, WorkPoolUpdate
+from prefect.client.schemas.schedules import CronSchedule
+from prefect.exceptions import ObjectNotFound
+from prefect.utilities.callables import parameter_schema
+
+from flows.schema import ConfigError
+
+FLOW_NAME = "ecommerce-etl"
+ENTRYPOINT = "flows/etl.py:ecommerce_etl"
+IMAGE_WORKDIR = "/opt/ecommerce-etl"  # where the Dockerfile puts the code; the entrypoint is relative to it
+
+
+@dataclass(frozen=True)
+class DeploymentSpec:
+    name: str
+    description: str
+    parameters: dict
+    scheduled: bool
+
+
+def deployment_specs(sample_rows: int) -> list[DeploymentSpec]:
+    return [
+        DeploymentSpec("sample", "Load the bundled deterministic sample (no credentials needed).",
+                       {"source": "sample", "rows_per_file": sample_rows}, scheduled=False),
+        DeploymentSpec("kaggle", "Download the Kaggle dataset (credentials from the kaggle Secret) and load every row.",
+                       {"source": "kaggle"}, scheduled=True),
+    ]
+
+
+def read_base_job_template(path: Path) -> dict:
+    try:
+        template = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"--base-job-template {path}: cannot read a JSON job template ({exc})") from None
+    if not isinstance(template, dict) or not {"job_configuration", "variables"} <= template.keys():
+        raise ConfigError(
+            f"--base-job-template {path}: expected a JSON object with job_configuration and variables "
+            "(the chart's base-job-template ConfigMap)"
+        )
+    return template
+
+
+async def _wait_for_api(client, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if await client.api_healthcheck() is None:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise ConfigError(f"the Prefect API at {client.api_url} did not answer within {timeout:.0f}s: check PREFECT_API_URL")
+        await asyncio.sleep(2)
+
+
+async def register(pool: str, base_job_template: dict, *, schedule: str | None = None,
+                   timezone: str = "UTC", sample_rows: int = 20_000, wait_seconds: float = 120) -> dict:
+    from flows.etl import ecommerce_etl
+
+    async with get_client() as client:
+        await _wait_for_api(client, wait_seconds)
+        try:
+            await client.read_work_pool(pool)
+            await client.update_work_pool(pool, WorkPoolUpdate(base_job_template=base_job_template))
+            pool_action = "updated"
+        except ObjectNotFound:
+            await client.create_work_pool(
+                WorkPoolCreate(name=pool, type="kubernetes", base_job_template=base_job_template)
+            )
+            pool_action = "created"
+        flow_id = await client.create_flow_from_name(FLOW_NAME)
+        schema = parameter_schema(ecommerce_etl)
+        deployments = {}
+        for spec in deployment_specs(sample_rows):
+            schedules = (
+                [DeploymentScheduleCreate(schedule=CronSchedule(cron=schedule, timezone=timezone), active=True)]
+                if schedule and spec.scheduled else []
+            )
+            deployment_id = await client.create_deployment(
+                flow_id=flow_id,
+                name=spec.name,
+                work_pool_name=pool,
+                entrypoint=ENTRYPOINT,
+                pull_steps=[{"prefect.deployments.steps.set_working_directory": {"directory": IMAGE_WORKDIR}}],
+                parameters=spec.parameters,
+                parameter_openapi_schema=schema.model_dump_for_openapi(),
+                description=spec.description,
+                tags=["ecommerce-etl"],
+                schedules=schedules,
+                enforce_parameter_schema=True,
+            )
+            deployment = await client.read_deployment(deployment_id)
+            # create_deployment upserts the deployment but adds schedules; keep exactly ours
+            for existing in deployment.schedules:
+                if not any(s.schedule == existing.schedule for s in schedules):
+                    await client.delete_deployment_schedule(deployment_id, existing.id)
+            deployments[spec.name] = str(deployment_id)
+    return {"work_pool": pool, "work_pool_action": pool_action, "deployments": deployments}

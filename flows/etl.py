@@ -1,0 +1,170 @@
+"""The Prefect flow: fetch the source, then one subflow per file, then a summary artifact.
+
+Only paths and per-file counts travel between tasks; rows stay in the load stage.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Callable
+
+import sqlalchemy as sa
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_table_artifact
+from prefect.runtime import flow_run
+
+from flows import sources
+from flows.load import FileResult, ensure_schema, load_file
+from flows.schema import ConfigError
+from flows.settings import get_settings, redact
+from flows.sql import Names
+
+# The CLI sets this to drive its progress bars: (file name, bytes done, total bytes).
+progress_sink: Callable[[str, int, int], None] | None = None
+
+SUMMARY_ARTIFACT_KEY = "ecommerce-etl-summary"
+
+
+class LoadFailed(Exception):
+    """Raised at the end of a run in which some file failed; carries the whole summary."""
+
+    def __init__(self, summary: dict):
+        failed = [f["file"] for f in summary["files"] if f["status"] == "failed"]
+        super().__init__(f"{len(failed)} file(s) failed: {', '.join(failed)}", summary)
+        self.summary = summary
+
+
+def _engine() -> sa.Engine:
+    url = get_settings().resolved_database_url()
+    if not url:
+        raise ConfigError("no database configured: set DATABASE_URL or PGHOST/PGUSER/PGPASSWORD/PGDATABASE")
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+def _names(table: str | None) -> Names:
+    settings = get_settings()
+    schema, default_table = settings.checked_names()
+    return Names(schema, table or default_table)
+
+
+@task(name="fetch-source", retries=2, retry_delay_seconds=10, log_prints=True)
+def fetch_source(source: str, path: str | None, url: str | None, files: list[str] | None,
+                 rows_per_file: int | None) -> list[str]:
+    found = sources.fetch(source, get_settings(), path=path, url=url, rows_per_file=rows_per_file)
+    chosen = sources.select_files(found, files)
+    print(f"{source}: {len(chosen)} file(s): {', '.join(p.name for p in chosen)}")
+    return [str(p) for p in chosen]
+
+
+@task(name="ensure-schema", retries=3, retry_delay_seconds=[2, 10, 30], log_prints=True)
+def ensure_schema_task(table: str | None) -> None:
+    engine = _engine()
+    try:
+        ensure_schema(engine, _names(table))
+    finally:
+        engine.dispose()
+
+
+@task(name="copy-file-to-postgres", retries=3, retry_delay_seconds=[2, 10, 30], log_prints=True)
+def copy_file(path: str, table: str | None, run_id: str) -> dict:
+    """One transaction per attempt, so a retry starts clean (see flows/load.py)."""
+    file = Path(path)
+    total = file.stat().st_size if file.exists() else 0
+    done = 0
+    next_log = 0.1
+    logger = get_run_logger()
+
+    def progress(advance: int) -> None:
+        nonlocal done, next_log
+        done += advance
+        if progress_sink:
+            progress_sink(file.name, done, total)
+        if total and done / total >= next_log:  # a log line every 10 % for long files
+            logger.info("%s: %d%% (%d of %d MB)", file.name, 100 * done // total, done >> 20, total >> 20)
+            next_log += 0.1
+
+    engine = _engine()
+    try:
+        result = load_file(engine, _names(table), file, run_id=run_id, progress=progress)
+    finally:
+        engine.dispose()
+    if result.status == "failed":
+        print(f"{result.file}: FAILED: {result.error}")
+    elif result.status == "skipped":
+        print(f"{result.file}: skipped, unchanged since it was loaded ({result.checksum})")
+    else:
+        print(
+            f"{result.file}: {result.rows_loaded} rows loaded, {result.rows_quarantined} quarantined "
+            f"in {result.seconds:.1f}s ({result.rows_per_second:,.0f} rows/s, {result.path} path)"
+        )
+    return vars(result)
+
+
+@flow(name="load-file", flow_run_name="load-{file_name}", log_prints=True)
+def load_one_file(path: str, file_name: str, table: str | None, run_id: str) -> dict:
+    return copy_file(path, table, run_id)
+
+
+def _summary(results: list[dict]) -> dict:
+    keys = ("file", "status", "rows_read", "rows_loaded", "rows_quarantined", "error")
+    files = [{k: r.get(k) for k in keys} for r in results]
+    return {
+        "files": files,
+        **{k: sum(f[k] for f in files) for k in ("rows_read", "rows_loaded", "rows_quarantined")},
+    }
+
+
+def _publish(results: list[dict], source: str) -> None:
+    rows = [
+        {
+            "file": r["file"],
+            "status": r["status"],
+            "rows read": r["rows_read"],
+            "rows loaded": r["rows_loaded"],
+            "rows quarantined": r["rows_quarantined"],
+            "rows skipped": r["rows_read"] if r["status"] == "skipped" else 0,
+            "seconds": round(r["seconds"], 2),
+            "rows/s": round(r["rows_read"] / r["seconds"]) if r["seconds"] and r["status"] == "loaded" else 0,
+            "error": r.get("error") or "",
+        }
+        for r in results
+    ]
+    create_table_artifact(
+        key=SUMMARY_ARTIFACT_KEY,
+        table=rows,
+        description=f"Per-file load results of source `{source}`",
+    )
+
+
+@flow(name="ecommerce-etl", log_prints=True)
+def ecommerce_etl(
+    source: str = "sample",
+    path: str | None = None,
+    url: str | None = None,
+    files: list[str] | None = None,
+    table: str | None = None,
+    rows_per_file: int | None = None,
+) -> dict:
+    """Load the cosmetics-shop events into PostgreSQL, every row exactly once."""
+    run_id = str(flow_run.get_id() or uuid.uuid4())
+    paths = fetch_source(source, path, url, files, rows_per_file)
+    ensure_schema_task(table)
+    results, seen = [], set()
+    for p in paths:
+        name = Path(p).name
+        if name in seen:  # the ledger is keyed by file name, so a second one would replace the first
+            results.append({"file": name, "status": "failed", "rows_read": 0, "rows_loaded": 0,
+                            "rows_quarantined": 0, "seconds": 0.0,
+                            "error": f"duplicate file name {name}: another file of this run has the same name"})
+            continue
+        seen.add(name)
+        results.append(load_one_file(p, name, table, run_id))
+    for r in results:
+        if r.get("error"):
+            r["error"] = redact(r["error"])
+    _publish(results, source)
+    summary = _summary(results)
+    if any(r["status"] == "failed" for r in results):
+        raise LoadFailed(summary)
+    return summary

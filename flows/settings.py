@@ -1,0 +1,91 @@
+"""Typed settings from the environment and an optional `.env` file (pydantic-settings)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import quote
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from flows.schema import ConfigError, check_identifier
+
+KAGGLE_DATASET_URL = "https://www.kaggle.com/datasets/mkechinov/ecommerce-events-history-in-cosmetics-shop"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    database_url: SecretStr | None = Field(None, validation_alias="DATABASE_URL")
+    # libpq's own variables: what the Helm chart's Jobs set (the password from a Secret).
+    pghost: str | None = Field(None, validation_alias="PGHOST")
+    pgport: int = Field(5432, validation_alias="PGPORT")
+    pgdatabase: str = Field("ecommerce", validation_alias="PGDATABASE")
+    pguser: str = Field("etl", validation_alias="PGUSER")
+    pgpassword: SecretStr | None = Field(None, validation_alias="PGPASSWORD")
+
+    table: str = Field("ecommerce_events", validation_alias="ETL_TABLE")
+    db_schema: str = Field("public", validation_alias=AliasChoices("ETL_SCHEMA"))
+    data_dir: Path = Field(Path("data"), validation_alias="ETL_DATA_DIR")
+    local_db_dir: Path = Field(Path(".data/postgres"), validation_alias="ETL_LOCAL_DB_DIR")
+    sample_rows_per_file: int = Field(20_000, ge=1, validation_alias="ETL_SAMPLE_ROWS_PER_FILE")
+
+    kaggle_dataset: str = Field(KAGGLE_DATASET_URL, validation_alias="ETL_KAGGLE_DATASET")
+    kaggle_username: SecretStr | None = Field(None, validation_alias="KAGGLE_USERNAME")
+    kaggle_key: SecretStr | None = Field(None, validation_alias="KAGGLE_KEY")
+
+    def resolved_database_url(self) -> str | None:
+        """DATABASE_URL, else one built from PG* variables, else None (use the embedded server)."""
+        if self.database_url and self.database_url.get_secret_value():
+            return normalise_database_url(self.database_url.get_secret_value(), "DATABASE_URL")
+        if self.pghost:
+            password = self.pgpassword.get_secret_value() if self.pgpassword else ""
+            auth = quote(self.pguser) + (":" + quote(password, safe="") if password else "")
+            return f"postgresql+psycopg2://{auth}@{self.pghost}:{self.pgport}/{quote(self.pgdatabase)}"
+        return None
+
+    def checked_names(self) -> tuple[str, str]:
+        return check_identifier(self.db_schema, "ETL_SCHEMA"), check_identifier(self.table, "ETL_TABLE")
+
+
+def normalise_database_url(url: str, setting: str) -> str:
+    """Accept postgres:// and postgresql[+driver]:// URLs and use psycopg2; refuse anything else."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError(
+            f"{setting} is not a database URL: use postgresql://USER:PASSWORD@HOST:5432/DATABASE"
+        ) from None
+    backend = parsed.get_backend_name()
+    if backend not in ("postgresql", "postgres"):
+        raise ConfigError(
+            f"{setting} uses {backend!r}, but this pipeline loads into PostgreSQL only: "
+            "use postgresql://USER:PASSWORD@HOST:5432/DATABASE"
+        )
+    return parsed.set(drivername="postgresql+psycopg2").render_as_string(hide_password=False)
+
+
+def redact(text: str, settings: Settings | None = None) -> str:
+    """Remove every configured secret from text bound for logs, artifacts or output."""
+    settings = settings or get_settings()
+    secrets = [
+        s.get_secret_value()
+        for s in (settings.pgpassword, settings.kaggle_key, settings.kaggle_username)
+        if s and s.get_secret_value()
+    ]
+    if settings.database_url and settings.database_url.get_secret_value():
+        try:
+            password = make_url(settings.database_url.get_secret_value()).password
+        except ArgumentError:
+            password = None
+        if password:
+            secrets += [password, quote(password, safe="")]
+    for secret in sorted(set(secrets), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+def get_settings() -> Settings:
+    return Settings()
