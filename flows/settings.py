@@ -81,7 +81,8 @@ def redact(text: str, settings: Settings | None = None) -> str:
         except ArgumentError:
             password = None
         if password:
-            secrets += [password, quote(password, safe="")]
+            secrets.append(password)
+    secrets += [quote(s, safe="") for s in secrets]  # as they appear inside URLs
     for secret in sorted(set(secrets), key=len, reverse=True):
         text = text.replace(secret, "***")
     return text

@@ -1,0 +1,164 @@
+"""T1: pure logic of the validate/transform stage, the schema rules, settings and the sample."""
+
+import io
+
+import pandas as pd
+import pytest
+
+from flows.load import iter_records
+from flows.sample import generate_month, write_sample
+from flows.schema import CSV_HEADER, ConfigError, check_identifier
+from flows.settings import Settings, normalise_database_url, redact
+from flows.transform import (
+    MAX_FIELD_CHARS,
+    FileRejected,
+    check_record,
+    parse_header,
+    parse_skip_notice,
+    printable,
+    to_copy_line,
+)
+
+HEADER_LINE = (",".join(CSV_HEADER) + "\n").encode()
+GOOD = ["2019-10-01 00:00:00 UTC", "view", "5773203", "1487580005134238553", "", "runail", "2.62",
+        "463240011", "26dd6e6e-4dac-4778-8d2c-92e149dab885"]
+
+
+def test_header_accepts_bom_crlf_and_reordered_columns():
+    header = parse_header(b"\xef\xbb\xbf" + HEADER_LINE.replace(b"\n", b"\r\n"))
+    assert header.columns == CSV_HEADER
+    assert header.byte_length == len(HEADER_LINE) + 4
+    reordered = list(reversed(CSV_HEADER))
+    assert parse_header((",".join(reordered) + "\n").encode()).columns == tuple(reordered)
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        (b"", "empty"),
+        (b"a,b,c\n", "missing event_time"),
+        (HEADER_LINE.replace(b"price", b"cost"), "missing price; unexpected 'cost'"),
+        (HEADER_LINE.replace(b"\n", b",price\n"), "duplicated price"),
+        (b"\xff\xfe" + HEADER_LINE, "not UTF-8"),
+    ],
+)
+def test_header_rejections_say_what_is_wrong(line, message):
+    with pytest.raises(FileRejected, match=message):
+        parse_header(line)
+
+
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        (lambda f: f[:5], "expected 9 fields, found 5"),
+        (lambda f: f + ["extra"], "expected 9 fields, found 10"),
+        (lambda f: [f[0].removesuffix(" UTC"), *f[1:]], 'no " UTC" zone suffix'),
+        (lambda f: [*f[:6], "", *f[7:]], "price: required value is empty"),
+        (lambda f: [f[0], f[1], "", *f[3:]], "product_id: required value is empty"),
+        (lambda f: [*f[:5], "a\x00b", *f[6:]], "brand: contains a NUL byte"),
+        (lambda f: [*f[:5], b"\xff".decode("utf-8", "surrogateescape"), *f[6:]], "brand: contains bytes that are not UTF-8"),
+        (lambda f: [*f[:5], "x" * (MAX_FIELD_CHARS + 1), *f[6:]], "brand: field of"),
+    ],
+)
+def test_record_rejections(change, reason):
+    header = parse_header(HEADER_LINE)
+    assert check_record(GOOD, header) is None
+    assert reason in check_record(change(list(GOOD)), header)
+
+
+def test_optional_fields_may_be_empty_and_negative_price_is_kept():
+    header = parse_header(HEADER_LINE)
+    record = [*GOOD[:4], "", "", "-79.37", GOOD[7], ""]
+    assert check_record(record, header) is None
+
+
+def test_copy_line_restores_canonical_order_and_quotes():
+    reordered = parse_header((",".join(reversed(CSV_HEADER)) + "\n").encode())
+    fields = list(reversed([*GOOD[:5], 'a, "b"', *GOOD[6:]]))
+    line = to_copy_line(fields, reordered, source_line=42)
+    assert line == '2019-10-01 00:00:00 UTC,view,5773203,1487580005134238553,,"a, ""b""",2.62,463240011,26dd6e6e-4dac-4778-8d2c-92e149dab885,42\n'
+
+
+def test_skip_notices_become_reasons():
+    row = parse_skip_notice('NOTICE:  skipping row due to data type incompatibility at line 7 for column "user_session": "nope"\n')
+    assert row.copy_line == 7 and row.reason == 'user_session: "nope" is not a uuid'
+    row = parse_skip_notice('NOTICE:  skipping row due to data type incompatibility at line 3 for column "price": null input')
+    assert row.reason == "price: required value is empty"
+    assert parse_skip_notice("NOTICE:  2 rows were skipped due to data type incompatibility") is None
+
+
+def test_printable_escapes_bytes_postgres_cannot_store():
+    assert printable("plain") == "plain"
+    assert printable("a\x00" + b"\xff".decode("utf-8", "surrogateescape")) == "a\\x00\\xff"
+
+
+def test_records_keep_line_numbers_across_quoted_newlines_and_recover_after_a_stray_quote():
+    data = (
+        b'1,"two\nlines",3\n'
+        b"\n"
+        b'"unclosed,x,y\n'
+        b"4,5,6\n"
+        b"7,8,9"
+    )
+    records = list(iter_records(io.BytesIO(data), first_line=2))
+    assert [(r[0], r[2], r[3] is not None) for r in records] == [
+        (2, ["1", "two\nlines", "3"], False),
+        (5, None, True),  # only the line with the stray quote is rejected...
+        (6, ["4", "5", "6"], False),  # ...the lines after it are parsed again
+        (7, ["7", "8", "9"], False),
+    ]
+    assert records[1][1] == '"unclosed,x,y'
+
+
+@pytest.mark.parametrize("name", ["ecommerce_events", "_t1", "a" * 48])
+def test_identifiers_allowed(name):
+    assert check_identifier(name, "ETL_TABLE") == name
+
+
+@pytest.mark.parametrize("name", ["", "Events", "x; DROP TABLE y", 'a"b', "1abc", "a" * 49, "ev-ents", "é"])
+def test_identifiers_refused_with_the_setting_named(name):
+    with pytest.raises(ConfigError, match="ETL_TABLE="):
+        check_identifier(name, "ETL_TABLE")
+
+
+def test_database_urls():
+    assert normalise_database_url("postgres://u:p@h:5/d", "X") == "postgresql+psycopg2://u:p@h:5/d"
+    assert normalise_database_url("postgresql+asyncpg://u@h/d", "X") == "postgresql+psycopg2://u@h/d"
+    with pytest.raises(ConfigError, match="DATABASE_URL uses 'mysql'.*PostgreSQL only"):
+        normalise_database_url("mysql://u:p@h/d", "DATABASE_URL")
+    with pytest.raises(ConfigError, match="not a database URL"):
+        normalise_database_url("nonsense", "DATABASE_URL")
+
+
+def test_pg_variables_build_the_url_and_secrets_are_redacted(monkeypatch):
+    for k, v in {"PGHOST": "db", "PGUSER": "etl", "PGPASSWORD": "s3cr/t", "PGDATABASE": "ecommerce"}.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    settings = Settings(_env_file=None)
+    assert settings.resolved_database_url() == "postgresql+psycopg2://etl:s3cr%2Ft@db:5432/ecommerce"
+    assert redact("failed for etl:s3cr%2Ft and s3cr/t", settings) == "failed for etl:*** and ***"
+
+
+def test_sample_is_deterministic_and_realistic(tmp_path):
+    a = write_sample(tmp_path / "a", rows_per_file=4000)
+    b = write_sample(tmp_path / "b", rows_per_file=4000)
+    assert [p.name for p in a] == ["2019-Oct.csv", "2019-Nov.csv", "2019-Dec.csv", "2020-Jan.csv", "2020-Feb.csv"]
+    assert [p.read_bytes() for p in a] == [p.read_bytes() for p in b]
+    first = a[0].read_text().splitlines()
+    assert first[0] == ",".join(CSV_HEADER)
+    assert first[1].startswith("2019-10-") and first[1].split(",")[0].endswith(" UTC")
+
+    frame = generate_month("2019-Oct.csv", 100_000, seed=7)
+    shares = frame.event_type.value_counts(normalize=True)
+    assert shares["view"] == pytest.approx(0.467, abs=0.01)
+    assert shares["cart"] == pytest.approx(0.279, abs=0.01)
+    assert shares["remove_from_cart"] == pytest.approx(0.192, abs=0.01)
+    assert shares["purchase"] == pytest.approx(0.062, abs=0.005)
+    assert frame.brand.isna().mean() == pytest.approx(0.42, abs=0.01)
+    assert frame.category_code.isna().mean() == pytest.approx(0.98, abs=0.005)
+    assert 0 < frame.user_session.isna().mean() < 0.001
+    assert frame.duplicated().mean() == pytest.approx(0.05, abs=0.002)
+    assert (frame.price <= 0).sum() > 0
+    assert frame.category_id.astype(str).str.len().eq(19).all()
+    times = pd.to_datetime(frame.event_time.str.removesuffix(" UTC"))
+    assert times.is_monotonic_increasing and times.dt.month.eq(10).all()
