@@ -153,3 +153,77 @@ async def job_manifest_for_flow_run(
         )
         config.prepare_for_flow_run(flow_run, deployment=deployment, flow=flow)
         return config.job_manifest
+
+
+def restricted_violations(spec: dict) -> list[str]:
+    """Pod Security Standard "restricted" (plus baseline) violations of a PodSpec; [] if compliant."""
+    out = []
+    psc = spec.get("securityContext") or {}
+    for flag in ("hostNetwork", "hostPID", "hostIPC"):
+        if spec.get(flag):
+            out.append(f"{flag} is set")
+    for vol in spec.get("volumes") or []:
+        if "hostPath" in vol:
+            out.append(f"volume {vol['name']} is a hostPath")
+    containers = [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]
+    if not containers:
+        out.append("no containers")
+    for c in containers:
+        csc = c.get("securityContext") or {}
+        name = c.get("name")
+        if not (csc.get("runAsNonRoot", psc.get("runAsNonRoot")) is True):
+            out.append(f"{name}: runAsNonRoot is not true")
+        if csc.get("runAsUser", psc.get("runAsUser")) == 0:
+            out.append(f"{name}: runAsUser is 0")
+        if csc.get("allowPrivilegeEscalation") is not False:
+            out.append(f"{name}: allowPrivilegeEscalation is not false")
+        if csc.get("privileged"):
+            out.append(f"{name}: privileged")
+        caps = csc.get("capabilities") or {}
+        if "ALL" not in (caps.get("drop") or []):
+            out.append(f"{name}: capabilities.drop lacks ALL")
+        if set(caps.get("add") or []) - {"NET_BIND_SERVICE"}:
+            out.append(f"{name}: adds capabilities {caps['add']}")
+        seccomp = (csc.get("seccompProfile") or psc.get("seccompProfile") or {}).get("type")
+        if seccomp not in ("RuntimeDefault", "Localhost"):
+            out.append(f"{name}: seccompProfile is {seccomp!r}")
+    return out
+
+
+def selects(selector: dict, labels: dict) -> bool:
+    """Does a Kubernetes LabelSelector select these labels?"""
+    for k, v in (selector.get("matchLabels") or {}).items():
+        if labels.get(k) != v:
+            return False
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = expr["key"], expr["operator"], expr.get("values") or []
+        if op == "In" and labels.get(key) not in values:
+            return False
+        if op == "NotIn" and labels.get(key) in values:
+            return False
+        if op == "Exists" and key not in labels:
+            return False
+        if op == "DoesNotExist" and key in labels:
+            return False
+    return True
+
+
+def ingress_allowed(docs: list[dict], target_labels: dict, source_labels: dict, port: int) -> bool:
+    """Would the rendered NetworkPolicies let a same-namespace pod with source_labels reach
+    target_labels on port? (No policy selecting the target means allowed.)"""
+    policies = [p for p in by_kind(docs, "NetworkPolicy") if selects(p["spec"]["podSelector"], target_labels)
+                and "Ingress" in p["spec"].get("policyTypes", ["Ingress"])]
+    if not policies:
+        return True
+    for p in policies:
+        for rule in p["spec"].get("ingress") or []:
+            ports = [x.get("port") for x in rule.get("ports") or []]
+            if ports and port not in ports:
+                continue
+            peers = rule.get("from")
+            if not peers:
+                return True
+            for peer in peers:
+                if "podSelector" in peer and "namespaceSelector" not in peer and selects(peer["podSelector"], source_labels):
+                    return True
+    return False
