@@ -1,0 +1,263 @@
+"""T3 against real processes: the rendered base job template fed to the real
+prefect-kubernetes code for a flow run on a real Prefect server, the `ecommerce-etl deploy`
+hook command, and the Postgres init script on a real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import sqlalchemy as sa
+
+from chart_render import (
+    base_job_template,
+    find,
+    ingress_allowed,
+    job_manifest_for_flow_run,
+    render,
+    restricted_violations,
+    secret_values,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+CLI = Path(sys.executable).parent / "ecommerce-etl"
+NS = "shop-etl"
+FULL = "etl-ecommerce-etl"
+VALUES = {
+    "image": {"repository": "registry.example:5000/team/ecommerce-etl", "tag": "2.0.1", "pullPolicy": "Always"},
+    "kaggle": {"existingSecret": "kaggle-creds"},
+    "flowRun": {"tmpSizeLimit": "12Gi"},
+}
+
+
+def _client_call(api_url: str, coro_fn):
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    async def run():
+        with temporary_settings({PREFECT_API_URL: api_url}):
+            async with get_client() as client:
+                return await coro_fn(client)
+
+    return asyncio.run(run())
+
+
+def _create_run(api_url: str, template: dict, job_variables: dict) -> tuple:
+    from prefect.client.schemas.actions import WorkPoolCreate
+
+    pool = f"t3-{uuid.uuid4().hex[:8]}"
+
+    async def go(client):
+        await client.create_work_pool(WorkPoolCreate(name=pool, type="kubernetes", base_job_template=template))
+        flow_id = await client.create_flow_from_name("ecommerce-etl")
+        deployment_id = await client.create_deployment(
+            flow_id=flow_id, name=f"t3-{pool}", work_pool_name=pool,
+            entrypoint="flows/etl.py:ecommerce_etl", parameters={"source": "sample"},
+            job_variables=job_variables,
+        )
+        flow_run = await client.create_flow_run_from_deployment(deployment_id)
+        return deployment_id, flow_run.id
+
+    return _client_call(api_url, go)
+
+
+def _validate_job(manifest: dict) -> None:
+    """Strict batch/v1 validation. prefect-kubernetes insists on parallelism/completions
+    inside the PodSpec (its manifest check requires them there); the API server drops such
+    unknown fields, so they are the one thing removed before the strict check."""
+    manifest = json.loads(json.dumps(manifest))
+    pod = manifest["spec"]["template"]["spec"]
+    assert (pod.pop("parallelism"), pod.pop("completions")) == (1, 1)
+    for version in ("1.31", "1.34"):
+        kubernetes_validate.validate(manifest, version, strict=True)
+
+
+def test_base_job_template_gives_the_job_the_worker_would_create(prefect_server):
+    docs = render(VALUES, namespace=NS)
+    template = base_job_template(docs)
+    deployment_id, flow_run_id = _create_run(
+        prefect_server.api_url, template, {"env": {"ETL_TABLE": "events_override", "EXTRA_FLAG": "1"}})
+    job = asyncio.run(job_manifest_for_flow_run(prefect_server.api_url, template, deployment_id, flow_run_id))
+
+    _validate_job(job)
+    assert job["apiVersion"] == "batch/v1" and job["kind"] == "Job"
+    assert job["metadata"]["namespace"] == NS
+    assert job["spec"]["ttlSecondsAfterFinished"] == 86400 and job["spec"]["backoffLimit"] == 0
+    pod = job["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == f"{FULL}-flow-run" and pod["automountServiceAccountToken"] is False
+    assert restricted_violations(pod) == []
+    assert pod["volumes"] == [{"name": "tmp", "emptyDir": {"sizeLimit": "12Gi"}}]
+    (c,) = pod["containers"]
+    assert c["image"] == "registry.example:5000/team/ecommerce-etl:2.0.1" and c["imagePullPolicy"] == "Always"
+    assert c["args"][:3] == ["prefect", "flow-run", "execute"]
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert c["resources"] == {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "4Gi"}}
+
+    names = [e["name"] for e in c["env"]]
+    assert len(names) == len(set(names)), f"duplicate env entries: {names}"
+    env = {e["name"]: e for e in c["env"]}
+    # Prefect's own env, appended by the worker code.
+    assert env["PREFECT__FLOW_RUN_ID"]["value"] == str(flow_run_id)
+    assert "PREFECT_API_URL" in env
+    # The deployment's job_variables env overrides the chart's and adds to it.
+    assert env["ETL_TABLE"]["value"] == "events_override" and env["EXTRA_FLAG"]["value"] == "1"
+    # DB credentials only through secretKeyRef; Kaggle creds optional.
+    assert env["PGPASSWORD"] == {"name": "PGPASSWORD",
+                                 "valueFrom": {"secretKeyRef": {"name": f"{FULL}-db", "key": "etl-password"}}}
+    assert env["PGHOST"]["value"] == f"{FULL}-postgresql" and env["PGUSER"]["value"] == "etl"
+    assert env["KAGGLE_KEY"]["valueFrom"]["secretKeyRef"]["optional"] is True
+    passwords = [v for k, v in secret_values(docs).items() if k.endswith("-password")]
+    assert passwords and not [p for p in passwords if p in json.dumps(job)]
+    for e in c["env"]:
+        if any(w in e["name"].upper() for w in ("PASSWORD", "KEY", "SECRET", "TOKEN")):
+            assert "value" not in e, e
+
+    # The flow-run pod is what the NetworkPolicies let reach Postgres and the server.
+    labels = job["spec"]["template"]["metadata"]["labels"]
+    assert labels["app.kubernetes.io/component"] == "flow-run" and labels["prefect.io/flow-run-id"] == str(flow_run_id)
+    pg = find(docs, "StatefulSet", f"{FULL}-postgresql")["spec"]["template"]["metadata"]["labels"]
+    srv = find(docs, "Deployment", f"{FULL}-prefect-server")["spec"]["template"]["metadata"]["labels"]
+    assert ingress_allowed(docs, pg, labels, 5432) and ingress_allowed(docs, srv, labels, 4200)
+
+
+def test_job_variables_can_still_override_image_and_resources(prefect_server):
+    template = base_job_template(render(namespace=NS))
+    deployment_id, flow_run_id = _create_run(prefect_server.api_url, template, {
+        "image": "ecommerce-etl:hotfix", "cpu_limit": "4", "memory_limit": "8Gi", "namespace": "other"})
+    job = asyncio.run(job_manifest_for_flow_run(prefect_server.api_url, template, deployment_id, flow_run_id))
+    _validate_job(job)
+    c = job["spec"]["template"]["spec"]["containers"][0]
+    assert c["image"] == "ecommerce-etl:hotfix" and c["imagePullPolicy"] == "IfNotPresent"
+    assert c["resources"]["limits"] == {"cpu": "4", "memory": "8Gi"}
+    assert job["metadata"]["namespace"] == "other"
+
+
+def _deploy(prefect_server, template_path: Path, *extra: str) -> subprocess.CompletedProcess:
+    assert CLI.exists(), f"console script {CLI} missing (project not installed?)"
+    env = {**os.environ, **prefect_server.env}
+    return subprocess.run(
+        [str(CLI), "deploy", "--base-job-template", str(template_path), *extra],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )
+
+
+def test_deploy_command_registers_pool_and_deployments_idempotently(prefect_server, tmp_path):
+    docs = render({"deployments": {"schedule": "0 3 * * *", "timezone": "Europe/Berlin", "sampleRows": 500}})
+    # The exact argv and file the hook Job runs, pointed at a local copy of the ConfigMap.
+    hook = find(docs, "Job", f"{FULL}-deploy")["spec"]["template"]["spec"]["containers"][0]["command"]
+    template = base_job_template(docs)
+    template_path = tmp_path / "base-job-template.json"
+    template_path.write_text(find(docs, "ConfigMap", f"{FULL}-base-job-template")["data"]["base-job-template.json"])
+    pool = f"t3-deploy-{uuid.uuid4().hex[:8]}"
+    args = hook[2:]
+    args[args.index("--pool") + 1] = pool
+    args = args[:args.index("--base-job-template")] + args[args.index("--base-job-template") + 2:]
+
+    async def state(client):
+        wp = await client.read_work_pool(pool)
+        deps = {}
+        for name in ("sample", "kaggle"):
+            d = await client.read_deployment_by_name(f"ecommerce-etl/{name}")
+            deps[name] = d
+        return wp, deps
+
+    first = _deploy(prefect_server, template_path, *args)
+    assert first.returncode == 0, first.stdout + first.stderr
+    wp, deps = _client_call(prefect_server.api_url, state)
+    assert wp.type == "kubernetes" and wp.base_job_template == template
+    for name, source in (("sample", "sample"), ("kaggle", "kaggle")):
+        d = deps[name]
+        assert d.work_pool_name == pool and d.entrypoint == "flows/etl.py:ecommerce_etl"
+        assert d.parameters["source"] == source
+    assert deps["sample"].parameters.get("rows_per_file") == 500
+    assert [(s.schedule.cron, s.schedule.timezone) for s in deps["kaggle"].schedules] == [("0 3 * * *", "Europe/Berlin")]
+    assert deps["sample"].schedules == []
+
+    second = _deploy(prefect_server, template_path, *args)
+    assert second.returncode == 0, second.stdout + second.stderr
+    wp2, deps2 = _client_call(prefect_server.api_url, state)
+    assert wp2.id == wp.id and wp2.base_job_template == template
+    assert {n: d.id for n, d in deps2.items()} == {n: d.id for n, d in deps.items()}
+    assert len(deps2["kaggle"].schedules) == 1
+
+    async def count(client):
+        from prefect.client.schemas.filters import WorkPoolFilter, WorkPoolFilterName
+        return len(await client.read_deployments(work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[pool]))))
+    assert _client_call(prefect_server.api_url, count) == 2
+
+    # What the worker would run for the hook-registered sample deployment.
+    flow_run = _client_call(prefect_server.api_url,
+                            lambda c: c.create_flow_run_from_deployment(deps2["sample"].id))
+    job = asyncio.run(job_manifest_for_flow_run(prefect_server.api_url, wp2.base_job_template,
+                                                deps2["sample"].id, flow_run.id))
+    _validate_job(job)
+    env = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["PREFECT__FLOW_RUN_ID"]["value"] == str(flow_run.id)
+    assert "valueFrom" in env["PGPASSWORD"]
+
+
+def test_deploy_command_fails_clearly_on_a_bad_template(prefect_server, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"not": "a template"}')
+    result = _deploy(prefect_server, bad, "--pool", "t3-never")
+    assert result.returncode != 0
+    assert "base-job-template" in (result.stdout + result.stderr)
+
+
+def test_postgres_init_script_on_real_postgres(postgres, tmp_path):
+    """The initdb script from the rendered ConfigMap, run as the image's entrypoint would:
+    two roles and databases, each role reaching only its own database."""
+    tag = uuid.uuid4().hex[:6]
+    auth = {"prefect": {"username": f"t3p_{tag}", "database": f"t3pdb_{tag}"},
+            "etl": {"username": f"t3e_{tag}", "database": f"t3edb_{tag}"}}
+    docs = render({"postgresql": {"auth": auth}})
+    script = find(docs, "ConfigMap", f"{FULL}-postgresql-initdb")["data"]["10-ecommerce-etl.sh"]
+    path = tmp_path / "10-ecommerce-etl.sh"
+    path.write_text(script)
+    path.chmod(0o755)
+    pw = {k.rsplit("/", 1)[1]: v for k, v in secret_values(docs).items() if k.startswith(f"{FULL}-db/")}
+    env = {**os.environ, "PATH": f"{postgres.server.bin_dir}:{os.environ['PATH']}",
+           "POSTGRES_USER": "postgres", "PGHOST": postgres.host, "PGPORT": str(postgres.port),
+           "PGPASSWORD": postgres.password,
+           "PREFECT_DB_PASSWORD": pw["prefect-password"], "ETL_DB_PASSWORD": pw["etl-password"]}
+    # The script revokes PUBLIC CONNECT on postgres/template1 too; restore it for the shared server.
+    try:
+        subprocess.run([str(path)], env=env, check=True, capture_output=True, text=True, timeout=60)
+
+        def connect(user, password, db):
+            engine = sa.create_engine(postgres.server.tcp_url(user, password, db))
+            try:
+                with engine.connect() as conn:
+                    return conn.execute(sa.text("select current_user || '@' || current_database()")).scalar()
+            finally:
+                engine.dispose()
+
+        e, p = auth["etl"], auth["prefect"]
+        assert connect(e["username"], pw["etl-password"], e["database"]) == f"{e['username']}@{e['database']}"
+        assert connect(p["username"], pw["prefect-password"], p["database"]) == f"{p['username']}@{p['database']}"
+        for user, password, db in ((e["username"], pw["etl-password"], p["database"]),
+                                   (p["username"], pw["prefect-password"], e["database"]),
+                                   (e["username"], pw["etl-password"], "postgres")):
+            with pytest.raises(sa.exc.OperationalError, match="permission denied for database"):
+                connect(user, password, db)
+        with pytest.raises(sa.exc.OperationalError, match="password authentication failed"):
+            connect(e["username"], "wrong-password", e["database"])
+        # The data role owns its database, so the pipeline can create its tables.
+        engine = sa.create_engine(postgres.server.tcp_url(e["username"], pw["etl-password"], e["database"]))
+        with engine.begin() as conn:
+            conn.execute(sa.text("create table t3_probe (id int)"))
+        engine.dispose()
+    finally:
+        postgres.run_sql("GRANT CONNECT ON DATABASE postgres TO PUBLIC")
+        postgres.run_sql("GRANT CONNECT ON DATABASE template1 TO PUBLIC")
+        for db in (auth["prefect"]["database"], auth["etl"]["database"]):
+            postgres.run_sql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        for role in (auth["prefect"]["username"], auth["etl"]["username"]):
+            postgres.run_sql(f'DROP ROLE IF EXISTS "{role}"')
