@@ -1,0 +1,451 @@
+"""T4: a flow run executes from the flow image exactly as the worker's Job spec says.
+
+Everything up to the Kubernetes API is real: the image is built from the Dockerfile, the
+chart is rendered, its own initdb script creates the two databases and roles in a real
+PostgreSQL, a real Prefect server runs with the chart's connection URL, the chart's hook Job
+registers the work pool and deployments, prefect-kubernetes builds the flow run's Job, and
+that Job's containers (image, command/args, env, securityContext, volumes, limits) run
+under `docker run --network host`. Service names are pointed at loopback; that and the
+kubelet itself are what only T5 (kind) covers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+import chart_render as cr
+from flows.localdb import LocalPostgres, free_port
+
+pytestmark = [pytest.mark.docker, pytest.mark.timeout(2400)]
+
+REPO = Path(__file__).resolve().parents[1]
+RELEASE, NAMESPACE = "etl", "ecommerce"
+IMAGE_REPO, IMAGE_TAG = "ecommerce-etl", "t4"
+IMAGE = f"{IMAGE_REPO}:{IMAGE_TAG}"
+SAMPLE_ROWS = 500  # per monthly file; the deployment's parameter, via the chart's hook
+LABEL = f"ecommerce-etl-t4={secrets.token_hex(4)}"  # every container this module starts
+CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _fullname(component: str) -> str:
+    return f"{RELEASE}-ecommerce-etl-{component}"
+
+
+# --- Docker -------------------------------------------------------------------------------------
+
+
+def _docker_problem() -> str | None:
+    if not shutil.which("docker"):
+        return "no docker CLI on PATH (run scripts/docker-engine.sh, or .ci/run)"
+    try:
+        info = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"],
+                              capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        return "`docker info` timed out: no usable Docker engine"
+    if info.returncode != 0:
+        return f"no usable Docker engine (`docker info`: {info.stderr.strip()[:300]}); run scripts/docker-engine.sh"
+    return None
+
+
+@pytest.fixture(scope="module")
+def flow_image(tmp_path_factory) -> str:
+    problem = _docker_problem()
+    if problem:
+        if CI:  # on CI the engine is provisioned by .ci/run: a skip would hide a broken setup
+            pytest.fail(f"CI=true but {problem}")
+        pytest.skip(problem)
+    log = tmp_path_factory.mktemp("build") / "build.log"
+    started = time.monotonic()
+    with log.open("w") as out:
+        proc = subprocess.run([str(REPO / "scripts" / "build-image.sh"), IMAGE], stdout=out,
+                              stderr=subprocess.STDOUT, timeout=1800, cwd=REPO)
+    assert proc.returncode == 0, f"image build failed:\n{log.read_text()[-6000:]}"
+    print(f"\nT4 image build: {time.monotonic() - started:.1f}s", file=sys.stderr)
+    yield IMAGE
+    ids = subprocess.run(["docker", "ps", "-aq", "--filter", f"label={LABEL}"],
+                         capture_output=True, text=True).stdout.split()
+    if ids:
+        subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
+
+
+# --- Kubernetes objects -> docker run -----------------------------------------------------------
+
+
+def _cpus(q) -> float:
+    q = str(q)
+    return float(q[:-1]) / 1000 if q.endswith("m") else float(q)
+
+
+_UNITS = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+
+
+def _bytes(q) -> int:
+    m = re.fullmatch(r"([0-9.]+)([A-Za-z]*)", str(q))
+    assert m and (m.group(2) in _UNITS or not m.group(2)), f"unsupported quantity {q!r}"
+    return int(float(m.group(1)) * _UNITS.get(m.group(2), 1))
+
+
+class Loopback:
+    """Rewrites in-cluster Service addresses (`svc`, `svc:port`, `svc.ns.svc...:port`) to the
+    processes this test runs on 127.0.0.1."""
+
+    def __init__(self, services: dict[str, tuple[int, int]]):
+        self.services = services  # service name -> (service port, local port)
+
+    def __call__(self, text: str) -> str:
+        for svc, (port, local) in self.services.items():
+            for host in (f"{svc}.{NAMESPACE}.svc.cluster.local", f"{svc}.{NAMESPACE}.svc",
+                         f"{svc}.{NAMESPACE}", svc):
+                text = re.sub(rf"(?<![\w.-]){re.escape(host)}:{port}(?![\d])", f"127.0.0.1:{local}", text)
+            if text == svc:
+                text = "127.0.0.1"
+        return text
+
+    def env(self, env: dict[str, str]) -> dict[str, str]:
+        out = {k: self(v) for k, v in env.items()}
+        # libpq takes host and port apart: PGPORT follows PGHOST's service.
+        for svc, (port, local) in self.services.items():
+            if env.get("PGHOST") == svc and env.get("PGPORT", str(port)) == str(port):
+                out["PGPORT"] = str(local)
+        return out
+
+
+class Rendered:
+    def __init__(self, docs: list[dict]):
+        self.docs = docs
+        self.secrets = cr.secret_values(docs)
+        self.configmaps = {d["metadata"]["name"]: d.get("data") or {} for d in cr.by_kind(docs, "ConfigMap")}
+
+    def env(self, container: dict) -> dict[str, str]:
+        """The container's env with secretKeyRef/configMapKeyRef resolved as the kubelet would."""
+        out: dict[str, str] = {}
+        for e in container.get("env") or []:
+            if "value" in e or "valueFrom" not in e:
+                out[e["name"]] = "" if e.get("value") is None else str(e["value"])
+                continue
+            src = e["valueFrom"]
+            if "secretKeyRef" in src:
+                ref, table = src["secretKeyRef"], self.secrets
+                key = f"{ref['name']}/{ref['key']}"
+            elif "configMapKeyRef" in src:
+                ref = src["configMapKeyRef"]
+                table = {f"{n}/{k}": v for n, data in self.configmaps.items() for k, v in data.items()}
+                key = f"{ref['name']}/{ref['key']}"
+            elif src.get("fieldRef", {}).get("fieldPath") == "metadata.namespace":
+                out[e["name"]] = NAMESPACE
+                continue
+            else:
+                raise AssertionError(f"env {e['name']}: unsupported valueFrom {src}")
+            if key not in table:
+                assert ref.get("optional"), f"env {e['name']}: {key} is not rendered by the chart"
+                continue
+            out[e["name"]] = table[key]
+        return out
+
+
+def run_pod(pod: dict, rendered: Rendered, loopback: Loopback, workdir: Path, name: str,
+            timeout: float = 900) -> list[dict]:
+    """Run the pod's init containers, then its containers, one after another (a Job with
+    restartPolicy Never); returns [{name, rc, logs, inspect}] and stops at the first failure."""
+    psc = pod.get("securityContext") or {}
+    volumes = {v["name"]: v for v in pod.get("volumes") or []}
+    results = []
+    for c in [*(pod.get("initContainers") or []), *pod["containers"]]:
+        csc = {**psc, **(c.get("securityContext") or {})}
+        uid, gid = csc.get("runAsUser"), csc.get("runAsGroup")
+        args = ["docker", "run", "--name", f"{name}-{c['name']}-{secrets.token_hex(3)}",
+                "--label", LABEL, "--network", "host"]
+        if uid is not None:
+            args += ["--user", f"{uid}:{gid if gid is not None else uid}"]
+        if psc.get("fsGroup") is not None:
+            args += ["--group-add", str(psc["fsGroup"])]
+        if csc.get("readOnlyRootFilesystem"):
+            args.append("--read-only")
+        if csc.get("allowPrivilegeEscalation") is False:
+            args += ["--security-opt", "no-new-privileges"]
+        caps = csc.get("capabilities") or {}
+        args += [f"--cap-drop={x}" for x in caps.get("drop", [])]
+        args += [f"--cap-add={x}" for x in caps.get("add", [])]
+        limits = (c.get("resources") or {}).get("limits") or {}
+        if "memory" in limits:
+            args += ["--memory", str(_bytes(limits["memory"]))]
+        if "cpu" in limits:
+            args += ["--cpus", f"{min(_cpus(limits['cpu']), os.cpu_count() or 1):g}"]
+        for m in c.get("volumeMounts") or []:
+            vol = volumes[m["name"]]
+            if "emptyDir" in vol:
+                size = _bytes(vol["emptyDir"].get("sizeLimit", "256Mi"))
+                args += ["--tmpfs", f"{m['mountPath']}:rw,exec,nosuid,nodev,size={size},mode=1777"]
+            elif "configMap" in vol:
+                src = workdir / f"cm-{vol['configMap']['name']}"
+                src.mkdir(exist_ok=True)
+                src.chmod(0o755)
+                for key, text in rendered.configmaps[vol["configMap"]["name"]].items():
+                    (src / key).write_text(text)
+                    (src / key).chmod(0o644)
+                args += ["-v", f"{src}:{m['mountPath']}:ro"]
+            else:
+                raise AssertionError(f"volume {m['name']}: unsupported source {vol}")
+        env = loopback.env(rendered.env(c))
+        assert all("\n" not in v for v in env.values()), "multi-line env values cannot use --env-file"
+        env_file = workdir / f"{c['name']}.env"
+        env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+        env_file.chmod(0o600)
+        args += ["--env-file", str(env_file)]
+        if c.get("workingDir"):
+            args += ["-w", c["workingDir"]]
+        command = [loopback(x) for x in c.get("command") or []]
+        cargs = [loopback(x) for x in c.get("args") or []]
+        if command:
+            args += ["--entrypoint", command[0], c["image"], *command[1:], *cargs]
+        else:
+            args += [c["image"], *cargs]
+        cname = args[args.index("--name") + 1]
+        proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+        inspect = json.loads(subprocess.run(["docker", "inspect", cname], capture_output=True,
+                                            text=True).stdout or "[{}]")[0]
+        results.append({"name": c["name"], "rc": proc.returncode, "logs": proc.stdout + proc.stderr,
+                        "inspect": inspect, "env": env})
+        if proc.returncode != 0:
+            break
+    return results
+
+
+def _tail(results: list[dict], n: int = 6000) -> str:
+    return "\n".join(f"--- {r['name']} (exit {r['rc']}) ---\n{r['logs'][-n:]}" for r in results)
+
+
+# --- the release's back ends on loopback ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def release(flow_image, tmp_path_factory):
+    """The chart rendered for the test image, its Postgres (initialised by the chart's own
+    script) and its Prefect server (with the chart's connection URL), both on 127.0.0.1."""
+    work = tmp_path_factory.mktemp("t4")
+    values = {"image": {"repository": IMAGE_REPO, "tag": IMAGE_TAG, "pullPolicy": "Never"},
+              "deployments": {"sampleRows": SAMPLE_ROWS}}
+    rendered = Rendered(cr.render(values, RELEASE, NAMESPACE))
+    pg_svc, server_svc = _fullname("postgresql"), _fullname("prefect-server")
+
+    db_secret = cr.find(rendered.docs, "Secret", _fullname("db"))["metadata"]["name"]
+    pg = LocalPostgres(work / "pg" / "data", port=free_port(),
+                       password=rendered.secrets[f"{db_secret}/postgres-password"]).start()
+    server_port = free_port()
+    loopback = Loopback({pg_svc: (5432, pg.port), f"{pg_svc}-hl": (5432, pg.port),
+                         server_svc: (4200, server_port)})
+    proc = None
+    try:
+        # The chart's initdb script, with the StatefulSet container's env (passwords from the Secret).
+        sts = cr.find(rendered.docs, "StatefulSet", pg_svc)
+        pg_env = rendered.env(sts["spec"]["template"]["spec"]["containers"][0])
+        (script_name, script), = rendered.configmaps[_fullname("postgresql-initdb")].items()
+        script_path = work / script_name
+        script_path.write_text(script)
+        init = subprocess.run(
+            ["bash", str(script_path)], capture_output=True, text=True, timeout=60,
+            env={**os.environ, **pg_env, "PATH": f"{pg.bin_dir}{os.pathsep}{os.environ['PATH']}",
+                 "PGHOST": str(pg.socket_dir), "PGPORT": str(pg.socket_port)},
+        )
+        assert init.returncode == 0, f"chart initdb script failed:\n{init.stderr}"
+
+        # The Prefect server as the chart runs it (command and env), on a free loopback port.
+        srv = cr.find(rendered.docs, "Deployment", server_svc)["spec"]["template"]["spec"]["containers"][0]
+        cmd = list(srv["command"])
+        assert cmd[:3] == ["prefect", "server", "start"], cmd
+        cmd[0] = str(Path(sys.executable).parent / "prefect")
+        cmd[cmd.index("--host") + 1] = "127.0.0.1"
+        cmd[cmd.index("--port") + 1] = str(server_port)
+        srv_env = loopback.env(rendered.env(srv))
+        assert srv_env["PREFECT_SERVER_DATABASE_CONNECTION_URL"].startswith("postgresql+asyncpg://prefect:")
+        log = work / "prefect-server.log"
+        with log.open("w") as out:
+            proc = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                env={**os.environ, **srv_env, "PREFECT_HOME": str(work / "prefect-home"),
+                     "PREFECT_SERVER_UI_ENABLED": "false"},  # the UI is not under test
+            )
+        api_url = f"http://127.0.0.1:{server_port}/api"
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, f"prefect server exited:\n{log.read_text()[-4000:]}"
+            try:
+                if httpx.get(f"{api_url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, f"prefect server not healthy:\n{log.read_text()[-4000:]}"
+            time.sleep(0.5)
+
+        yield {
+            "rendered": rendered, "loopback": loopback, "work": work, "api_url": api_url, "pg": pg,
+            "server_log": log,
+            "data_url": pg.tcp_url("etl", rendered.secrets[f"{db_secret}/etl-password"], "ecommerce"),
+        }
+    finally:
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        pg.stop(mode="immediate")
+
+
+def _api(api_url: str):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    return temporary_settings(updates={PREFECT_API_URL: api_url})
+
+
+async def _client_call(api_url: str, fn):
+    from prefect.client.orchestration import get_client
+
+    with _api(api_url):
+        async with get_client() as client:
+            return await fn(client)
+
+
+@pytest.fixture(scope="module")
+def registered(release):
+    """The chart's post-install hook Job (wait-for-server init container, then
+    `ecommerce-etl deploy`) run from the image."""
+    hook = cr.find(release["rendered"].docs, "Job", _fullname("deploy"))
+    started = time.monotonic()
+    results = run_pod(hook["spec"]["template"]["spec"], release["rendered"], release["loopback"],
+                      release["work"], "t4-hook")
+    assert results and all(r["rc"] == 0 for r in results), _tail(results)
+    print(f"\nT4 hook Job: {time.monotonic() - started:.1f}s", file=sys.stderr)
+    out = json.loads(results[-1]["logs"].strip().splitlines()[-1])
+    assert set(out["deployments"]) >= {"sample", "kaggle"}, out
+    return out
+
+
+def _run_sample_deployment(release, registered) -> tuple[dict, list[dict], object]:
+    """Create a flow run of `sample`, build its Job as the worker would, run that Job."""
+    from prefect.client.schemas.objects import StateType
+    from prefect.settings import PREFECT_HOME, temporary_settings
+    from prefect.states import Pending
+
+    api_url, pool_name = release["api_url"], registered["work_pool"]
+
+    async def create(client):
+        deployment = await client.read_deployment(registered["deployments"]["sample"])
+        flow_run = await client.create_flow_run_from_deployment(deployment.id)
+        # The worker proposes Pending before it submits the Job.
+        await client.set_flow_run_state(flow_run.id, Pending())
+        pool = await client.read_work_pool(pool_name)
+        return deployment, flow_run, pool
+
+    deployment, flow_run, pool = asyncio.run(_client_call(api_url, create))
+    configmap_template = cr.base_job_template(release["rendered"].docs)
+    assert pool.base_job_template == configmap_template, "the hook registered another template"
+
+    # Build the manifest in the worker's settings (its PREFECT_* env, e.g. PREFECT_HOME), so
+    # nothing from this test process leaks into the Job's env.
+    worker = cr.find(release["rendered"].docs, "Deployment", _fullname("worker"))
+    worker_env = release["rendered"].env(worker["spec"]["template"]["spec"]["containers"][0])
+    import prefect.settings as ps
+
+    updates = {}
+    for k, v in worker_env.items():
+        if k.startswith("PREFECT_") and k != "PREFECT_API_URL":
+            try:
+                updates[getattr(ps, k)] = v
+            except AttributeError:  # integration settings (prefect-kubernetes) are not core ones
+                pass
+    updates.setdefault(PREFECT_HOME, "/tmp/prefect")
+    with temporary_settings(updates=updates):
+        manifest = asyncio.run(cr.job_manifest_for_flow_run(api_url, pool.base_job_template,
+                                                             deployment.id, flow_run.id))
+    assert manifest["kind"] == "Job" and manifest["apiVersion"] == "batch/v1"
+    pod = manifest["spec"]["template"]["spec"]
+    assert pod["containers"][0]["image"] == IMAGE
+
+    started = time.monotonic()
+    results = run_pod(pod, release["rendered"], release["loopback"], release["work"], "t4-flow-run")
+    elapsed = time.monotonic() - started
+
+    async def read(client):
+        return await client.read_flow_run(flow_run.id)
+
+    final = asyncio.run(_client_call(api_url, read))
+    detail = f"{_tail(results)}\n--- server log ---\n{release['server_log'].read_text()[-3000:]}"
+    assert results[-1]["rc"] == 0, detail
+    assert final.state.type == StateType.COMPLETED, f"flow run is {final.state!r}\n{detail}"
+    print(f"\nT4 flow-run Job container: {elapsed:.1f}s", file=sys.stderr)
+    return manifest, results, final
+
+
+def _summary_artifact(api_url: str, flow_run_id) -> list[dict]:
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+
+    from flows.etl import SUMMARY_ARTIFACT_KEY
+
+    async def read(client):
+        return await client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=[SUMMARY_ARTIFACT_KEY]),
+            flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]),
+        ))
+
+    artifacts = asyncio.run(_client_call(api_url, read))
+    assert len(artifacts) == 1, f"expected one summary artifact for {flow_run_id}, got {artifacts}"
+    data = artifacts[0].data
+    return json.loads(data) if isinstance(data, str) else data
+
+
+def _row_count(url: str) -> int:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sa.text("SELECT count(*) FROM public.ecommerce_events")).scalar()
+    finally:
+        engine.dispose()
+
+
+def test_flow_run_job_runs_from_image_and_reruns_skip(release, registered):
+    # First run: loads every sample file.
+    manifest, results, final = _run_sample_deployment(release, registered)
+    rows = _summary_artifact(release["api_url"], final.id)
+    assert rows and all(r["status"] == "loaded" for r in rows), rows
+    loaded = sum(r["rows loaded"] for r in rows)
+    assert loaded > 0
+    # Read back as the chart's etl role, over TCP with its generated password.
+    assert _row_count(release["data_url"]) == loaded
+
+    # The container ran as the Job's non-root user, on a read-only root filesystem.
+    pod = manifest["spec"]["template"]["spec"]
+    uid = pod["securityContext"]["runAsUser"]
+    assert uid != 0 and pod["securityContext"]["runAsNonRoot"] is True
+    job_container = results[-1]["inspect"]
+    assert job_container["Config"]["User"] == f"{uid}:{pod['securityContext']['runAsGroup']}"
+    assert job_container["HostConfig"]["ReadonlyRootfs"] is True
+    assert job_container["Config"]["Cmd"] == pod["containers"][0]["args"]
+    # runAsNonRoot is checked by the kubelet against the image's numeric USER as well.
+    image_user = json.loads(subprocess.run(["docker", "image", "inspect", IMAGE], capture_output=True,
+                                           text=True, check=True).stdout)[0]["Config"]["User"]
+    assert re.fullmatch(r"[1-9]\d*(:\d+)?", image_user), image_user
+    # The worker's env, not this test's, reached the Job (Prefect adds the flow run id itself).
+    env = results[-1]["env"]
+    assert env["PREFECT__FLOW_RUN_ID"] == str(final.id)
+    assert env["PREFECT_HOME"] == "/tmp/prefect"
+
+    # Second run of the same deployment: every file is unchanged, so it skips.
+    _, _, again = _run_sample_deployment(release, registered)
+    rows2 = _summary_artifact(release["api_url"], again.id)
+    assert [r["file"] for r in rows2] == [r["file"] for r in rows]
+    assert all(r["status"] == "skipped" for r in rows2), rows2
+    assert _row_count(release["data_url"]) == loaded
