@@ -127,6 +127,11 @@ def cmd_run(args) -> int:
             from flows.schema import check_identifier
 
             check_identifier(args.table, "--table")
+        from flows.sources import check_arguments, kaggle_login
+
+        check_arguments(args.source, args.path, args.url)
+        if args.source == "kaggle":
+            kaggle_login(settings)  # fail now, not after starting servers
         if settings.resolved_database_url() is None:
             os.environ["DATABASE_URL"] = _local_database(settings)
             where_db = f"embedded PostgreSQL in {settings.local_db_dir.resolve()} (database ecommerce)"

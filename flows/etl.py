@@ -17,6 +17,7 @@ from prefect.runtime import flow_run
 from flows import sources
 from flows.load import FileResult, ensure_schema, load_file
 from flows.schema import ConfigError
+from flows.transform import FileRejected
 from flows.settings import get_settings, redact
 from flows.sql import Names
 
@@ -48,7 +49,19 @@ def _names(table: str | None) -> Names:
     return Names(schema, table or default_table)
 
 
-@task(name="fetch-source", retries=2, retry_delay_seconds=10, log_prints=True)
+def _retry_unless_config_error(task, task_run, state) -> bool:
+    """Network and database errors are worth a retry; a wrong setting or a bad file is not."""
+    try:
+        state.result()
+    except (ConfigError, FileRejected):
+        return False
+    except Exception:
+        return True
+    return True
+
+
+@task(name="fetch-source", retries=2, retry_delay_seconds=10, log_prints=True,
+      retry_condition_fn=_retry_unless_config_error)
 def fetch_source(source: str, path: str | None, url: str | None, files: list[str] | None,
                  rows_per_file: int | None) -> list[str]:
     found = sources.fetch(source, get_settings(), path=path, url=url, rows_per_file=rows_per_file)
@@ -57,7 +70,8 @@ def fetch_source(source: str, path: str | None, url: str | None, files: list[str
     return [str(p) for p in chosen]
 
 
-@task(name="ensure-schema", retries=3, retry_delay_seconds=[2, 10, 30], log_prints=True)
+@task(name="ensure-schema", retries=3, retry_delay_seconds=[2, 10, 30], log_prints=True,
+      retry_condition_fn=_retry_unless_config_error)
 def ensure_schema_task(table: str | None) -> None:
     engine = _engine()
     try:

@@ -105,8 +105,6 @@ def _atomic_write(target: Path):
 
 def download_url(url: str, settings: Settings, progress: DownloadProgress | None = None) -> list[Path]:
     parsed = urlparse(url)
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise ConfigError(f"--url {url!r} must be an http(s) URL of a .csv, .csv.gz or .zip file")
     into = settings.data_dir / "url"
     into.mkdir(parents=True, exist_ok=True)
     archive = into / (Path(parsed.path).name or "download.csv")
@@ -122,13 +120,7 @@ def download_url(url: str, settings: Settings, progress: DownloadProgress | None
     return _unpack(archive, into)
 
 
-@contextlib.contextmanager
-def kaggle_credentials(settings: Settings):
-    """A kaggle.json (mode 0600) in a private temporary folder, only for the download.
-
-    opendatasets reads ./kaggle.json from the current directory and otherwise *prompts*, which
-    would hang a Job, so missing credentials fail here, before it is called.
-    """
+def kaggle_login(settings: Settings) -> tuple[str, str]:
     username = settings.kaggle_username.get_secret_value() if settings.kaggle_username else ""
     key = settings.kaggle_key.get_secret_value() if settings.kaggle_key else ""
     if not username or not key:
@@ -137,6 +129,17 @@ def kaggle_credentials(settings: Settings):
             f"the kaggle source needs {' and '.join(missing)}: set them in the environment or .env "
             "(in Kubernetes: the Secret named by kaggle.existingSecret)"
         )
+    return username, key
+
+
+@contextlib.contextmanager
+def kaggle_credentials(settings: Settings):
+    """A kaggle.json (mode 0600) in a private temporary folder, only for the download.
+
+    opendatasets reads ./kaggle.json from the current directory and otherwise *prompts*, which
+    would hang a Job, so missing credentials fail here, before it is called.
+    """
+    username, key = kaggle_login(settings)
     previous_cwd = Path.cwd()
     previous_config = os.environ.get("KAGGLE_CONFIG_DIR")
     with tempfile.TemporaryDirectory(prefix="kaggle-") as private:
@@ -191,18 +194,27 @@ def download_kaggle(settings: Settings, refresh: bool = False) -> list[Path]:
     return local_files(final)
 
 
+def check_arguments(source: str, path: str | None, url: str | None) -> None:
+    """The source's own arguments, checked before anything starts."""
+    if source not in SOURCES:
+        raise ConfigError(f"--source {source!r} is not one of {', '.join(SOURCES)}")
+    if source == "local" and not path:
+        raise ConfigError("--source local needs --path DIR (a folder of .csv files)")
+    if source == "local" and not Path(path).is_dir():
+        raise ConfigError(f"--path {path} is not a folder: point it at a folder of .csv files")
+    if source == "url" and not url:
+        raise ConfigError("--source url needs --url URL (a .csv, .csv.gz or .zip over http(s))")
+    if source == "url" and (urlparse(url).scheme not in ("http", "https") or not urlparse(url).netloc):
+        raise ConfigError(f"--url {url!r} must be an http(s) URL of a .csv, .csv.gz or .zip file")
+
+
 def fetch(source: str, settings: Settings, *, path: str | None = None, url: str | None = None,
           rows_per_file: int | None = None, progress: DownloadProgress | None = None) -> list[Path]:
+    check_arguments(source, path, url)
     if source == "sample":
         return sample_files(settings, rows_per_file)
     if source == "local":
-        if not path:
-            raise ConfigError("--source local needs --path DIR (a folder of .csv files)")
         return local_files(Path(path))
     if source == "url":
-        if not url:
-            raise ConfigError("--source url needs --url URL (a .csv, .csv.gz or .zip over http(s))")
         return download_url(url, settings, progress)
-    if source == "kaggle":
-        return download_kaggle(settings)
-    raise ConfigError(f"--source {source!r} is not one of {', '.join(SOURCES)}")
+    return download_kaggle(settings)
