@@ -302,6 +302,8 @@ def test_prefect_server_deployment():
         "name": f"{FULL}-db", "key": "prefect-connection-url"}
     assert env["PREFECT_UI_API_URL"]["value"] == "http://localhost:4200/api"
     assert env["PREFECT_SERVER_ANALYTICS_ENABLED"]["value"] == "false"
+    # Writable copy of the UI bundle (the root filesystem is read-only).
+    assert env["PREFECT_SERVER_UI_STATIC_DIRECTORY"]["value"].startswith("/tmp/")
     assert c["livenessProbe"]["httpGet"]["path"] == "/api/health"
     assert c["readinessProbe"]["httpGet"]["path"] == "/api/ready"
 
