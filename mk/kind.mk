@@ -3,6 +3,8 @@ KIND ?= kind
 KUBECTL ?= kubectl
 HELM ?= helm
 SKAFFOLD ?= skaffold
+# e.g. SKAFFOLD_FLAGS='-p offline' where no registry is reachable (debootstrap base, host network).
+SKAFFOLD_FLAGS ?=
 KIND_CLUSTER ?= ecommerce-etl
 KUBE_CONTEXT ?= kind-$(KIND_CLUSTER)
 NAMESPACE ?= ecommerce
@@ -44,7 +46,7 @@ port-forward: ## Forward the Prefect UI to localhost:4200 and pgAdmin to localho
 	wait
 
 dev: ## skaffold dev on kind: rebuild on changes (flows/ included), redeploy, port-forward
-	$(SKAFFOLD) dev --kube-context $(KUBE_CONTEXT) --port-forward=user
+	$(SKAFFOLD) dev --kube-context $(KUBE_CONTEXT) --port-forward=user $(SKAFFOLD_FLAGS)
 
 e2e: ## kind end-to-end test (skips when kind, kubectl, helm or docker is missing)
 	$(PY) -m pytest -m e2e tests/e2e
