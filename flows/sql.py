@@ -118,7 +118,8 @@ def create_stage(names: Names, stage: str, sequence: str, source_file: str) -> l
     seq_id = sql.Identifier(names.schema, sequence)
     literal = sql.Literal(source_file)
     return [
-        sql.SQL("CREATE SEQUENCE {} START 2 CACHE 10000").format(seq_id)  # one backend draws it: values stay contiguous,
+        # only this transaction draws from it, so a cached sequence still gives contiguous numbers
+        sql.SQL("CREATE SEQUENCE {} START 2 CACHE 10000").format(seq_id),
         sql.SQL(
             "CREATE TABLE {} ({}, source_file text NOT NULL DEFAULT {} CHECK (source_file = {}),"
             " source_line bigint NOT NULL DEFAULT nextval({}))"
