@@ -19,10 +19,12 @@ RUN set -eu; \
 # entrypoint (flows/etl.py:ecommerce_etl, relative to WORKDIR) expects it. A stub package
 # is enough here, so a change in flows/ never invalidates the (large) venv layers.
 WORKDIR /opt/ecommerce-etl
-COPY pyproject.toml README.m[d] ./
+# README.md is only the package's long description: a stub keeps README edits from
+# invalidating these layers.
+COPY pyproject.toml ./
 RUN set -eu; \
     if [ -s /tmp/build/ca-bundle.crt ]; then export PIP_CERT=/tmp/build/ca-bundle.crt; fi; \
-    mkdir flows && touch flows/__init__.py; \
+    mkdir flows && touch flows/__init__.py README.md; \
     /opt/venv/bin/pip install --no-deps -e .
 
 FROM ${BASE_IMAGE}
