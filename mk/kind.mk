@@ -48,5 +48,5 @@ port-forward: ## Forward the Prefect UI to localhost:4200 and pgAdmin to localho
 dev: ## skaffold dev on kind: rebuild on changes (flows/ included), redeploy, port-forward
 	$(SKAFFOLD) dev --kube-context $(KUBE_CONTEXT) --port-forward=user $(SKAFFOLD_FLAGS)
 
-e2e: ## kind end-to-end test (skips when kind, kubectl, helm or docker is missing)
+e2e: venv ## kind end-to-end test (skips when kind, kubectl, helm or docker is missing)
 	$(PY) -m pytest -m e2e tests/e2e
