@@ -117,6 +117,9 @@ def test_skaffold_helm_release_gets_the_built_image(skaffold):
     assert (release["name"], release["namespace"]) == (RELEASE, NAMESPACE)
     assert (REPO / release["chartPath"] / "Chart.yaml").is_file()
     assert release["valuesFiles"] == ["k8s/values-kind.yaml"]
+    # The restricted namespace comes from k8s/namespace.yaml, before the release.
+    before = skaffold["deploy"]["helm"]["hooks"]["before"]
+    assert any("k8s/namespace.yaml" in " ".join(h["host"]["command"]) for h in before)
     assert release["setValueTemplates"] == {
         "image.repository": template_var(ARTIFACT, "REPO"),
         "image.tag": template_var(ARTIFACT, "TAG"),
