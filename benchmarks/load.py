@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -37,7 +36,8 @@ def _ours_in_child(url: str, path: Path) -> tuple[float, float]:
         "from flows.load import load_file; from flows.sql import Names;"
         "e = sa.create_engine(sys.argv[1]); r = load_file(e, Names('public', 'bench_b'), Path(sys.argv[2]));"
         "assert r.status == 'loaded' and r.rows_quarantined == 0, r;"
-        "import resource; peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"
+        # VmHWM, not ru_maxrss: Linux carries the parent's RSS into a child's ru_maxrss across fork+exec
+        "peak = int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]);"
         "print(json.dumps({'seconds': r.seconds, 'rows': r.rows_loaded, 'path': r.path, 'peak_kb': peak}))"
     )
     done = subprocess.run([sys.executable, "-c", code, url, str(path)], capture_output=True, text=True, check=True)
