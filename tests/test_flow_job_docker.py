@@ -442,6 +442,8 @@ def test_flow_run_job_runs_from_image_and_reruns_skip(release, registered):
     env = results[-1]["env"]
     assert env["PREFECT__FLOW_RUN_ID"] == str(final.id)
     assert env["PREFECT_HOME"] == "/tmp/prefect"
+    # The label T5 (and operators) find a flow run's Job by.
+    assert manifest["metadata"]["labels"]["prefect.io/flow-run-id"] == str(final.id)
 
     # Second run of the same deployment: every file is unchanged, so it skips.
     _, _, again = _run_sample_deployment(release, registered)
