@@ -19,28 +19,28 @@ PGADMIN_SVC ?= $(RELEASE)-ecommerce-etl-pgadmin
 
 .PHONY: kind-up kind-down image kind-load deploy port-forward dev e2e
 
-kind-up: ## Create the kind cluster from kind-config.yaml (reused if it exists) and the namespace
+kind-up: ## create the kind cluster from kind-config.yaml (or reuse it) and the namespace
 	@$(KIND) get clusters 2>/dev/null | grep -qx '$(KIND_CLUSTER)' \
 	  || $(KIND) create cluster --name $(KIND_CLUSTER) --config kind-config.yaml --wait 180s
 	$(KUBECTL) --context $(KUBE_CONTEXT) apply -f k8s/namespace.yaml
 
-kind-down: ## Delete the kind cluster
+kind-down: ## delete the kind cluster
 	$(KIND) delete cluster --name $(KIND_CLUSTER)
 
-image: ## Build the flow image $(IMAGE) (falls back to a debootstrap base without a registry)
+image: ## build the flow image ecommerce-etl:dev (debootstrap base where no registry answers)
 	scripts/build-image.sh $(IMAGE)
 
-kind-load: image ## Load the flow image into the kind node (no registry involved)
+kind-load: image ## load the flow image into the kind node (no registry involved)
 	$(KIND) load docker-image $(IMAGE) --name $(KIND_CLUSTER)
 
-deploy: ## helm upgrade --install the chart on kind with k8s/values-kind.yaml and wait
+deploy: ## helm upgrade --install the chart on kind with k8s/values-kind.yaml, --wait
 	$(KUBECTL) --context $(KUBE_CONTEXT) apply -f k8s/namespace.yaml
 	$(HELM) --kube-context $(KUBE_CONTEXT) upgrade --install $(RELEASE) $(CHART) \
 	  --namespace $(NAMESPACE) -f k8s/values-kind.yaml \
 	  --set image.repository=$(IMAGE_REPO) --set image.tag=$(IMAGE_TAG) \
 	  --wait --timeout 10m
 
-port-forward: ## Forward the Prefect UI to localhost:4200 and pgAdmin to localhost:8080
+port-forward: ## forward the Prefect UI to localhost:4200 and pgAdmin to localhost:8080
 	$(KUBECTL) --context $(KUBE_CONTEXT) -n $(NAMESPACE) port-forward svc/$(SERVER_SVC) 4200:4200 & \
 	$(KUBECTL) --context $(KUBE_CONTEXT) -n $(NAMESPACE) port-forward svc/$(PGADMIN_SVC) 8080:80 & \
 	wait
