@@ -100,7 +100,8 @@ def copy_file(path: str, table: str | None, run_id: str) -> dict:
 
     engine = _engine()
     try:
-        result = load_file(engine, _names(table), file, run_id=run_id, progress=progress)
+        result = load_file(engine, _names(table), file, run_id=run_id, progress=progress,
+                           parallel=get_settings().copy_parallelism)
     finally:
         engine.dispose()
     if result.status == "failed":

@@ -1,19 +1,25 @@
 """Load stage: one file into PostgreSQL, exactly once, with COPY.
 
-Mechanism (chosen by measurement, see ../shared/FACTS.md and `make bench`): each file becomes its
-own LIST partition of the events table. Inside ONE transaction the file is COPYed raw into a
-typed staging table, category_code is dropped (metadata only), the file's old partition (if
-any) is dropped, the staging table is attached as the new partition, its quarantine rows are
-replaced and the ledger row is written. A crash or retry before COMMIT leaves nothing behind;
-after COMMIT the ledger's checksum makes a rerun skip. A per-file advisory lock serialises two
-runs that reach the same file: the second waits, sees the ledger, and skips.
+Mechanism (chosen by measurement: ../shared/FACTS.md and `make bench`): each file becomes its own
+LIST partition of the events table, itself RANGE-partitioned by source_line into segments.
+  1. The file is split at line boundaries into segments; each segment is COPYed raw, in
+     parallel on its own connection, into a typed table that is committed but not yet visible
+     (not attached). category_code is then dropped: metadata only, no rewrite.
+  2. One transaction, holding the file's advisory lock from the start, checks the ledger
+     (unchanged checksum = skip), assembles the file's partition from the segment tables,
+     drops the file's old partition, attaches the new one, replaces the file's quarantine rows
+     and writes the ledger. Every ATTACH is proven by CHECK constraints, so this takes
+     milliseconds. Nothing is visible before this COMMIT; after it, a rerun skips.
+A crash between 1 and 2 leaves only unattached segment tables, which the next load of that
+file drops first. Two runs at once serialise on the lock: one loads, the other skips.
 
-That reached 0.85x of `psql \\copy` here, against 0.5x for re-serializing rows in Python and
-0.03x for the tutorial's `to_sql`. Rows COPY cannot type (bad number, uuid, event type, NaN
-price) are skipped by `ON_ERROR ignore` and quarantined from its notices. When a file has a
-structural problem COPY cannot skip (ragged rows, bad bytes, quoted newlines, empty required
-fields, a missing " UTC"), the same transaction falls back to the careful path: Python parses
-every record, quarantines the bad ones and COPYs the rest with explicit line numbers.
+Raw COPY measured 0.85x of `psql \copy` per connection here, against 0.5x for re-serializing
+rows in Python and 0.03x for the tutorial's `to_sql`; segments let a multi-core server go
+past one core. Rows COPY cannot type (bad number, uuid, event type, NaN price) are skipped by
+`ON_ERROR ignore` and quarantined from its notices. When a file has a structural problem COPY
+cannot skip (ragged rows, bad bytes, quoted newlines, empty required fields, a missing
+" UTC"), the load falls back to the careful path: Python parses every record, quarantines
+the bad ones and COPYs the rest with explicit line numbers.
 """
 
 from __future__ import annotations
@@ -23,7 +29,9 @@ import csv
 import hashlib
 import io
 import time
+import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -46,6 +54,7 @@ from flows.transform import (
 
 CHUNK_BYTES = 1 << 20
 CHECKED_BATCH_RECORDS = 50_000
+MIN_SEGMENT_BYTES = 16 << 20  # below this a second connection costs more than it saves
 
 Progress = Callable[[int], None]  # called with the number of bytes just processed
 
@@ -74,14 +83,6 @@ class Quarantined:
     reason: str
 
 
-def file_checksum(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(CHUNK_BYTES):
-            digest.update(chunk)
-    return "sha256:" + digest.hexdigest()
-
-
 def ensure_schema(engine: sa.Engine, names: q.Names) -> None:
     with engine.begin() as conn:
         raw = conn.connection.dbapi_connection
@@ -91,15 +92,54 @@ def ensure_schema(engine: sa.Engine, names: q.Names) -> None:
                 cur.execute(statement)
 
 
-class _CountingReader:
-    """The file-like object COPY reads from: streams the file's bytes after the header and
-    counts lines and " UTC," markers on the way, to prove afterwards that every record was one
-    line with a UTC timestamp."""
+@dataclass(frozen=True)
+class Segment:
+    start: int  # byte offset of its first line
+    end: int  # byte offset after its last line
+    first_line: int
+    end_line: int | None  # first line of the next segment; None for the last
+
+
+def plan_segments(path: Path, header: Header, parts: int) -> tuple[str, list[Segment]]:
+    """The file's checksum and its split into `parts` segments at line starts, in one read."""
+    size = path.stat().st_size
+    cuts = [header.byte_length]
+    with path.open("rb") as f:
+        for i in range(1, parts):
+            f.seek(header.byte_length + (size - header.byte_length) * i // parts - 1)
+            f.readline()  # to the start of the next line
+            if cuts[-1] < f.tell() < size:
+                cuts.append(f.tell())
+    cuts.append(size)
+    newlines = [0] * (len(cuts) - 1)
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        position = 0
+        while chunk := f.read(CHUNK_BYTES):
+            digest.update(chunk)
+            for i in range(len(newlines)):
+                lo, hi = max(cuts[i], position), min(cuts[i + 1], position + len(chunk))
+                if lo < hi:
+                    newlines[i] += chunk.count(b"\n", lo - position, hi - position)
+            position += len(chunk)
+    segments, line = [], 2
+    for i in range(len(newlines)):
+        end_line = line + newlines[i] if i < len(newlines) - 1 else None
+        segments.append(Segment(cuts[i], cuts[i + 1], line, end_line))
+        line += newlines[i]
+    return "sha256:" + digest.hexdigest(), segments
+
+
+class _SegmentReader:
+    """The file-like object COPY reads from: one segment's bytes, counting lines and " UTC,"
+    markers on the way, to prove afterwards that every record was one line with a UTC
+    timestamp."""
 
     MARKER = (EVENT_TIME_SUFFIX + ",").encode()
 
-    def __init__(self, f, progress: Progress | None):
+    def __init__(self, f, segment: Segment, progress: Progress | None):
         self.f = f
+        self.left = segment.end - segment.start
         self.progress = progress
         self.newlines = 0
         self.markers = 0
@@ -107,8 +147,9 @@ class _CountingReader:
         self._tail = b""
 
     def read(self, size: int = CHUNK_BYTES) -> bytes:
-        chunk = self.f.read(max(size, CHUNK_BYTES))
+        chunk = self.f.read(min(max(size, CHUNK_BYTES), self.left))
         if chunk:
+            self.left -= len(chunk)
             self.newlines += chunk.count(b"\n")
             # the tail is shorter than the marker, so no marker is counted twice
             self.markers += (self._tail + chunk).count(self.MARKER)
@@ -131,31 +172,49 @@ def _drain_skips(conn, cur) -> list:
     return [s for s in map(parse_skip_notice, notices) if s]
 
 
-def _fast_copy(conn, cur, names, stage, header: Header, path: Path, progress) -> tuple[int, list[Quarantined]] | None:
-    """COPY the file's bytes as they are. None when only the careful path can load this file."""
-    cur.execute("SAVEPOINT fast_copy")
-    with path.open("rb") as f:
-        f.seek(header.byte_length)
-        reader = _CountingReader(f, progress)
-        try:
-            cur.copy_expert(q.copy_raw(names, stage, header.columns), reader, size=CHUNK_BYTES)
-        except (psycopg2.DataError, psycopg2.IntegrityError, psycopg2.errors.BadCopyFileFormat,
-                psycopg2.errors.CharacterNotInRepertoire, psycopg2.errors.UntranslatableCharacter):
-            cur.execute("ROLLBACK TO SAVEPOINT fast_copy")
-            conn.notices.clear()
-            return None
-        loaded = cur.rowcount
-    skips = _drain_skips(conn, cur)
-    records = loaded + len(skips)
-    if reader.lines != records or reader.markers != records:
-        # A quoted newline shifts line numbers, and a missing " UTC" must be quarantined:
-        # both need the careful path.
-        cur.execute("ROLLBACK TO SAVEPOINT fast_copy")
-        return None
-    cur.execute("RELEASE SAVEPOINT fast_copy")
-    first_data_line = 2
-    wanted = {s.copy_line + first_data_line - 1: s.reason for s in skips}
-    return loaded, _read_lines(path, wanted)
+# COPY errors that mean "this file needs the careful path", not "the database is unwell"
+_STRUCTURE_ERRORS = (psycopg2.DataError, psycopg2.IntegrityError, psycopg2.errors.BadCopyFileFormat)
+
+
+def _copy_segment(engine: sa.Engine, names, leaf: str, sequence: str, source_file: str, header: Header,
+                  path: Path, segment: Segment, progress) -> tuple[int, dict[int, str]] | None:
+    """Fast path for one segment, committed on its own connection (not yet attached).
+
+    Returns rows loaded and {line: reason} of the rows COPY skipped, or None when only the
+    careful path can load this file (nothing of this segment is then left behind)."""
+    conn = engine.raw_connection()
+    try:
+        dbapi = conn.dbapi_connection
+        dbapi.notices = collections.deque()
+        with dbapi.cursor() as cur:
+            cur.execute(q.session_setup())
+            for statement in q.create_leaf(names, leaf, source_file, segment.first_line, segment.end_line, sequence):
+                cur.execute(statement)
+            with path.open("rb") as f:
+                f.seek(segment.start)
+                reader = _SegmentReader(f, segment, progress)
+                try:
+                    cur.copy_expert(q.copy_raw(names, leaf, header.columns), reader, size=CHUNK_BYTES)
+                except _STRUCTURE_ERRORS:
+                    dbapi.rollback()
+                    return None
+                loaded = cur.rowcount
+            skips = _drain_skips(dbapi, cur)
+            records = loaded + len(skips)
+            if reader.lines != records or reader.markers != records:
+                # a quoted newline shifts line numbers, and a missing " UTC" must be quarantined
+                dbapi.rollback()
+                return None
+            for statement in q.finish_leaf(names, leaf, sequence):
+                cur.execute(statement)
+        dbapi.commit()
+    except BaseException:
+        if conn.dbapi_connection:
+            conn.dbapi_connection.rollback()
+        raise
+    finally:
+        conn.close()
+    return loaded, {segment.first_line + s.copy_line - 1: s.reason for s in skips}
 
 
 def _read_lines(path: Path, reasons: dict[int, str]) -> list[Quarantined]:
@@ -231,10 +290,13 @@ def iter_records(f, first_line: int) -> Iterator[tuple[int, str, list[str] | Non
             yield line, raw, None, f"unparseable CSV: {exc}"
 
 
-def _checked_copy(conn, cur, names, stage, header: Header, path: Path, progress) -> tuple[int, int, list[Quarantined]]:
-    """Careful path: parse every record in Python; COPY the good ones with explicit line numbers."""
-    cur.execute(q.truncate(names, stage))
-    copy_sql = q.copy_checked(names, stage)
+def _checked_copy(conn, cur, names, leaf, source_file, header: Header, path: Path,
+                  progress) -> tuple[int, int, list[Quarantined]]:
+    """Careful path, in the caller's transaction: parse every record in Python and COPY the good
+    ones, with explicit line numbers, into one segment table covering the whole file."""
+    for statement in q.create_leaf(names, leaf, source_file, 2, None, sequence=None):
+        cur.execute(statement)
+    copy_sql = q.copy_checked(names, leaf)
     quarantined: list[Quarantined] = []
     loaded = read = 0
 
@@ -270,6 +332,8 @@ def _checked_copy(conn, cur, names, stage, header: Header, path: Path, progress)
         loaded += flush(batch, lines)
         if progress:
             progress(f.tell() - done_bytes)
+    for statement in q.finish_leaf(names, leaf, sequence=None):
+        cur.execute(statement)
     return read, loaded, quarantined
 
 
@@ -285,6 +349,19 @@ def _write_quarantine(cur, names, source_file: str, run_id: str, rows: list[Quar
     cur.copy_expert(q.copy_quarantine(names), buf)
 
 
+def _locked_progress(progress: Progress | None) -> Progress | None:
+    """Segments report from several threads."""
+    if progress is None:
+        return None
+    lock = threading.Lock()
+
+    def report(advance: int) -> None:
+        with lock:
+            progress(advance)
+
+    return report
+
+
 def load_file(
     engine: sa.Engine,
     names: q.Names,
@@ -293,9 +370,13 @@ def load_file(
     source_file: str | None = None,
     run_id: str = "",
     progress: Progress | None = None,
+    parallel: int = 2,
 ) -> FileResult:
     """Load one CSV file exactly once. File-level problems return status "failed"; database
-    errors raise, so the caller's retry policy applies (the transaction is already rolled back)."""
+    errors raise, so the caller's retry policy applies (nothing is visible until the final COMMIT).
+
+    `parallel` segments are COPYed at once (files under MIN_SEGMENT_BYTES a segment use fewer).
+    """
     started = time.perf_counter()
     source_file = source_file or path.name
     result = FileResult(file=source_file, status="failed")
@@ -304,14 +385,19 @@ def load_file(
             raise FileRejected(f"file not found: {path}")
         with path.open("rb") as f:
             header = parse_header(f.readline(MAX_RECORD_BYTES))
-        result.checksum = file_checksum(path)
+        parts = max(1, min(parallel, path.stat().st_size // MIN_SEGMENT_BYTES))
+        result.checksum, segments = plan_segments(path, header, parts)
     except (FileRejected, OSError) as exc:
         result.error = str(exc)
         result.seconds = time.perf_counter() - started
         return result
 
-    suffix = uuid.uuid4().hex[:12]
-    stage, sequence = f"{names.table}_p{suffix}", f"{names.table}_s{suffix}"
+    # Names: <table>_f<file key><run key> for the file's partition, ..._l...<n> for its segments;
+    # the file key lets the next load of this file find what a crashed one left.
+    leaf_prefix = f"{names.table}_l{hashlib.md5(source_file.encode()).hexdigest()[:8]}"
+    run_key = uuid.uuid4().hex[:6]
+    file_partition = f"{names.table}_f{leaf_prefix[-8:]}{run_key}"
+    leaves: list[tuple[str, int, int | None]] = []
     conn = engine.raw_connection()
     try:
         dbapi = conn.dbapi_connection
@@ -326,14 +412,28 @@ def load_file(
                 result.status = "skipped"
                 result.seconds = time.perf_counter() - started
                 return result
-            for statement in q.create_stage(names, stage, sequence, source_file):
-                cur.execute(statement)
-            fast = _fast_copy(dbapi, cur, names, stage, header, path, progress)
-            if fast is not None:
-                loaded, quarantined = fast
+            cur.execute(q.unattached_tables(names), (leaf_prefix,))
+            for (orphan,) in cur.fetchall():  # left by a load of this file that crashed
+                cur.execute(q.drop_table(names, orphan))
+
+            report = _locked_progress(progress)
+            planned = [(f"{leaf_prefix}{run_key}{i}", f"{names.table}_q{run_key}{i}", s) for i, s in enumerate(segments)]
+            with ThreadPoolExecutor(max_workers=len(planned)) as pool:
+                futures = [pool.submit(_copy_segment, engine, names, leaf, seq, source_file, header, path, seg, report)
+                           for leaf, seq, seg in planned]
+                outcomes = [f.result() for f in futures]
+            committed = [(leaf, seg.first_line, seg.end_line) for (leaf, _, seg), o in zip(planned, outcomes) if o]
+            leaves = committed
+            if all(outcomes):
+                loaded = sum(o[0] for o in outcomes)
+                quarantined = _read_lines(path, {k: v for o in outcomes for k, v in o[1].items()})
                 read, result.path = loaded + len(quarantined), "fast"
             else:
-                read, loaded, quarantined = _checked_copy(dbapi, cur, names, stage, header, path, progress)
+                for leaf, _, _ in committed:
+                    cur.execute(q.drop_table(names, leaf))
+                leaves = [(f"{leaf_prefix}{run_key}c", 2, None)]
+                read, loaded, quarantined = _checked_copy(dbapi, cur, names, leaves[0][0], source_file,
+                                                          header, path, report)
                 result.path = "checked"
             if read != loaded + len(quarantined):  # never commit a load that lost rows
                 raise RuntimeError(
@@ -341,16 +441,18 @@ def load_file(
                 )
             cur.execute(q.existing_partition(names), (source_file,))
             old = cur.fetchone()
-            for statement in q.promote_stage(names, stage, sequence, old[0] if old else None, source_file):
+            for statement in q.swap_partition(names, file_partition, leaves, old[0] if old else None, source_file):
                 cur.execute(statement)
             _write_quarantine(cur, names, source_file, run_id, quarantined)
             cur.execute(
                 q.upsert_ledger(names),
-                (source_file, result.checksum, stage, read, loaded, len(quarantined), run_id),
+                (source_file, result.checksum, file_partition, read, loaded, len(quarantined), run_id),
             )
         dbapi.commit()
     except BaseException:
-        conn.dbapi_connection.rollback() if conn.dbapi_connection else None
+        if conn.dbapi_connection:
+            conn.dbapi_connection.rollback()
+        _drop_quietly(engine, names, [leaf for leaf, _, _ in leaves])
         raise
     finally:
         conn.close()
@@ -358,3 +460,16 @@ def load_file(
     result.rows_read, result.rows_loaded, result.rows_quarantined = read, loaded, len(quarantined)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _drop_quietly(engine: sa.Engine, names, tables: list[str]) -> None:
+    """Best effort after a failure; the next load of the file drops whatever is still there."""
+    if not tables:
+        return
+    try:
+        with engine.begin() as conn:
+            cur = conn.connection.dbapi_connection.cursor()
+            for table in tables:
+                cur.execute(q.drop_table(names, table))
+    except Exception:  # noqa: BLE001 - the original error matters more
+        pass

@@ -39,7 +39,8 @@ LINEAGE_COLUMNS = ("source_file", "source_line")
 # zone would silently take the session's zone, so it is quarantined instead.
 EVENT_TIME_SUFFIX = " UTC"
 
-_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,47}$")
+# 40 leaves room for the suffixes of the tables a table owns within Postgres's 63-byte names
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,39}$")
 
 
 class ConfigError(ValueError):
@@ -50,7 +51,7 @@ def check_identifier(value: str, setting: str) -> str:
     """Table and schema names go into SQL, so only plain lower-case identifiers are allowed."""
     if not _IDENTIFIER.fullmatch(value or ""):
         raise ConfigError(
-            f"{setting}={value!r} is not a valid name: use 1-48 characters of a-z, 0-9 and _, "
+            f"{setting}={value!r} is not a valid name: use 1-40 characters of a-z, 0-9 and _, "
             "starting with a letter or _ (for example ecommerce_events)."
         )
     return value

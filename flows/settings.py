@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("data"), validation_alias="ETL_DATA_DIR")
     local_db_dir: Path = Field(Path(".data/postgres"), validation_alias="ETL_LOCAL_DB_DIR")
     sample_rows_per_file: int = Field(20_000, ge=1, validation_alias="ETL_SAMPLE_ROWS_PER_FILE")
+    # COPY connections per file; the database server needs that many free cores to gain
+    copy_parallelism: int = Field(2, ge=1, le=16, validation_alias="ETL_COPY_PARALLELISM")
 
     kaggle_dataset: str = Field(KAGGLE_DATASET_URL, validation_alias="ETL_KAGGLE_DATASET")
     kaggle_username: SecretStr | None = Field(None, validation_alias="KAGGLE_USERNAME")

@@ -107,52 +107,78 @@ def ledger_checksum(names: Names) -> sql.Composable:
     return sql.SQL("SELECT checksum FROM {} WHERE source_file = %s").format(names.ledger)
 
 
-def create_stage(names: Names, stage: str, sequence: str, source_file: str) -> list[sql.Composable]:
-    """A typed staging table that becomes the file's partition.
+def create_leaf(names: Names, leaf: str, source_file: str, first_line: int, end_line: int | None,
+                sequence: str | None) -> list[sql.Composable]:
+    """A typed table for one segment of a file; it becomes a partition of the file's partition.
 
-    source_file is a constant default with a matching CHECK, so ATTACH PARTITION needs no scan;
-    source_line comes from a sequence starting at line 2 (after the header). Rows that COPY
+    source_file is a constant default with a matching CHECK, and source_line carries a CHECK
+    for the segment's range, so neither ATTACH needs a validation scan. With `sequence`,
+    source_line is drawn from it (fast path: COPY does not know line numbers); rows that COPY
     skips still draw a number, so the numbers stay equal to line numbers.
     """
-    stage_id = sql.Identifier(names.schema, stage)
-    seq_id = sql.Identifier(names.schema, sequence)
+    leaf_id = sql.Identifier(names.schema, leaf)
     literal = sql.Literal(source_file)
-    return [
+    line_range = sql.SQL("source_line >= {}").format(sql.Literal(first_line))
+    if end_line is not None:
+        line_range = sql.SQL("{} AND source_line < {}").format(line_range, sql.Literal(end_line))
+    line_default = sql.SQL("")
+    statements = []
+    if sequence:
+        seq_id = sql.Identifier(names.schema, sequence)
         # only this transaction draws from it, so a cached sequence still gives contiguous numbers
-        sql.SQL("CREATE SEQUENCE {} START 2 CACHE 10000").format(seq_id),
+        statements.append(sql.SQL("CREATE SEQUENCE {} START {} CACHE 10000").format(seq_id, sql.Literal(first_line)))
+        line_default = sql.SQL(" DEFAULT nextval({})").format(sql.Literal(f"{names.schema}.{sequence}"))
+    statements.append(
         sql.SQL(
             "CREATE TABLE {} ({}, source_file text NOT NULL DEFAULT {} CHECK (source_file = {}),"
-            " source_line bigint NOT NULL DEFAULT nextval({}))"
-        ).format(
-            stage_id,
-            sql.SQL(", ").join(_column_defs(names, CSV_COLUMNS)),
-            literal,
-            literal,
-            sql.Literal(f"{names.schema}.{sequence}"),
-        ),
-    ]
+            " source_line bigint NOT NULL{} CHECK ({}))"
+        ).format(leaf_id, sql.SQL(", ").join(_column_defs(names, CSV_COLUMNS)), literal, literal,
+                 line_default, line_range)
+    )
+    return statements
 
 
-def copy_raw(names: Names, stage: str, file_columns: tuple[str, ...]) -> sql.Composable:
+def copy_raw(names: Names, leaf: str, file_columns: tuple[str, ...]) -> sql.Composable:
     """Fast path: the file's own bytes, columns in the file's order."""
     return sql.SQL("COPY {} ({}) FROM STDIN WITH {}").format(
-        sql.Identifier(names.schema, stage),
+        sql.Identifier(names.schema, leaf),
         sql.SQL(", ").join(map(sql.Identifier, file_columns)),
         COPY_OPTIONS,
     )
 
 
-def copy_checked(names: Names, stage: str) -> sql.Composable:
+def copy_checked(names: Names, leaf: str) -> sql.Composable:
     """Careful path: records re-serialized in CSV_HEADER order with their source line."""
     return sql.SQL("COPY {} ({}, source_line) FROM STDIN WITH {}").format(
-        sql.Identifier(names.schema, stage),
+        sql.Identifier(names.schema, leaf),
         sql.SQL(", ").join(map(sql.Identifier, CSV_HEADER)),
         COPY_OPTIONS,
     )
 
 
-def truncate(names: Names, table: str) -> sql.Composable:
-    return sql.SQL("TRUNCATE {}").format(sql.Identifier(names.schema, table))
+def finish_leaf(names: Names, leaf: str, sequence: str | None) -> list[sql.Composable]:
+    """DROP COLUMN only marks category_code dropped: no rewrite, whatever the size."""
+    statements = [
+        sql.SQL(
+            "ALTER TABLE {} DROP COLUMN category_code, ALTER COLUMN source_file DROP DEFAULT,"
+            " ALTER COLUMN source_line DROP DEFAULT"
+        ).format(sql.Identifier(names.schema, leaf))
+    ]
+    if sequence:
+        statements.append(sql.SQL("DROP SEQUENCE {}").format(sql.Identifier(names.schema, sequence)))
+    return statements
+
+
+def drop_table(names: Names, table: str) -> sql.Composable:
+    return sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(names.schema, table))
+
+
+def unattached_tables(names: Names) -> sql.Composable:
+    """Committed segment tables of a crashed load (name prefix as parameter): never attached."""
+    return sql.SQL(
+        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = {} AND c.relkind = 'r' AND NOT c.relispartition AND starts_with(c.relname, %s)"
+    ).format(sql.Literal(names.schema))
 
 
 def existing_partition(names: Names) -> sql.Composable:
@@ -162,26 +188,29 @@ def existing_partition(names: Names) -> sql.Composable:
     ).format(sql.Literal(f'"{names.schema}"."{names.table}"'))
 
 
-def promote_stage(names: Names, stage: str, sequence: str, old_partition: str | None, source_file: str):
-    """Turn the staging table into the file's partition, replacing the old one, in the caller's transaction.
+def swap_partition(names: Names, file_partition: str, leaves: list[tuple[str, int, int | None]],
+                   old_partition: str | None, source_file: str) -> list[sql.Composable]:
+    """Assemble the file's partition from its segment tables and swap it in for the old one.
 
-    DROP COLUMN only marks category_code dropped (no rewrite), and the CHECK makes ATTACH skip
-    its validation scan: the swap costs milliseconds whatever the file size.
+    Every ATTACH is proven by the leaves' CHECK constraints, so the swap costs milliseconds.
     """
-    stage_id = sql.Identifier(names.schema, stage)
+    part_id = sql.Identifier(names.schema, file_partition)
     statements = [
-        sql.SQL(
-            "ALTER TABLE {} DROP COLUMN category_code, ALTER COLUMN source_file DROP DEFAULT,"
-            " ALTER COLUMN source_line DROP DEFAULT"
-        ).format(stage_id),
-        sql.SQL("DROP SEQUENCE {}").format(sql.Identifier(names.schema, sequence)),
+        sql.SQL("CREATE TABLE {} ({}, source_file text NOT NULL, source_line bigint NOT NULL)"
+                " PARTITION BY RANGE (source_line)").format(
+            part_id, sql.SQL(", ").join(_column_defs(names, LOADED_COLUMNS))),
     ]
+    for leaf, first_line, end_line in leaves:
+        upper = sql.SQL("MAXVALUE") if end_line is None else sql.Literal(end_line)
+        statements.append(
+            sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES FROM ({}) TO ({})").format(
+                part_id, sql.Identifier(names.schema, leaf), sql.Literal(first_line), upper)
+        )
     if old_partition:
         statements.append(sql.SQL("DROP TABLE {}").format(sql.Identifier(names.schema, old_partition)))
     statements.append(
         sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES IN ({})").format(
-            names.events, stage_id, sql.Literal(source_file)
-        )
+            names.events, part_id, sql.Literal(source_file))
     )
     return statements
 
@@ -204,10 +233,6 @@ def upsert_ledger(names: Names) -> sql.Composable:
         " rows_read = EXCLUDED.rows_read, rows_loaded = EXCLUDED.rows_loaded,"
         " rows_quarantined = EXCLUDED.rows_quarantined, run_id = EXCLUDED.run_id, loaded_at = now()"
     ).format(names.ledger)
-
-
-def count_rows(names: Names, stage: str) -> sql.Composable:
-    return sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(names.schema, stage))
 
 
 def session_setup() -> sql.Composable:

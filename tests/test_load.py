@@ -82,7 +82,7 @@ def test_failure_mid_copy_leaves_nothing_and_retry_loads_once(engine, tmp_path):
     with pytest.raises(psycopg2.errors.QueryCanceled, match="injected failure"):
         load_file(engine, NAMES, path, progress=crash_midway)
     assert counts(engine) == (0, 0, 0, 0)
-    leftovers = q(engine, "select count(*) from pg_class where relname like 'ecommerce_events_p%' or relname like 'ecommerce_events_s%'")
+    leftovers = q(engine, "select count(*) from pg_class where relname ~ '^ecommerce_events_([lf][0-9a-f]{8}|q[0-9a-f]{6})'")
     assert leftovers[0][0] == 0
     assert load_file(engine, NAMES, path).rows_loaded == 60_000
     assert counts(engine) == (60_000, 60_000, 0, 1)
@@ -157,3 +157,62 @@ def test_table_names_cannot_inject_sql(table):
 
     with pytest.raises(ConfigError, match="ETL_TABLE"):
         Names("public", table)
+
+
+@pytest.fixture
+def small_segments(monkeypatch):
+    """Split even small test files, so the parallel segment path runs."""
+    import flows.load
+
+    monkeypatch.setattr(flows.load, "MIN_SEGMENT_BYTES", 1)
+
+
+def test_segments_load_in_parallel_with_exact_line_numbers(engine, tmp_path, small_segments):
+    lines = [ROW.format(s=s % 60) for s in range(1000)]
+    lines[10] = lines[10].replace("view", "bogus")  # first segment
+    lines[900] = lines[900].replace("2.62", "abc")  # last segment
+    path = tmp_path / "2019-Oct.csv"
+    path.write_text(HEADER + "".join(lines))
+    result = load_file(engine, NAMES, path, parallel=4)
+    assert (result.path, result.rows_read, result.rows_loaded, result.rows_quarantined) == ("fast", 1000, 998, 2)
+    segments = q(engine, """select count(*) from pg_inherits i join pg_class c on c.oid = i.inhparent
+                            where c.relname like 'ecommerce_events_f%'""")[0][0]
+    assert segments == 4
+    assert q(engine, "select source_line from ecommerce_events_quarantine order by 1") == [(12,), (902,)]
+    loaded = [r[0] for r in q(engine, "select source_line from ecommerce_events order by 1")]
+    assert loaded == [n for n in range(2, 1002) if n not in (12, 902)]
+    # the rows' content sits on the line it claims
+    assert q(engine, "select extract(second from event_time)::int from ecommerce_events where source_line = 501") == [(499 % 60,)]
+
+
+def test_structural_problem_in_one_segment_loads_whole_file_carefully(engine, tmp_path, small_segments):
+    lines = [ROW.format(s=s % 60) for s in range(400)]
+    lines[350] = "ragged,row\n"
+    path = tmp_path / "2019-Nov.csv"
+    path.write_text(HEADER + "".join(lines))
+    result = load_file(engine, NAMES, path, parallel=3)
+    assert (result.path, result.rows_read, result.rows_loaded, result.rows_quarantined) == ("checked", 400, 399, 1)
+    assert counts(engine) == (399, 399, 1, 1)
+    # the segments the fast path had committed are gone
+    assert q(engine, "select count(*) from pg_class where relname ~ '^ecommerce_events_l[0-9a-f]{8}' and not relispartition") == [(0,)]
+
+
+def test_segments_left_by_a_crash_are_dropped_by_the_next_load(engine, tmp_path, small_segments):
+    (path,) = write_sample(tmp_path, rows_per_file=5000, files=("2019-Dec.csv",))
+    import flows.load
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt("simulated crash after the segments committed, before the swap")
+
+    # a killed process runs no cleanup: keep the committed segments where a crash would leave them
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(flows.load.q, "swap_partition", crash)
+        mp.setattr(flows.load, "_drop_quietly", lambda *a: None)
+        with pytest.raises(KeyboardInterrupt):
+            load_file(engine, NAMES, path, parallel=3)
+    assert counts(engine) == (0, 0, 0, 0)
+    orphans = "select count(*) from pg_class where relname ~ '^ecommerce_events_l[0-9a-f]{8}' and not relispartition"
+    assert q(engine, orphans) == [(3,)]
+    assert load_file(engine, NAMES, path, parallel=3).rows_loaded == 5000
+    assert q(engine, orphans) == [(0,)]
+    assert counts(engine) == (5000, 5000, 0, 1)

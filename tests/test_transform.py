@@ -110,12 +110,12 @@ def test_records_keep_line_numbers_across_quoted_newlines_and_recover_after_a_st
     assert records[1][1] == '"unclosed,x,y'
 
 
-@pytest.mark.parametrize("name", ["ecommerce_events", "_t1", "a" * 48])
+@pytest.mark.parametrize("name", ["ecommerce_events", "_t1", "a" * 40])
 def test_identifiers_allowed(name):
     assert check_identifier(name, "ETL_TABLE") == name
 
 
-@pytest.mark.parametrize("name", ["", "Events", "x; DROP TABLE y", 'a"b', "1abc", "a" * 49, "ev-ents", "é"])
+@pytest.mark.parametrize("name", ["", "Events", "x; DROP TABLE y", 'a"b', "1abc", "a" * 41, "ev-ents", "é"])
 def test_identifiers_refused_with_the_setting_named(name):
     with pytest.raises(ConfigError, match="ETL_TABLE="):
         check_identifier(name, "ETL_TABLE")
