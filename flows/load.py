@@ -25,6 +25,7 @@ the bad ones and COPYs the rest with explicit line numbers.
 from __future__ import annotations
 
 import collections
+import contextlib
 import csv
 import hashlib
 import io
@@ -164,6 +165,25 @@ class _SegmentReader:
         return self.newlines + (0 if self.last_byte == b"\n" else 1)
 
 
+@contextlib.contextmanager
+def _transaction(engine: sa.Engine):
+    """One connection and transaction: (dbapi connection, cursor), notices kept, UTC session;
+    rolled back on any error and always returned to the pool."""
+    conn = engine.raw_connection()
+    try:
+        dbapi = conn.dbapi_connection
+        dbapi.notices = collections.deque()  # unbounded: every skipped row sends one
+        with dbapi.cursor() as cur:
+            cur.execute(q.session_setup())
+            yield dbapi, cur
+    except BaseException:
+        if conn.dbapi_connection:
+            conn.dbapi_connection.rollback()
+        raise
+    finally:
+        conn.close()
+
+
 def _drain_skips(conn, cur) -> list:
     """COPY's notices reach psycopg2 with the next statement."""
     cur.execute("SELECT 1")
@@ -182,38 +202,27 @@ def _copy_segment(engine: sa.Engine, names, leaf: str, sequence: str, source_fil
 
     Returns rows loaded and {line: reason} of the rows COPY skipped, or None when only the
     careful path can load this file (nothing of this segment is then left behind)."""
-    conn = engine.raw_connection()
-    try:
-        dbapi = conn.dbapi_connection
-        dbapi.notices = collections.deque()
-        with dbapi.cursor() as cur:
-            cur.execute(q.session_setup())
-            for statement in q.create_leaf(names, leaf, source_file, segment.first_line, segment.end_line, sequence):
-                cur.execute(statement)
-            with path.open("rb") as f:
-                f.seek(segment.start)
-                reader = _SegmentReader(f, segment, progress)
-                try:
-                    cur.copy_expert(q.copy_raw(names, leaf, header.columns), reader, size=CHUNK_BYTES)
-                except _STRUCTURE_ERRORS:
-                    dbapi.rollback()
-                    return None
-                loaded = cur.rowcount
-            skips = _drain_skips(dbapi, cur)
-            records = loaded + len(skips)
-            if reader.lines != records or reader.markers != records:
-                # a quoted newline shifts line numbers, and a missing " UTC" must be quarantined
+    with _transaction(engine) as (dbapi, cur):
+        for statement in q.create_leaf(names, leaf, source_file, segment.first_line, segment.end_line, sequence):
+            cur.execute(statement)
+        with path.open("rb") as f:
+            f.seek(segment.start)
+            reader = _SegmentReader(f, segment, progress)
+            try:
+                cur.copy_expert(q.copy_raw(names, leaf, header.columns), reader, size=CHUNK_BYTES)
+            except _STRUCTURE_ERRORS:
                 dbapi.rollback()
                 return None
-            for statement in q.finish_leaf(names, leaf, sequence):
-                cur.execute(statement)
+            loaded = cur.rowcount
+        skips = _drain_skips(dbapi, cur)
+        records = loaded + len(skips)
+        if reader.lines != records or reader.markers != records:
+            # a quoted newline shifts line numbers, and a missing " UTC" must be quarantined
+            dbapi.rollback()
+            return None
+        for statement in q.finish_leaf(names, leaf, sequence):
+            cur.execute(statement)
         dbapi.commit()
-    except BaseException:
-        if conn.dbapi_connection:
-            conn.dbapi_connection.rollback()
-        raise
-    finally:
-        conn.close()
     return loaded, {segment.first_line + s.copy_line - 1: s.reason for s in skips}
 
 
@@ -398,12 +407,8 @@ def load_file(
     run_key = uuid.uuid4().hex[:6]
     file_partition = f"{names.table}_f{leaf_prefix[-8:]}{run_key}"
     leaves: list[tuple[str, int, int | None]] = []
-    conn = engine.raw_connection()
     try:
-        dbapi = conn.dbapi_connection
-        dbapi.notices = collections.deque()
-        with dbapi.cursor() as cur:
-            cur.execute(q.session_setup())
+        with _transaction(engine) as (dbapi, cur):
             cur.execute(*q.advisory_xact_lock(names.lock_key("file", source_file)))
             cur.execute(q.ledger_checksum(names), (source_file,))
             row = cur.fetchone()
@@ -422,14 +427,13 @@ def load_file(
                 futures = [pool.submit(_copy_segment, engine, names, leaf, seq, source_file, header, path, seg, report)
                            for leaf, seq, seg in planned]
                 outcomes = [f.result() for f in futures]
-            committed = [(leaf, seg.first_line, seg.end_line) for (leaf, _, seg), o in zip(planned, outcomes) if o]
-            leaves = committed
+            leaves = [(leaf, seg.first_line, seg.end_line) for (leaf, _, seg), o in zip(planned, outcomes) if o]
             if all(outcomes):
                 loaded = sum(o[0] for o in outcomes)
                 quarantined = _read_lines(path, {k: v for o in outcomes for k, v in o[1].items()})
                 read, result.path = loaded + len(quarantined), "fast"
             else:
-                for leaf, _, _ in committed:
+                for leaf, _, _ in leaves:  # committed segments: the careful path reloads the whole file
                     cur.execute(q.drop_table(names, leaf))
                 leaves = [(f"{leaf_prefix}{run_key}c", 2, None)]
                 read, loaded, quarantined = _checked_copy(dbapi, cur, names, leaves[0][0], source_file,
@@ -448,14 +452,10 @@ def load_file(
                 q.upsert_ledger(names),
                 (source_file, result.checksum, file_partition, read, loaded, len(quarantined), run_id),
             )
-        dbapi.commit()
+            dbapi.commit()
     except BaseException:
-        if conn.dbapi_connection:
-            conn.dbapi_connection.rollback()
         _drop_quietly(engine, names, [leaf for leaf, _, _ in leaves])
         raise
-    finally:
-        conn.close()
     result.status = "loaded"
     result.rows_read, result.rows_loaded, result.rows_quarantined = read, loaded, len(quarantined)
     result.seconds = time.perf_counter() - started
