@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Build everything else a kind node runs, from Go modules by name (nothing vendored here):
 #   kind CLI, etcd, CoreDNS (only the plugins kubeadm's Corefile uses), crictl,
-#   local-path-provisioner, a pause binary, and the kindnetd stand-in helper.
+#   local-path-provisioner, a pause binary, and the helm CLI (the version CI pins).
 # Binaries land in $LK_BIN/<name>-<version>/; an existing binary is reused.
-# Usage: build-tools.sh [name ...]   names: kind etcd coredns crictl local-path pause
+# Usage: build-tools.sh [name ...]   names: kind etcd coredns crictl local-path pause helm
 set -euo pipefail
 # shellcheck source=scripts/local-k8s/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -77,6 +77,16 @@ build_crictl() {
     "$LK_BIN/crictl-$CRICTL_VERSION/crictl"
 }
 
+build_helm() {
+  local out="$LK_BIN/helm-$HELM_VERSION/helm" major=${HELM_VERSION%%.*}
+  [ -x "$out" ] && { log "helm cached: $out"; return 0; }
+  mkdir -p "$(dirname "$out")"
+  log "go install helm.sh/helm/$major/cmd/helm@$HELM_VERSION"
+  GOBIN=$(dirname "$out") go_nice install \
+    -ldflags "-s -w -X helm.sh/helm/$major/internal/version.version=$HELM_VERSION" \
+    "helm.sh/helm/$major/cmd/helm@$HELM_VERSION"
+}
+
 build_local_path() {
   build_in_module local-path github.com/rancher/local-path-provisioner "$LOCAL_PATH_VERSION" \
     github.com/rancher/local-path-provisioner "$LK_BIN/local-path-$LOCAL_PATH_VERSION/local-path-provisioner"
@@ -120,11 +130,11 @@ GO
 }
 
 names=("$@")
-[ "${#names[@]}" -gt 0 ] || names=(pause kind etcd crictl local-path coredns)
+[ "${#names[@]}" -gt 0 ] || names=(pause kind etcd crictl local-path coredns helm)
 for n in "${names[@]}"; do
   case $n in
     kind) build_kind ;; etcd) build_etcd ;; coredns) build_coredns ;; crictl) build_crictl ;;
-    local-path) build_local_path ;; pause) build_pause ;;
+    local-path) build_local_path ;; pause) build_pause ;; helm) build_helm ;;
     *) die "unknown tool $n" ;;
   esac
 done

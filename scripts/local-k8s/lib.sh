@@ -18,6 +18,7 @@ LK_ROOT=$(cd "$LK_HERE/../.." && pwd)
 : "${PAUSE_TAG:=3.10}"                 # kind's containerd config.toml sandbox_image
 : "${CRICTL_VERSION:=v1.34.0}"
 : "${LOCAL_PATH_VERSION:=v0.0.30}"
+: "${HELM_VERSION:=v4.2.3}"           # the Helm CI pins (.github/workflows)
 : "${KNP_VERSION:=v0.8.0}"             # sigs.k8s.io/kube-network-policies (NetworkPolicy enforcement)
 : "${DEBIAN_SUITE:=bookworm}"
 : "${DEBIAN_MIRROR:=http://deb.debian.org/debian}"
@@ -45,3 +46,8 @@ mod_dir() { go mod download -json "$1" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",
 
 # Tag names the node image and its preloaded images carry.
 NODE_IMAGE=${NODE_IMAGE:-kindest/node:${K8S_VERSION}-local}
+
+# The kind node and every image it uses live on a Docker engine of its own (engine.sh):
+# all local-k8s scripts talk to it, and so does the T5 test run by e2e.sh.
+LK_DOCKER_SOCK=${LK_DOCKER_SOCK:-/run/lk-docker/docker.sock}
+export DOCKER_HOST="unix://$LK_DOCKER_SOCK"

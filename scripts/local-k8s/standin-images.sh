@@ -24,7 +24,7 @@ chart_image() {
     END { print repo ":" tag }' "$VALUES"
 }
 
-engine_ok || die "no Docker engine answers (run scripts/docker-engine.sh)"
+"$LK_HERE/engine.sh" start
 image_exists "$BASE" || BASE_IMAGE_LOCAL=$BASE "$LK_ROOT/scripts/base-image.sh"
 
 ctx_dir() {

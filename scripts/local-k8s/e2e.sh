@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# `make e2e-local`: build or reuse the local kind cluster, run the same T5 test CI runs
+# (tests/e2e, pytest -m e2e), and delete the cluster again if this run created it
+# (KEEP=1 leaves it up). Prints the build, cluster and test times.
+set -euo pipefail
+# shellcheck source=scripts/local-k8s/env.sh
+. "$(dirname "$0")/env.sh"
+set -euo pipefail
+
+cluster=${CLUSTER:-$(sed -n 's/^name: *//p' "$LK_ROOT/kind-config.yaml")}
+existed=0
+if have kind && kind get clusters 2>/dev/null | grep -qx "$cluster"; then existed=1; fi
+# shellcheck disable=SC2329  # called by the EXIT trap
+cleanup() {
+  if [ "$existed" = 0 ] && [ "${KEEP:-0}" != 1 ]; then
+    log "deleting kind cluster $cluster"
+    kind delete cluster --name "$cluster" || true
+  fi
+}
+trap cleanup EXIT
+
+t0=$SECONDS
+"$LK_HERE/up.sh"
+t_up=$((SECONDS - t0))
+
+t1=$SECONDS
+rc=0
+read -r -a extra <<<"${PYTEST_ARGS:-}"
+(cd "$LK_ROOT" && ETL_E2E=1 "${PY:-.venv/bin/python}" -m pytest -m e2e tests/e2e -v -rs "${extra[@]}") || rc=$?
+log "times: build/cluster ${t_up} s, T5 test $((SECONDS - t1)) s, total $((SECONDS - t0)) s"
+exit "$rc"

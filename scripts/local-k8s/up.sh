@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Create (or reuse) the kind cluster from kind-config.yaml on the locally built node image,
+# and load the chart's stand-in images into it. Builds whatever is missing first.
+# Usage: up.sh    Environment: CLUSTER (default: kind-config.yaml's name)
+set -euo pipefail
+# shellcheck source=scripts/local-k8s/env.sh
+. "$(dirname "$0")/env.sh"
+set -euo pipefail
+
+"$LK_HERE/engine.sh" start
+t0=$SECONDS
+"$LK_HERE/node-image.sh"
+"$LK_HERE/standin-images.sh"
+t_build=$((SECONDS - t0))
+
+cluster=${CLUSTER:-$(sed -n 's/^name: *//p' "$LK_ROOT/kind-config.yaml")}
+if kind get clusters 2>/dev/null | grep -qx "$cluster"; then
+  log "kind cluster $cluster exists; reusing it"
+else
+  log "kind create cluster --name $cluster --image $NODE_IMAGE"
+  t1=$SECONDS
+  kind create cluster --name "$cluster" --config "$LK_ROOT/kind-config.yaml" --image "$NODE_IMAGE" --wait 300s
+  log "cluster up in $((SECONDS - t1)) s"
+fi
+ctx="kind-$cluster"
+# The chart's third-party images, under the names values.yaml uses.
+VALUES="$LK_ROOT/charts/ecommerce-etl/values.yaml"
+for block in postgresql pgadmin prefectServer; do
+  ref=$(awk -v block="$block" '
+    /^[a-zA-Z]/ { inblock = ($0 ~ "^" block ":") }
+    inblock && /^    repository:/ { repo = $2 }
+    inblock && /^    tag:/ { gsub(/"/, "", $2); tag = $2 }
+    END { print repo ":" tag }' "$VALUES")
+  log "kind load docker-image $ref"
+  kind load docker-image "$ref" --name "$cluster" >/dev/null
+done
+kubectl --context "$ctx" get nodes -o wide
+log "ready: context $ctx (build/reuse of parts: ${t_build} s)"
