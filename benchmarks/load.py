@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import sqlalchemy as sa
 
-from flows.load import ensure_schema, load_file
+from flows.load import ensure_schema
 from flows.localdb import LocalPostgres
 from flows.sample import write_sample
 from flows.sql import Names

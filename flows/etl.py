@@ -15,7 +15,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run
 
 from flows import sources
-from flows.load import FileResult, ensure_schema, load_file
+from flows.load import ensure_schema, load_file
 from flows.schema import ConfigError
 from flows.transform import FileRejected
 from flows.settings import get_settings, redact

@@ -9,15 +9,14 @@ import os
 import secrets
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import pytest
 import sqlalchemy as sa
 
 from flows.localdb import LocalPostgres, free_port
+from server_health import wait_healthy
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -65,20 +64,6 @@ class PrefectServerHandle:
     log_path: Path | None = None
 
 
-def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"prefect server exited early:\n{log.read_text()[-4000:]}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"prefect server not healthy after {timeout}s:\n{log.read_text()[-4000:]}")
-
-
 @pytest.fixture(scope="session")
 def prefect_server(postgres, tmp_path_factory) -> PrefectServerHandle:
     home = tmp_path_factory.mktemp("prefect-home")
@@ -102,7 +87,7 @@ def prefect_server(postgres, tmp_path_factory) -> PrefectServerHandle:
             env=server_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
     try:
-        _wait_healthy(api_url, proc, log)
+        wait_healthy(api_url, proc, log)
         client_env = {
             "PREFECT_API_URL": api_url,
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",

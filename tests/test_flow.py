@@ -14,7 +14,6 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, Fl
 
 from flows import etl
 from flows.sample import write_sample
-from flows.schema import CSV_HEADER
 
 CLI = str(Path(sys.executable).parent / "ecommerce-etl")
 

@@ -22,12 +22,12 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 import sqlalchemy as sa
 
 import chart_render as cr
 from flows.localdb import LocalPostgres, free_port
+from server_health import wait_healthy
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(2400)]
 
@@ -279,16 +279,7 @@ def release(flow_image, tmp_path_factory):
                      "PREFECT_SERVER_UI_ENABLED": "false"},  # the UI is not under test
             )
         api_url = f"http://127.0.0.1:{server_port}/api"
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, f"prefect server exited:\n{log.read_text()[-4000:]}"
-            try:
-                if httpx.get(f"{api_url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, f"prefect server not healthy:\n{log.read_text()[-4000:]}"
-            time.sleep(0.5)
+        wait_healthy(api_url, proc, log)
 
         yield {
             "rendered": rendered, "loopback": loopback, "work": work, "api_url": api_url, "pg": pg,

@@ -1,7 +1,6 @@
 """T2: the loader against a real PostgreSQL 18: exactly once, nothing lost, atomic replace."""
 
 import threading
-from pathlib import Path
 
 import psycopg2
 import pytest
