@@ -153,9 +153,26 @@ scratch_image "registry.k8s.io/pause:$PAUSE_TAG" "$LK_BIN/pause/pause" /pause
 [ "$pause_new" = "$PAUSE_TAG" ] || scratch_image "registry.k8s.io/pause:$pause_new" "$LK_BIN/pause/pause" /pause
 scratch_image "${PROVISIONER_IMAGE#docker.io/}" "$LK_BIN/local-path-$LOCAL_PATH_VERSION/local-path-provisioner"
 
-# kube-proxy needs iptables/conntrack: the node rootfs has them.
-d="$WORK/img-kube-proxy"; rm -rf "$d"; mkdir -p "$d"; cp "$KBIN/kube-proxy" "$d/"
-printf 'COPY kube-proxy /usr/local/bin/kube-proxy\n' >"$d/Dockerfile"
+# Pods that program iptables must use the node's mode (legacy or nft), as the official
+# images do with iptables-wrapper: pick the mode whose tables already hold more rules.
+# shellcheck disable=SC2016  # expanded by the image's shell
+select_iptables_sh='#!/bin/sh
+legacy=$( (iptables-legacy-save; ip6tables-legacy-save) 2>/dev/null | grep -c "^-")
+nft=$( (timeout 5 sh -c "iptables-nft-save; ip6tables-nft-save") 2>/dev/null | grep -c "^-")
+if [ "${legacy:-0}" -ge "${nft:-0}" ]; then mode=legacy; else mode=nft; fi
+update-alternatives --set iptables "/usr/sbin/iptables-$mode" >/dev/null
+update-alternatives --set ip6tables "/usr/sbin/ip6tables-$mode" >/dev/null'
+
+# kube-proxy needs iptables/conntrack: the node rootfs has them. kubeadm's DaemonSet runs
+# /usr/local/bin/kube-proxy, which selects the iptables mode and execs the real binary.
+d="$WORK/img-kube-proxy"; rm -rf "$d"; mkdir -p "$d"; cp "$KBIN/kube-proxy" "$d/kube-proxy.bin"
+printf '%s\n' "$select_iptables_sh" >"$d/select-iptables"
+printf '#!/bin/sh\n/usr/local/bin/select-iptables\nexec /usr/local/lib/kube-proxy "$@"\n' >"$d/kube-proxy"
+chmod 0755 "$d/select-iptables" "$d/kube-proxy"
+cat >"$d/Dockerfile" <<'DF'
+COPY kube-proxy.bin /usr/local/lib/kube-proxy
+COPY select-iptables kube-proxy /usr/local/bin/
+DF
 debian_image "registry.k8s.io/kube-proxy:$K8S_VERSION" "$d"
 
 # local-path helper: runs the provisioner's setup/teardown shell scripts.
@@ -194,6 +211,7 @@ cat >/etc/cni/net.d/10-kindnet.conflist.tmp <<JSON
 }
 JSON
 mv /etc/cni/net.d/10-kindnet.conflist.tmp /etc/cni/net.d/10-kindnet.conflist
+/usr/local/bin/select-iptables
 if [ -n "${POD_SUBNET:-}" ]; then
   rule=(-s "$POD_SUBNET" ! -d "$POD_SUBNET" -m addrtype ! --dst-type LOCAL -j MASQUERADE)
   iptables -w -t nat -C POSTROUTING "${rule[@]}" 2>/dev/null || iptables -w -t nat -A POSTROUTING "${rule[@]}"
@@ -201,8 +219,9 @@ fi
 trap 'exit 0' TERM INT
 while true; do sleep 3600 & wait $!; done
 SH
-chmod 0755 "$d/kindnetd"
-printf 'COPY kindnetd /bin/kindnetd\nENTRYPOINT ["/bin/kindnetd"]\n' >"$d/Dockerfile"
+printf '%s\n' "$select_iptables_sh" >"$d/select-iptables"
+chmod 0755 "$d/kindnetd" "$d/select-iptables"
+printf 'COPY select-iptables /usr/local/bin/\nCOPY kindnetd /bin/kindnetd\nENTRYPOINT ["/bin/kindnetd"]\n' >"$d/Dockerfile"
 debian_image "${KINDNETD_IMAGE#docker.io/}" "$d"
 
 # --- 3. the node image ------------------------------------------------------------------

@@ -177,7 +177,7 @@ if [ ! -f /var/lib/pgadmin/pgadmin4.db ]; then
 fi
 
 addr=${PGADMIN_LISTEN_ADDRESS:-[::]}
-if [ "$addr" = '[::]' ] && [ ! -s /proc/net/if_inet6 ]; then addr=0.0.0.0; fi
+if [ "$addr" = '[::]' ] && ! grep -q . /proc/net/if_inet6 2>/dev/null; then addr=0.0.0.0; fi
 cd "$app"
 exec gunicorn --timeout "${GUNICORN_TIMEOUT:-86400}" --bind "$addr:${PGADMIN_LISTEN_PORT:-80}" \
   -w 1 --threads "${GUNICORN_THREADS:-25}" --access-logfile "${GUNICORN_ACCESS_LOGFILE:--}" \
