@@ -5,10 +5,12 @@ Only paths and per-file counts travel between tasks; rows stay in the load stage
 
 from __future__ import annotations
 
+import re
 import uuid
 from pathlib import Path
 from typing import Callable
 
+import psycopg2
 import sqlalchemy as sa
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
@@ -49,14 +51,42 @@ def _names(table: str | None) -> Names:
     return Names(schema, table or default_table)
 
 
+# Refusals no retry can fix. libpq reports them as connection failures with only a message,
+# no SQLSTATE, so they are told apart by its text.
+_PERMANENT_CONNECT_ERRORS = re.compile(
+    r'password authentication failed|no password supplied|database "[^"]*" does not exist'
+    r'|role "[^"]*" does not exist|no pg_hba\.conf entry'
+)
+
+
+def _permanent_connect_error(exc: BaseException) -> str | None:
+    """libpq's message when exc is a refused login or a missing database, else None."""
+    if isinstance(exc, sa.exc.DBAPIError):
+        exc = exc.orig
+    if not isinstance(exc, psycopg2.OperationalError):
+        return None
+    message = " ".join(str(exc).split())
+    return message if _PERMANENT_CONNECT_ERRORS.search(message) else None
+
+
+def _config_error_if_permanent(exc: BaseException) -> None:
+    message = _permanent_connect_error(exc)
+    if message:
+        raise ConfigError(
+            f"cannot use the database: {message} "
+            "(check DATABASE_URL or PGHOST/PGPORT/PGUSER/PGPASSWORD/PGDATABASE)"
+        ) from None
+
+
 def _retry_unless_config_error(task, task_run, state) -> bool:
-    """Network and database errors are worth a retry; a wrong setting or a bad file is not."""
+    """Network and database errors are worth a retry; a wrong setting, a refused login or a bad
+    file is not."""
     try:
         state.result()
     except (ConfigError, FileRejected):
         return False
-    except Exception:
-        return True
+    except Exception as exc:
+        return _permanent_connect_error(exc) is None
     return True
 
 
@@ -76,11 +106,15 @@ def ensure_schema_task(table: str | None) -> None:
     engine = _engine()
     try:
         ensure_schema(engine, _names(table))
+    except sa.exc.OperationalError as exc:
+        _config_error_if_permanent(exc)
+        raise
     finally:
         engine.dispose()
 
 
-@task(name="copy-file-to-postgres", retries=3, retry_delay_seconds=[2, 10, 30], log_prints=True)
+@task(name="copy-file-to-postgres", retries=3, retry_delay_seconds=[2, 10, 30], log_prints=True,
+      retry_condition_fn=_retry_unless_config_error)
 def copy_file(path: str, table: str | None, run_id: str) -> dict:
     """One transaction per attempt, so a retry starts clean (see flows/load.py)."""
     file = Path(path)

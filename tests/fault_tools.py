@@ -1,0 +1,186 @@
+"""Shared by the fault and bad-input tests: a statement trap for psycopg2, an audit of what the
+loader left in the database, and the child process that loads files and gets SIGKILLed.
+
+No hooks in production code: the trap is a psycopg2 connection/cursor subclass handed to the
+engine through `connect_args`, so flows/load.py runs unchanged.
+
+    python tests/fault_tools.py '{"url": ..., "files": [...], "steps": ["SELECT checksum FROM", "COPY"]}'
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import psycopg2.extensions
+import sqlalchemy as sa
+from psycopg2 import sql
+
+from flows.sql import Names
+
+NAMES = Names("public", "ecommerce_events")
+FILE_ANCHOR = "SELECT checksum FROM"  # the ledger check: runs once per file, right after the file's lock
+
+
+@dataclass
+class Trap:
+    """Calls `action` when the statements containing `steps` have run in this order; the last
+    step fires `phase` ("before" or "after") its statement. COMMIT counts as a statement."""
+
+    steps: list[str]
+    action: Callable[[], None]
+    phase: str = "before"
+    position: int = 0
+    fired: bool = False
+
+    def event(self, text: str, phase: str) -> None:
+        if self.fired or not self.steps or self.steps[self.position] not in text:
+            return
+        if self.position < len(self.steps) - 1:
+            if phase == "after":  # a step counts once its statement has run
+                self.position += 1
+        elif phase == self.phase:
+            self.fired = True
+            self.action()
+
+
+def trapped_engine(url: str, trap: Trap | None, **engine_kw) -> sa.Engine:
+    if trap is None:
+        return sa.create_engine(url, **engine_kw)
+
+    def text_of(query, cur) -> str:
+        return query.as_string(cur) if isinstance(query, sql.Composable) else str(query)
+
+    class Cursor(psycopg2.extensions.cursor):
+        def execute(self, query, vars=None):
+            text = text_of(query, self)
+            trap.event(text, "before")
+            result = super().execute(query, vars)
+            trap.event(text, "after")
+            return result
+
+        def copy_expert(self, query, file, size=8192):
+            text = text_of(query, self)
+            trap.event(text, "before")
+            result = super().copy_expert(query, file, size)
+            trap.event(text, "after")
+            return result
+
+    class Connection(psycopg2.extensions.connection):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.cursor_factory = Cursor
+
+        def commit(self):
+            trap.event("COMMIT", "before")
+            super().commit()
+            trap.event("COMMIT", "after")
+
+    return sa.create_engine(url, connect_args={"connection_factory": Connection}, **engine_kw)
+
+
+def sigkill() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+# --- what the loader left behind ----------------------------------------------------------------
+@dataclass
+class Audit:
+    ledger: dict[str, tuple]  # file -> (checksum, rows_read, rows_loaded, rows_quarantined)
+    loaded: dict[str, int]  # file -> rows in its partition
+    quarantine: dict[str, dict[int, str]]  # file -> {line: reason}
+    duplicated: int  # (source_file, source_line) seen more than once, loaded or quarantined
+    problems: list[str] = field(default_factory=list)  # broken invariants of committed state
+    leftovers: list[str] = field(default_factory=list)  # staging debris: allowed after a crash, not after the rerun
+
+    def counts(self, file: str) -> tuple[int, int, int]:
+        """(read, loaded, quarantined) as the database holds them."""
+        loaded, quarantined = self.loaded.get(file, 0), len(self.quarantine.get(file, {}))
+        return loaded + quarantined, loaded, quarantined
+
+
+def audit(url: str, names: Names = NAMES) -> Audit:
+    """Every invariant of the ledger, partitions, quarantine and staging objects, as problems."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            def rows(query, **params):
+                return conn.execute(sa.text(query), params).all()
+
+            prefix = names.table
+            present = [t for t in ("", "_quarantine", "_ledger")
+                       if rows("select to_regclass(:n)", n=f'"{names.schema}"."{prefix}{t}"')[0][0]]
+            problems = []
+            if len(present) not in (0, 3):
+                problems.append(f"half-created schema: only {present}")
+            # anything else named <table>_... that is not part of the events table's partition tree
+            leftovers = [f"{'sequence' if kind == 'S' else 'table'} {name}" for name, kind in rows(
+                "select c.relname, c.relkind from pg_class c join pg_namespace n on n.oid = c.relnamespace"
+                " where n.nspname = :s and starts_with(c.relname, :p) and c.relkind in ('r', 'p', 'S')"
+                " and c.relname <> all(:own) and (to_regclass(:events) is null or c.oid not in"
+                " (select relid from pg_partition_tree(to_regclass(:events))))",
+                s=names.schema, p=prefix + "_", own=[prefix + "_quarantine", prefix + "_ledger"],
+                events=f'"{names.schema}"."{prefix}"')]
+            if len(present) != 3:
+                return Audit({}, {}, {}, 0, problems, leftovers)
+            t = f'"{names.schema}"."{prefix}'  # completed with a suffix and a closing quote below
+            ledger = {r[0]: tuple(r[1:]) for r in rows(
+                f'select source_file, checksum, rows_read, rows_loaded, rows_quarantined, partition_name from {t}_ledger"')}
+            partitions = dict(rows(
+                "select c.relname, pg_get_expr(c.relpartbound, c.oid) from pg_inherits i join pg_class c on c.oid = i.inhrelid"
+                f" where i.inhparent = '{t}\"'::regclass"))
+            loaded = dict(rows(f'select source_file, count(*) from {t}" group by 1'))
+            quarantine: dict[str, dict[int, str]] = {}
+            for file, line, reason in rows(f'select source_file, source_line, reason from {t}_quarantine"'):
+                quarantine.setdefault(file, {})[line] = reason
+            duplicated = rows(
+                f'select count(*) - count(distinct (source_file, source_line)) from'
+                f' (select source_file, source_line from {t}" union all select source_file, source_line from {t}_quarantine") x')[0][0]
+    finally:
+        engine.dispose()
+    result = Audit({f: v[:4] for f, v in ledger.items()}, loaded, quarantine, duplicated, problems, leftovers)
+    for file, (_checksum, read, n_loaded, n_quarantined, partition) in ledger.items():
+        if partition not in partitions:
+            problems.append(f"ledger entry {file} names {partition}, which is not an attached partition")
+        if (read, n_loaded, n_quarantined) != result.counts(file):
+            problems.append(f"ledger {file} says read/loaded/quarantined {(read, n_loaded, n_quarantined)}, "
+                            f"the tables hold {result.counts(file)}")
+    attached = {v[4] for v in ledger.values()}
+    problems += [f"partition {p} has no ledger entry" for p in partitions if p not in attached]
+    problems += [f"quarantine rows of {f}, which has no ledger entry" for f in quarantine if f not in ledger]
+    return result
+
+
+# --- the loading process that gets killed -------------------------------------------------------
+def child_main(spec: dict) -> None:
+    """ensure_schema + load_file per file, like the flow; SIGKILL at the trap, a byte offset of a
+    file, or after a file. Prints one JSON line per finished file."""
+    from flows.load import ensure_schema, load_file
+
+    trap = Trap(spec["steps"], sigkill, spec.get("phase", "before")) if spec.get("steps") else None
+    engine = trapped_engine(spec["url"], trap)
+    ensure_schema(engine, NAMES)
+    for number, path in enumerate(map(Path, spec["files"]), start=1):
+        progress = None
+        if spec.get("byte") and spec["byte"][0] == number:
+            done = 0
+
+            def progress(advance, limit=spec["byte"][1]):
+                nonlocal done
+                done += advance
+                if done >= limit:
+                    sigkill()
+
+        result = load_file(engine, NAMES, path, progress=progress)
+        print(json.dumps({"file": result.file, "status": result.status}), flush=True)
+        if spec.get("after_file") == number:
+            sigkill()
+
+
+if __name__ == "__main__":
+    child_main(json.loads(sys.argv[1]))
