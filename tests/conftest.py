@@ -22,6 +22,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Telemetry would try the network (there is none) and log errors.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# The session's Prefect server port is fixed before anything imports prefect: Prefect's
+# background threads (log and event workers) read the process settings, not a test's
+# temporary_settings, and would otherwise start an ephemeral server of their own.
+PREFECT_PORT = free_port()
+os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{PREFECT_PORT}/api"
 
 
 @dataclass
@@ -68,8 +73,8 @@ class PrefectServerHandle:
 def prefect_server(postgres, tmp_path_factory) -> PrefectServerHandle:
     home = tmp_path_factory.mktemp("prefect-home")
     postgres.run_sql("CREATE DATABASE prefect")
-    port = free_port()
-    api_url = f"http://127.0.0.1:{port}/api"
+    port = PREFECT_PORT
+    api_url = os.environ["PREFECT_API_URL"]
     db_url = postgres.server.url("prefect", driver="asyncpg")
     server_env = {
         **os.environ,
