@@ -43,6 +43,7 @@ import sqlalchemy as sa
 from flows import sql as q
 from flows.schema import EVENT_TIME_SUFFIX
 from flows.transform import (
+    MAX_FIELD_CHARS,
     MAX_RECORD_BYTES,
     FileRejected,
     Header,
@@ -146,11 +147,30 @@ class _SegmentReader:
         self.markers = 0
         self.last_byte = b"\n"
         self._tail = b""
+        self.line_run = 0  # bytes of the current line read so far
+        self.long_line = False  # a line longer than MAX_FIELD_CHARS: only the careful path can check its fields
+
+    def _scan_line_lengths(self, chunk: bytes) -> None:
+        """Sets long_line when a line passes MAX_FIELD_CHARS bytes, in about len/MAX_FIELD_CHARS
+        rfind calls: within the bytes the current line may still take, the last newline starts
+        the next line; no newline there means the line is too long."""
+        pos, run = 0, self.line_run
+        while not self.long_line:
+            window_end = pos + MAX_FIELD_CHARS + 1 - run
+            if window_end > len(chunk):
+                newline = chunk.rfind(b"\n", pos)
+                self.line_run = len(chunk) - newline - 1 if newline >= 0 else run + len(chunk) - pos
+                return
+            newline = chunk.rfind(b"\n", pos, window_end)
+            if newline < 0:
+                self.long_line = True
+            pos, run = newline + 1, 0
 
     def read(self, size: int = CHUNK_BYTES) -> bytes:
         chunk = self.f.read(min(max(size, CHUNK_BYTES), self.left))
         if chunk:
             self.left -= len(chunk)
+            self._scan_line_lengths(chunk)
             self.newlines += chunk.count(b"\n")
             # the tail is shorter than the marker, so no marker is counted twice
             self.markers += (self._tail + chunk).count(self.MARKER)
@@ -177,8 +197,11 @@ def _transaction(engine: sa.Engine):
             cur.execute(q.session_setup())
             yield dbapi, cur
     except BaseException:
-        if conn.dbapi_connection:
-            conn.dbapi_connection.rollback()
+        try:
+            if conn.dbapi_connection is not None:
+                conn.dbapi_connection.rollback()
+        except psycopg2.Error:  # the connection died (server restart): raise the error that killed
+            conn.invalidate()  # it, not "connection already closed", and keep it out of the pool
         raise
     finally:
         conn.close()
@@ -216,8 +239,9 @@ def _copy_segment(engine: sa.Engine, names, leaf: str, sequence: str, source_fil
             loaded = cur.rowcount
         skips = _drain_skips(dbapi, cur)
         records = loaded + len(skips)
-        if reader.lines != records or reader.markers != records:
-            # a quoted newline shifts line numbers, and a missing " UTC" must be quarantined
+        if reader.lines != records or reader.markers != records or reader.long_line:
+            # a quoted newline shifts line numbers, and a missing " UTC" or a huge field must
+            # be quarantined (COPY would load a huge text field)
             dbapi.rollback()
             return None
         for statement in q.finish_leaf(names, leaf, sequence):
