@@ -69,6 +69,12 @@ def _unpack(archive: Path, into: Path) -> list[Path]:
                 members = [m for m in zf.infolist() if m.filename.endswith(".csv") and not m.is_dir()]
                 if not members:
                     raise FileRejected(f"{name}: the zip archive holds no .csv file")
+                # files are unpacked (and tracked in the ledger) by base name: one would replace the other
+                bases = [Path(m.filename).name for m in members]
+                for base in sorted({b for b in bases if bases.count(b) > 1}):
+                    same = [m.filename for m in members if Path(m.filename).name == base]
+                    raise FileRejected(f"{name}: the zip archive holds {len(same)} members named {base} "
+                                       f"({', '.join(same)}); rename them so each file has its own name")
                 out = []
                 for member in members:
                     target = into / Path(member.filename).name
