@@ -244,7 +244,7 @@ def test_postgres_restart_in_a_transaction_then_load_file_again(own_pg, source, 
     url = own_pg.database("restart_" + steps[-1].split()[0].lower() + str(len(steps)))
     before = own_pg.started_at()
     trap = Trap(list(steps), own_pg.server.restart, phase)
-    engine = trapped_engine(url, trap, pool_pre_ping=True)  # as the flow's engine
+    engine = trapped_engine(url, trap)  # no pre-ping: the dead connection must not be pooled again
     ensure_schema(engine, NAMES)
     failures = []
     try:
@@ -258,7 +258,8 @@ def test_postgres_restart_in_a_transaction_then_load_file_again(own_pg, source, 
     finally:
         engine.dispose()
     assert trap.fired and own_pg.started_at() != before
-    assert len(failures) == 1, failures  # exactly the attempt the restart broke
+    assert len(failures) == 1, failures  # exactly the attempt the restart broke...
+    assert isinstance(failures[0], psycopg2.OperationalError)  # ...reported as what happened
     record_property("restarts", 1)
     check_final(url, reference, record_property)
 
