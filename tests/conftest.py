@@ -100,6 +100,12 @@ def prefect_server(postgres, tmp_path_factory) -> PrefectServerHandle:
         }
         yield PrefectServerHandle(api_url=api_url, env=client_env, process=proc, log_path=log)
     finally:
+        # deliver in-process runs' queued logs and events while the server is still up
+        from prefect.events.worker import EventsWorker
+        from prefect.logging.handlers import APILogWorker
+
+        APILogWorker.drain_all(timeout=10)
+        EventsWorker.drain_all(timeout=10)
         proc.terminate()
         try:
             proc.wait(15)

@@ -158,7 +158,8 @@ def test_credentials_never_reach_output_logs_or_artifacts(postgres, prefect_api,
     assert "broken.csv" in kept and "wrong header" in kept  # the logs and artifacts were really read
     outputs = [r.stdout + r.stderr for r in [*runs, refused]] + [kept, Path(prefect_api.log_path).read_text()]
     for secret in (password, password[::-1], kaggle_key):
-        assert not [i for i, text in enumerate(outputs) if secret in text], f"a credential leaked into output #{i}"
+        leaked = [i for i, text in enumerate(outputs) if secret in text]
+        assert not leaked, f"a credential leaked into outputs {leaked}"
 
 
 # --- identifiers --------------------------------------------------------------------------------
