@@ -24,7 +24,7 @@ venv: $(VENV)/.installed ## create .venv with the locked dependencies
 run: venv ## load the bundled sample into an embedded PostgreSQL (ephemeral Prefect)
 	$(VENV)/bin/ecommerce-etl run --source sample
 
-test: venv ## run every test rung (T1-T4; T5 kind skips without a cluster toolchain)
+test: venv checkov ## run every test rung (T1-T4; T5 kind skips without a cluster toolchain)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench: venv ## time psql \copy vs our loader vs the tutorial's to_sql (BENCH_ROWS=1000000)

@@ -126,11 +126,14 @@ def copy_file(path: str, table: str | None, run_id: str) -> dict:
     def progress(advance: int) -> None:
         nonlocal done, next_log
         done += advance
+        if advance < 0:
+            logger.info("%s: structural problems, reading it again on the careful path", file.name)
+            next_log = 0.1
         if progress_sink:
             progress_sink(file.name, done, total)
         if total and done / total >= next_log:  # a log line every 10 % for long files
             logger.info("%s: %d%% (%d of %d MB)", file.name, 100 * done // total, done >> 20, total >> 20)
-            next_log += 0.1
+            next_log = (done * 10 // total + 1) / 10
 
     engine = _engine()
     try:

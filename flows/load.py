@@ -58,7 +58,8 @@ CHUNK_BYTES = 1 << 20
 CHECKED_BATCH_RECORDS = 50_000
 MIN_SEGMENT_BYTES = 16 << 20  # below this a second connection costs more than it saves
 
-Progress = Callable[[int], None]  # called with the number of bytes just processed
+# Called with the number of bytes just processed; negative when the file starts over.
+Progress = Callable[[int], None]
 
 
 @dataclass
@@ -382,17 +383,26 @@ def _write_quarantine(cur, names, source_file: str, run_id: str, rows: list[Quar
     cur.copy_expert(q.copy_quarantine(names), buf)
 
 
-def _locked_progress(progress: Progress | None) -> Progress | None:
-    """Segments report from several threads."""
-    if progress is None:
-        return None
-    lock = threading.Lock()
+class _ProgressTotal:
+    """Forwards progress from the segment threads, and can start over (a negative advance)
+    when the careful path reads the file again."""
 
-    def report(advance: int) -> None:
-        with lock:
-            progress(advance)
+    def __init__(self, progress: Progress | None):
+        self.progress = progress
+        self.lock = threading.Lock()
+        self.sent = 0
 
-    return report
+    def __call__(self, advance: int) -> None:
+        with self.lock:
+            self.sent += advance
+            if self.progress:
+                self.progress(advance)
+
+    def rewind(self) -> None:
+        with self.lock:
+            if self.progress and self.sent:
+                self.progress(-self.sent)
+            self.sent = 0
 
 
 def load_file(
@@ -445,7 +455,7 @@ def load_file(
             for (orphan,) in cur.fetchall():  # left by a load of this file that crashed
                 cur.execute(q.drop_table(names, orphan))
 
-            report = _locked_progress(progress)
+            report = _ProgressTotal(progress)
             planned = [(f"{leaf_prefix}{run_key}{i}", f"{names.table}_q{run_key}{i}", s) for i, s in enumerate(segments)]
             with ThreadPoolExecutor(max_workers=len(planned)) as pool:
                 futures = [pool.submit(_copy_segment, engine, names, leaf, seq, source_file, header, path, seg, report)
@@ -460,6 +470,7 @@ def load_file(
                 for leaf, _, _ in leaves:  # committed segments: the careful path reloads the whole file
                     cur.execute(q.drop_table(names, leaf))
                 leaves = [(f"{leaf_prefix}{run_key}c", 2, None)]
+                report.rewind()
                 read, loaded, quarantined = _checked_copy(dbapi, cur, names, leaves[0][0], source_file,
                                                           header, path, report)
                 result.path = "checked"

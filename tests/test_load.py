@@ -189,8 +189,13 @@ def test_structural_problem_in_one_segment_loads_whole_file_carefully(engine, tm
     lines[350] = "ragged,row\n"
     path = tmp_path / "2019-Nov.csv"
     path.write_text(HEADER + "".join(lines))
-    result = load_file(engine, NAMES, path, parallel=3)
+    advances = []
+    result = load_file(engine, NAMES, path, parallel=3, progress=advances.append)
     assert (result.path, result.rows_read, result.rows_loaded, result.rows_quarantined) == ("checked", 400, 399, 1)
+    # progress starts over for the careful pass instead of counting the file twice
+    running = [sum(advances[: i + 1]) for i in range(len(advances))]
+    assert any(a < 0 for a in advances) and max(running) <= path.stat().st_size
+    assert running[-1] == path.stat().st_size - len(HEADER)
     assert counts(engine) == (399, 399, 1, 1)
     # the segments the fast path had committed are gone
     assert q(engine, "select count(*) from pg_class where relname ~ '^ecommerce_events_l[0-9a-f]{8}' and not relispartition") == [(0,)]
