@@ -74,6 +74,13 @@ PROVISIONER_IMAGE=$(grep local-path-provisioner "$manifests/images.txt")
 HELPER_IMAGE=$(grep local-path-helper "$manifests/images.txt")
 
 # --- 1. base image ---------------------------------------------------------------------
+# One change to kind's containerd config: restrict_oom_score_adj = true. Without
+# CAP_SYS_RESOURCE (not in this sandbox's bounding set) no process may lower its
+# oom_score_adj, and runc then fails every pod sandbox (kubelet asks for -998) with
+#   "nsexec: failed to update /proc/self/oom_score_adj: Permission denied" /
+#   "runc create failed: unable to start container process: can't get final child's PID
+#    from pipe: EOF"
+# With it, containerd clamps the value to its own (kind sets it for rootless nodes too).
 if ! image_exists "$ROOTFS_IMAGE"; then
   log "docker import node rootfs -> $ROOTFS_IMAGE"
   docker import --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
@@ -101,6 +108,8 @@ RUN set -eux; \
     for p in /usr/lib/cni/*; do ln -sf "\$p" /opt/cni/bin/; done; \
     systemctl enable kubelet.service containerd.service undo-mount-hacks.service; \
     systemctl mask systemd-binfmt.service; \
+    sed -i 's/restrict_oom_score_adj = false/restrict_oom_score_adj = true/' /etc/containerd/config.toml; \
+    grep -q 'restrict_oom_score_adj = true' /etc/containerd/config.toml; \
     ctr oci spec \
       | jq '.hooks.createContainer[.hooks.createContainer| length] |= . + {"path": "/kind/bin/mount-product-files.sh"}' \
       | jq 'del(.process.rlimits)' > /etc/containerd/cri-base.json; \
@@ -115,7 +124,7 @@ fi
 
 [ "${1:-}" != base ] || exit 0
 "$LK_HERE/build-k8s.sh"
-"$LK_HERE/build-tools.sh"
+"$LK_HERE/build-tools.sh" pause etcd coredns local-path
 
 # --- 2. images kubeadm and kind expect --------------------------------------------------
 major_minor=${K8S_VERSION#v}; major_minor=${major_minor%.*}
@@ -193,8 +202,10 @@ sa=/var/run/secrets/kubernetes.io/serviceaccount
 node=${NODE_NAME:-$(hostname)}
 cidr=""
 until [ -n "$cidr" ]; do
+  # kind's kindnet ClusterRole grants list/watch on nodes (no get).
   cidr=$(curl -sf --cacert "$sa/ca.crt" -H "Authorization: Bearer $(cat "$sa/token")" \
-           "$api/api/v1/nodes/$node" | jq -r '.spec.podCIDR // empty') || true
+           "$api/api/v1/nodes?fieldSelector=metadata.name%3D$node" \
+         | jq -r '.items[0].spec.podCIDR // empty') || true
   [ -n "$cidr" ] || { echo "waiting for node $node podCIDR"; sleep 2; }
 done
 echo "node $node podCIDR $cidr, cluster pod subnet ${POD_SUBNET:-?}"

@@ -9,6 +9,7 @@ set -euo pipefail
 
 "$LK_HERE/engine.sh" start
 t0=$SECONDS
+"$LK_HERE/build-tools.sh" kind helm
 "$LK_HERE/node-image.sh"
 "$LK_HERE/standin-images.sh"
 t_build=$((SECONDS - t0))
