@@ -103,8 +103,9 @@ class Segment:
     end_line: int | None  # first line of the next segment; None for the last
 
 
-def plan_segments(path: Path, header: Header, parts: int) -> tuple[str, list[Segment]]:
-    """The file's checksum and its split into `parts` segments at line starts, in one read."""
+def plan_segments(path: Path, header: Header, parts: int) -> list[Segment]:
+    """Split the file into `parts` segments at line starts; only the bytes before the last cut
+    are read (to number the lines)."""
     size = path.stat().st_size
     cuts = [header.byte_length]
     with path.open("rb") as f:
@@ -113,24 +114,24 @@ def plan_segments(path: Path, header: Header, parts: int) -> tuple[str, list[Seg
             f.readline()  # to the start of the next line
             if cuts[-1] < f.tell() < size:
                 cuts.append(f.tell())
-    cuts.append(size)
-    newlines = [0] * (len(cuts) - 1)
+        segments, line = [], 2
+        f.seek(header.byte_length)
+        for start, end in zip(cuts[:-1], cuts[1:]):
+            newlines = 0
+            while f.tell() < end:
+                newlines += f.read(min(CHUNK_BYTES, end - f.tell())).count(b"\n")
+            segments.append(Segment(start, end, line, line + newlines))
+            line += newlines
+    segments.append(Segment(cuts[-1], size, line, None))
+    return segments
+
+
+def file_checksum(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
-        position = 0
         while chunk := f.read(CHUNK_BYTES):
-            digest.update(chunk)
-            for i in range(len(newlines)):
-                lo, hi = max(cuts[i], position), min(cuts[i + 1], position + len(chunk))
-                if lo < hi:
-                    newlines[i] += chunk.count(b"\n", lo - position, hi - position)
-            position += len(chunk)
-    segments, line = [], 2
-    for i in range(len(newlines)):
-        end_line = line + newlines[i] if i < len(newlines) - 1 else None
-        segments.append(Segment(cuts[i], cuts[i + 1], line, end_line))
-        line += newlines[i]
-    return "sha256:" + digest.hexdigest(), segments
+            digest.update(chunk)  # releases the GIL: runs beside the COPY threads
+    return "sha256:" + digest.hexdigest()
 
 
 class _SegmentReader:
@@ -428,8 +429,8 @@ def load_file(
             raise FileRejected(f"file not found: {path}")
         with path.open("rb") as f:
             header = parse_header(f.readline(MAX_RECORD_BYTES))
-        parts = max(1, min(parallel, path.stat().st_size // MIN_SEGMENT_BYTES))
-        result.checksum, segments = plan_segments(path, header, parts)
+        size = path.stat().st_size
+        segments = plan_segments(path, header, max(1, min(parallel, size // MIN_SEGMENT_BYTES)))
     except (FileRejected, OSError) as exc:
         result.error = str(exc)
         result.seconds = time.perf_counter() - started
@@ -444,23 +445,29 @@ def load_file(
     try:
         with _transaction(engine) as (dbapi, cur):
             cur.execute(*q.advisory_xact_lock(names.lock_key("file", source_file)))
-            cur.execute(q.ledger_checksum(names), (source_file,))
-            row = cur.fetchone()
-            if row and row[0] == result.checksum:
-                dbapi.rollback()
-                result.status = "skipped"
-                result.seconds = time.perf_counter() - started
-                return result
+            cur.execute(q.ledger_entry(names), (source_file,))
+            loaded_before = cur.fetchone()
+            # Only a file of the size last loaded can be unchanged: hash it before deciding.
+            # Any other file is loaded anyway, so its hash is computed beside the COPY.
+            if loaded_before and loaded_before[1] == size:
+                result.checksum = file_checksum(path)
+                if loaded_before[0] == result.checksum:
+                    dbapi.rollback()
+                    result.status = "skipped"
+                    result.seconds = time.perf_counter() - started
+                    return result
             cur.execute(q.unattached_tables(names), (leaf_prefix,))
             for (orphan,) in cur.fetchall():  # left by a load of this file that crashed
                 cur.execute(q.drop_table(names, orphan))
 
             report = _ProgressTotal(progress)
             planned = [(f"{leaf_prefix}{run_key}{i}", f"{names.table}_q{run_key}{i}", s) for i, s in enumerate(segments)]
-            with ThreadPoolExecutor(max_workers=len(planned)) as pool:
+            with ThreadPoolExecutor(max_workers=len(planned) + 1) as pool:
+                checksum = pool.submit(file_checksum, path) if result.checksum is None else None
                 futures = [pool.submit(_copy_segment, engine, names, leaf, seq, source_file, header, path, seg, report)
                            for leaf, seq, seg in planned]
                 outcomes = [f.result() for f in futures]
+                result.checksum = checksum.result() if checksum else result.checksum
             leaves = [(leaf, seg.first_line, seg.end_line) for (leaf, _, seg), o in zip(planned, outcomes) if o]
             if all(outcomes):
                 loaded = sum(o[0] for o in outcomes)
@@ -485,7 +492,7 @@ def load_file(
             _write_quarantine(cur, names, source_file, run_id, quarantined)
             cur.execute(
                 q.upsert_ledger(names),
-                (source_file, result.checksum, file_partition, read, loaded, len(quarantined), run_id),
+                (source_file, result.checksum, size, file_partition, read, loaded, len(quarantined), run_id),
             )
             dbapi.commit()
     except BaseException:

@@ -97,14 +97,16 @@ def create_schema(names: Names) -> list[sql.Composable]:
         ).format(names.quarantine),
         sql.SQL(
             "CREATE TABLE IF NOT EXISTS {} (source_file text PRIMARY KEY, checksum text NOT NULL,"
-            " partition_name text NOT NULL, rows_read bigint NOT NULL, rows_loaded bigint NOT NULL,"
+            " size_bytes bigint, partition_name text NOT NULL, rows_read bigint NOT NULL, rows_loaded bigint NOT NULL,"
             " rows_quarantined bigint NOT NULL, run_id text, loaded_at timestamptz NOT NULL DEFAULT now())"
         ).format(names.ledger),
+        # ledgers written before size_bytes existed
+        sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS size_bytes bigint").format(names.ledger),
     ]
 
 
-def ledger_checksum(names: Names) -> sql.Composable:
-    return sql.SQL("SELECT checksum FROM {} WHERE source_file = %s").format(names.ledger)
+def ledger_entry(names: Names) -> sql.Composable:
+    return sql.SQL("SELECT checksum, size_bytes FROM {} WHERE source_file = %s").format(names.ledger)
 
 
 def create_leaf(names: Names, leaf: str, source_file: str, first_line: int, end_line: int | None,
@@ -227,9 +229,9 @@ def copy_quarantine(names: Names) -> sql.Composable:
 
 def upsert_ledger(names: Names) -> sql.Composable:
     return sql.SQL(
-        "INSERT INTO {} (source_file, checksum, partition_name, rows_read, rows_loaded, rows_quarantined, run_id)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (source_file) DO UPDATE SET"
-        " checksum = EXCLUDED.checksum, partition_name = EXCLUDED.partition_name,"
+        "INSERT INTO {} (source_file, checksum, size_bytes, partition_name, rows_read, rows_loaded,"
+        " rows_quarantined, run_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (source_file) DO UPDATE SET"
+        " checksum = EXCLUDED.checksum, size_bytes = EXCLUDED.size_bytes, partition_name = EXCLUDED.partition_name,"
         " rows_read = EXCLUDED.rows_read, rows_loaded = EXCLUDED.rows_loaded,"
         " rows_quarantined = EXCLUDED.rows_quarantined, run_id = EXCLUDED.run_id, loaded_at = now()"
     ).format(names.ledger)

@@ -220,3 +220,15 @@ def test_segments_left_by_a_crash_are_dropped_by_the_next_load(engine, tmp_path,
     assert load_file(engine, NAMES, path, parallel=3).rows_loaded == 5000
     assert q(engine, orphans) == [(0,)]
     assert counts(engine) == (5000, 5000, 0, 1)
+
+
+def test_same_size_but_changed_file_is_hashed_and_replaced(engine, tmp_path):
+    path = tmp_path / "2020-Jan.csv"
+    path.write_text(HEADER + "".join(ROW.format(s=s) for s in range(5)))
+    first = load_file(engine, NAMES, path)
+    path.write_text(HEADER + "".join(ROW.format(s=s).replace("2.62", "3.62") for s in range(5)))
+    second = load_file(engine, NAMES, path)
+    assert second.status == "loaded" and second.checksum != first.checksum
+    assert q(engine, "select distinct price::text from ecommerce_events") == [("3.62",)]
+    assert q(engine, "select checksum, size_bytes from ecommerce_events_ledger") == [(second.checksum, path.stat().st_size)]
+    assert load_file(engine, NAMES, path).status == "skipped"
