@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Build everything else a kind node runs, from Go modules by name (nothing vendored here):
 #   kind CLI, etcd, CoreDNS (only the plugins kubeadm's Corefile uses), crictl,
-#   local-path-provisioner, a pause binary, and the helm CLI (the version CI pins).
+#   local-path-provisioner, a pause binary, the helm CLI (the version CI pins) and
+#   kube-router (only its NetworkPolicy firewall is used, see netpol.sh).
 # Binaries land in $LK_BIN/<name>-<version>/; an existing binary is reused.
-# Usage: build-tools.sh [name ...]   names: kind etcd coredns crictl local-path pause helm
+# Usage: build-tools.sh [name ...]   names: kind etcd coredns crictl local-path pause helm kube-router
 set -euo pipefail
 # shellcheck source=scripts/local-k8s/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -87,6 +88,15 @@ build_helm() {
     "helm.sh/helm/$major/cmd/helm@$HELM_VERSION"
 }
 
+build_kube_router() {
+  local out="$LK_BIN/kube-router-$KUBE_ROUTER_VERSION/kube-router"
+  [ -x "$out" ] && { log "kube-router cached: $out"; return 0; }
+  mkdir -p "$(dirname "$out")"
+  log "go install github.com/cloudnativelabs/kube-router/v2/cmd/kube-router@$KUBE_ROUTER_VERSION"
+  GOBIN=$(dirname "$out") go_nice install -ldflags "-s -w" \
+    "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router@$KUBE_ROUTER_VERSION"
+}
+
 build_local_path() {
   build_in_module local-path github.com/rancher/local-path-provisioner "$LOCAL_PATH_VERSION" \
     github.com/rancher/local-path-provisioner "$LK_BIN/local-path-$LOCAL_PATH_VERSION/local-path-provisioner"
@@ -135,6 +145,7 @@ for n in "${names[@]}"; do
   case $n in
     kind) build_kind ;; etcd) build_etcd ;; coredns) build_coredns ;; crictl) build_crictl ;;
     local-path) build_local_path ;; pause) build_pause ;; helm) build_helm ;;
+    kube-router) build_kube_router ;;
     *) die "unknown tool $n" ;;
   esac
 done

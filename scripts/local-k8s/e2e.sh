@@ -2,6 +2,8 @@
 # `make e2e-local`: build or reuse the local kind cluster, run the same T5 test CI runs
 # (tests/e2e, pytest -m e2e), and delete the cluster again if this run created it
 # (KEEP=1 leaves it up). Prints the build, cluster and test times.
+# Also installs NetworkPolicy enforcement (netpol.sh) and has the test check the chart's
+# policies (ETL_E2E_NETPOL=1); LK_NETPOL=0 leaves both out.
 set -euo pipefail
 # shellcheck source=scripts/local-k8s/env.sh
 . "$(dirname "$0")/env.sh"
@@ -21,6 +23,12 @@ trap cleanup EXIT
 
 t0=$SECONDS
 "$LK_HERE/up.sh"
+# NetworkPolicy enforcement (kube-router's firewall); the test then checks the chart's
+# policies (ETL_E2E_NETPOL=1). LK_NETPOL=0 skips both.
+if [ "${LK_NETPOL:-1}" = 1 ]; then
+  "$LK_HERE/netpol.sh"
+  export ETL_E2E_NETPOL=1
+fi
 t_up=$((SECONDS - t0))
 
 t1=$SECONDS

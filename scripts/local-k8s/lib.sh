@@ -19,7 +19,7 @@ LK_ROOT=$(cd "$LK_HERE/../.." && pwd)
 : "${CRICTL_VERSION:=v1.34.0}"
 : "${LOCAL_PATH_VERSION:=v0.0.30}"
 : "${HELM_VERSION:=v4.2.3}"           # the Helm CI pins (.github/workflows)
-: "${KNP_VERSION:=v0.8.0}"             # sigs.k8s.io/kube-network-policies (NetworkPolicy enforcement)
+: "${KUBE_ROUTER_VERSION:=v2.1.0}"     # NetworkPolicy firewall only (netpol.sh)
 : "${DEBIAN_SUITE:=bookworm}"
 : "${DEBIAN_MIRROR:=http://deb.debian.org/debian}"
 

@@ -203,7 +203,8 @@ node=${NODE_NAME:-$(hostname)}
 cidr=""
 until [ -n "$cidr" ]; do
   # kind's kindnet ClusterRole grants list/watch on nodes (no get).
-  cidr=$(curl -sf --cacert "$sa/ca.crt" -H "Authorization: Bearer $(cat "$sa/token")" \
+  cidr=$(curl -sf --connect-timeout 3 --max-time 10 --cacert "$sa/ca.crt" \
+           -H "Authorization: Bearer $(cat "$sa/token")" \
            "$api/api/v1/nodes?fieldSelector=metadata.name%3D$node" \
          | jq -r '.items[0].spec.podCIDR // empty') || true
   [ -n "$cidr" ] || { echo "waiting for node $node podCIDR"; sleep 2; }

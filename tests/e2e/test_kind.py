@@ -43,6 +43,9 @@ SERVER_SVC = f"{RELEASE}-ecommerce-etl-prefect-server"
 PG_STS = f"{RELEASE}-ecommerce-etl-postgresql"
 DB_SECRET = f"{RELEASE}-ecommerce-etl-db"
 KEEP = os.environ.get("ETL_E2E_KEEP") == "1"  # leave everything running for debugging
+# Set where the cluster's network plugin enforces NetworkPolicy (scripts/local-k8s/e2e.sh sets
+# it after installing one); then the chart's policies are checked from inside the cluster.
+NETPOL = os.environ.get("ETL_E2E_NETPOL") == "1"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -217,9 +220,49 @@ def db_secret() -> dict[str, str]:
     return {k: base64.b64decode(v).decode() for k, v in data.items()}
 
 
+def postgres_reachable_from(name: str, labels: dict[str, str]) -> bool:
+    """Run a one-shot pod with `labels` (restricted Pod Security) that runs pg_isready against
+    the chart's Postgres Service; True when Postgres answered."""
+    image = kubectl("get", "statefulset", PG_STS, "-o", "jsonpath={.spec.template.spec.containers[0].image}")
+    pod = {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "restartPolicy": "Never", "automountServiceAccountToken": False,
+            "securityContext": {"runAsNonRoot": True, "runAsUser": 999, "runAsGroup": 999,
+                                "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{
+                "name": "probe", "image": image, "imagePullPolicy": "IfNotPresent",
+                "command": ["pg_isready", "-h", PG_STS, "-p", "5432", "-t", "10"],
+                "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                    "capabilities": {"drop": ["ALL"]}},
+                "resources": {"requests": {"cpu": "10m", "memory": "32Mi"},
+                              "limits": {"cpu": "100m", "memory": "64Mi"}},
+            }],
+        },
+    }
+    kubectl("apply", "-f", "-", input=json.dumps(pod))
+    try:
+        deadline = time.monotonic() + 120
+        while (phase := kubectl("get", "pod", name, "-o", "jsonpath={.status.phase}")) not in ("Succeeded", "Failed"):
+            assert time.monotonic() < deadline, f"probe pod {name} still {phase!r}"
+            time.sleep(2)
+        print(f"{name}: {phase}: {kubectl('logs', name, check=False).strip()}", file=sys.stderr)
+        return phase == "Succeeded"
+    finally:
+        kubectl("delete", "pod", name, "--wait=false", check=False)
+
+
 def test_install_run_upgrade_on_kind(installed):
     with dump_on_failure():
         helm("test", RELEASE, "--logs", "--timeout", "10m", timeout=900)
+
+        if NETPOL:
+            # The chart's policies: a release component may reach Postgres, a stranger may not.
+            assert postgres_reachable_from(
+                "netpol-allowed", {"app.kubernetes.io/instance": RELEASE, "app.kubernetes.io/component": "test"})
+            assert not postgres_reachable_from("netpol-denied", {"run": "netpol-probe"}), (
+                "a pod outside the release reached Postgres: NetworkPolicy not enforced")
 
         with port_forward(SERVER_SVC, 4200) as api_url:
             run_sample(api_url)
