@@ -68,6 +68,7 @@ running() { lk_docker info >/dev/null 2>&1; }
 case "${1:-start}" in
   start)
     if running; then log "kind engine answers on $sock"; exit 0; fi
+    have dockerd || apt_install docker.io
     have jq || apt_install jq
     write_wrapper
     log "starting dockerd for kind on $sock (log: $logf)"

@@ -36,6 +36,8 @@ export CGO_ENABLED=0
 export GOFLAGS="-p=$LK_GO_PARALLEL -mod=mod -trimpath"
 mkdir -p "$LK_BIN" "$LK_SRC" "$GOPATH" "$GOCACHE"
 
+have go || die "needs the Go toolchain (go) on PATH"
+
 NICE=(nice -n 19)
 if have ionice; then NICE=(ionice -c3 nice -n 19); fi
 
