@@ -349,8 +349,19 @@ def test_helm_test_pods():
     assert len(tests) == 3
     cmds = {d["metadata"]["name"]: pod_spec(d)["containers"][0]["command"] for d in tests}
     assert cmds[f"{FULL}-test-work-pool"] == ["prefect", "work-pool", "inspect", "kubernetes"]
-    assert cmds[f"{FULL}-test-db-login"][0] == "psql"
+    assert cmds[f"{FULL}-test-db-login"][:2] == ["sh", "-c"] and "psql --no-psqlrc" in cmds[f"{FULL}-test-db-login"][2]
     assert cmds[f"{FULL}-test-server"][-1] == f"http://{FULL}-prefect-server:4200/api/health"
+
+
+def test_prefect_server_waits_for_its_database():
+    """Without it the server crash-loops while a fresh Postgres initialises (seen on kind)."""
+    for values, host in (({}, f"{FULL}-postgresql"),
+                         ({"postgresql": {"enabled": False},
+                           "externalDatabase": {"host": "db.example.com", "existingSecret": "ext"}}, "db.example.com")):
+        server = next(d for d in render(values) if d["kind"] == "Deployment" and d["metadata"]["name"] == f"{FULL}-prefect-server")
+        (init,) = pod_spec(server)["initContainers"]
+        assert init["name"] == "wait-for-postgresql" and "pg_isready" in init["command"][2]
+        assert init["command"][3:] == [host, "5432"]
 
 
 def _pod_labels(docs, component):

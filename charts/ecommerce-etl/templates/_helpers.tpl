@@ -175,6 +175,30 @@ affinity:
 {{ toYaml .Values.tests.resources | indent 4 }}
 {{- end -}}
 
+{{/* Waits until Postgres accepts connections, so the Prefect server does not crash-loop
+     while a fresh database initialises. pg_isready from the postgres image, any uid. */}}
+{{- define "ecommerce-etl.waitForDatabase" -}}
+{{- $image := .Values.postgresql.image -}}
+- name: wait-for-postgresql
+  image: {{ include "ecommerce-etl.imageRef" (dict "image" $image "default" "") }}
+  imagePullPolicy: {{ $image.pullPolicy }}
+  command:
+    - sh
+    - -c
+    - |
+      for attempt in $(seq 120); do
+        pg_isready -h "$0" -p "$1" -t 5 && exit 0
+        sleep 5
+      done
+      exit 1
+    - {{ include "ecommerce-etl.dbHost" . | quote }}
+    - {{ include "ecommerce-etl.dbPort" . | quote }}
+  securityContext:
+{{ include "ecommerce-etl.containerSecurityContext" (dict "readOnlyRoot" true) | indent 4 }}
+  resources:
+{{ toYaml .Values.tests.resources | indent 4 }}
+{{- end -}}
+
 {{/* ---- Database endpoints and credentials (in-chart Postgres or external) ---- */}}
 {{- define "ecommerce-etl.postgresqlName" -}}
 {{- include "ecommerce-etl.componentName" (dict "ctx" . "component" "postgresql") -}}
