@@ -187,7 +187,8 @@ affinity:
     - -c
     - |
       for attempt in $(seq 120); do
-        pg_isready -h "$0" -p "$1" -t 5 && exit 0
+        # -U: this uid has no passwd entry, and libpq would give up looking for a default user
+        pg_isready -h "$0" -p "$1" -U pg_isready -t 5 && exit 0
         sleep 5
       done
       exit 1
