@@ -17,7 +17,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run
 
 from flows import sources
-from flows.load import ensure_schema, load_file
+from flows.load import FileResult, ensure_schema, load_file
 from flows.schema import ConfigError
 from flows.transform import FileRejected
 from flows.settings import get_settings, redact
@@ -150,7 +150,7 @@ def copy_file(path: str, table: str | None, run_id: str) -> dict:
             f"{result.file}: {result.rows_loaded} rows loaded, {result.rows_quarantined} quarantined "
             f"in {result.seconds:.1f}s ({result.rows_per_second:,.0f} rows/s, {result.path} path)"
         )
-    return vars(result)
+    return result.as_dict()
 
 
 @flow(name="load-file", flow_run_name="load-{file_name}", log_prints=True)
@@ -175,9 +175,9 @@ def _publish(results: list[dict], source: str) -> None:
             "rows read": r["rows_read"],
             "rows loaded": r["rows_loaded"],
             "rows quarantined": r["rows_quarantined"],
-            "rows skipped": r["rows_read"] if r["status"] == "skipped" else 0,
+            "rows skipped": r["rows_skipped"],
             "seconds": round(r["seconds"], 2),
-            "rows/s": round(r["rows_read"] / r["seconds"]) if r["seconds"] and r["status"] == "loaded" else 0,
+            "rows/s": round(r["rows_per_second"]) if r["status"] == "loaded" else 0,
             "error": r.get("error") or "",
         }
         for r in results
@@ -206,9 +206,9 @@ def ecommerce_etl(
     for p in paths:
         name = Path(p).name
         if name in seen:  # the ledger is keyed by file name, so a second one would replace the first
-            results.append({"file": name, "status": "failed", "rows_read": 0, "rows_loaded": 0,
-                            "rows_quarantined": 0, "seconds": 0.0,
-                            "error": f"duplicate file name {name}: another file of this run has the same name"})
+            results.append(FileResult(
+                file=name, status="failed",
+                error=f"duplicate file name {name}: another file of this run has the same name").as_dict())
             continue
         seen.add(name)
         results.append(load_one_file(p, name, table, run_id))

@@ -73,10 +73,14 @@ class FileResult:
     error: str | None = None
     path: str | None = None  # fast | checked: which load path ran
     checksum: str | None = None
+    rows_skipped: int = 0  # rows of an unchanged file, as the ledger recorded them
 
     @property
     def rows_per_second(self) -> float:
         return self.rows_read / self.seconds if self.seconds else 0.0
+
+    def as_dict(self) -> dict:
+        return {**vars(self), "rows_per_second": self.rows_per_second}
 
 
 @dataclass
@@ -453,7 +457,7 @@ def load_file(
                 result.checksum = file_checksum(path)
                 if loaded_before[0] == result.checksum:
                     dbapi.rollback()
-                    result.status = "skipped"
+                    result.status, result.rows_skipped = "skipped", loaded_before[2]
                     result.seconds = time.perf_counter() - started
                     return result
             cur.execute(q.unattached_tables(names), (leaf_prefix,))

@@ -106,7 +106,7 @@ def create_schema(names: Names) -> list[sql.Composable]:
 
 
 def ledger_entry(names: Names) -> sql.Composable:
-    return sql.SQL("SELECT checksum, size_bytes FROM {} WHERE source_file = %s").format(names.ledger)
+    return sql.SQL("SELECT checksum, size_bytes, rows_read FROM {} WHERE source_file = %s").format(names.ledger)
 
 
 def create_leaf(names: Names, leaf: str, source_file: str, first_line: int, end_line: int | None,

@@ -4,7 +4,7 @@ loader left in the database, and the child process that loads files and gets SIG
 No hooks in production code: the trap is a psycopg2 connection/cursor subclass handed to the
 engine through `connect_args`, so flows/load.py runs unchanged.
 
-    python tests/fault_tools.py '{"url": ..., "files": [...], "steps": ["SELECT checksum, size_bytes FROM", "COPY"]}'
+    python tests/fault_tools.py '{"url": ..., "files": [...], "steps": ["SELECT checksum, size_bytes, rows_read FROM", "COPY"]}'
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from psycopg2 import sql
 from flows.sql import Names
 
 NAMES = Names("public", "ecommerce_events")
-FILE_ANCHOR = "SELECT checksum, size_bytes FROM"  # the ledger check: runs once per file, right after the file's lock
+FILE_ANCHOR = "SELECT checksum, size_bytes, rows_read FROM"  # the ledger check: runs once per file, right after the file's lock
 
 
 @dataclass

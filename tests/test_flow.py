@@ -58,8 +58,12 @@ def test_flow_loads_sample_publishes_artifact_and_rerun_skips(pipeline_env):
     assert {r["file"]: r["rows loaded"] for r in table} == {f["file"]: 2000 for f in summary["files"]}
     assert {"2019-Oct.csv", "2020-Feb.csv"} <= {s.name.removeprefix("load-") for s in subflows}
 
-    again = etl.ecommerce_etl(source="sample", rows_per_file=2000)
-    assert {f["status"] for f in again["files"]} == {"skipped"}
+    again = etl.ecommerce_etl(source="sample", rows_per_file=2000, return_state=True)
+    assert {f["status"] for f in again.result()["files"]} == {"skipped"}
+    artifacts, _, _ = asyncio.run(_artifact_and_subflows(again.state_details.flow_run_id))
+    latest = max(artifacts, key=lambda a: a.created)
+    table = json.loads(latest.data) if isinstance(latest.data, str) else latest.data
+    assert [(r["status"], r["rows skipped"], r["rows loaded"]) for r in table] == [("skipped", 2000, 0)] * 5
     assert rows(pipeline_env, "select count(*) from ecommerce_events") == [(10_000,)]
 
 
