@@ -17,6 +17,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run
 
 from flows import sources
+from flows.events import emit_file_events
 from flows.load import FileResult, ensure_schema, load_file
 from flows.schema import ConfigError
 from flows.transform import FileRejected
@@ -136,11 +137,16 @@ def copy_file(path: str, table: str | None, run_id: str) -> dict:
             next_log = (done * 10 // total + 1) / 10
 
     engine = _engine()
+    names = _names(table)
+    settings = get_settings()
     try:
-        result = load_file(engine, _names(table), file, run_id=run_id, progress=progress,
-                           parallel=get_settings().copy_parallelism)
+        result = load_file(engine, names, file, run_id=run_id, progress=progress,
+                           parallel=settings.copy_parallelism)
     finally:
         engine.dispose()
+    if result.error:
+        result.error = redact(result.error, settings)
+    emit_file_events(result.as_dict(), names.schema, names.table, settings.alert_quarantine_ratio)
     if result.status == "failed":
         print(f"{result.file}: FAILED: {result.error}")
     elif result.status == "skipped":

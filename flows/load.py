@@ -33,7 +33,7 @@ import time
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -51,6 +51,7 @@ from flows.transform import (
     parse_header,
     parse_skip_notice,
     printable,
+    reason_class,
     to_copy_line,
 )
 
@@ -74,6 +75,9 @@ class FileResult:
     path: str | None = None  # fast | checked: which load path ran
     checksum: str | None = None
     rows_skipped: int = 0  # rows of an unchanged file, as the ledger recorded them
+    # reason class -> count, and the first few quarantined lines of each class (for the report)
+    quarantine_by_reason: dict[str, int] = field(default_factory=dict)
+    quarantine_examples: list[dict] = field(default_factory=list)
 
     @property
     def rows_per_second(self) -> float:
@@ -88,6 +92,21 @@ class Quarantined:
     line: int
     raw: str
     reason: str
+
+
+QUARANTINE_EXAMPLES_PER_REASON = 3
+
+
+def summarise_quarantine(rows: list[Quarantined]) -> tuple[dict[str, int], list[dict]]:
+    """Count per reason class, and the first few lines of each class with their raw text."""
+    counts: dict[str, int] = {}
+    examples: list[dict] = []
+    for row in sorted(rows, key=lambda r: r.line):
+        kind = reason_class(row.reason)
+        counts[kind] = counts.get(kind, 0) + 1
+        if counts[kind] <= QUARANTINE_EXAMPLES_PER_REASON:
+            examples.append({"line": row.line, "reason": row.reason, "raw": row.raw})
+    return counts, examples
 
 
 def ensure_schema(engine: sa.Engine, names: q.Names) -> None:
@@ -504,6 +523,7 @@ def load_file(
         raise
     result.status = "loaded"
     result.rows_read, result.rows_loaded, result.rows_quarantined = read, loaded, len(quarantined)
+    result.quarantine_by_reason, result.quarantine_examples = summarise_quarantine(quarantined)
     result.seconds = time.perf_counter() - started
     return result
 

@@ -34,6 +34,10 @@ class Settings(BaseSettings):
     # COPY connections per file; the database server needs that many free cores to gain
     copy_parallelism: int = Field(2, ge=1, le=16, validation_alias="ETL_COPY_PARALLELISM")
 
+    # A loaded file whose quarantined share is above this emits ecommerce.file.quarantine-high
+    # (the chart's alerts.quarantineRatio); unset: no such event.
+    alert_quarantine_ratio: float | None = Field(None, ge=0, le=1, validation_alias="ETL_ALERT_QUARANTINE_RATIO")
+
     kaggle_dataset: str = Field(KAGGLE_DATASET_URL, validation_alias="ETL_KAGGLE_DATASET")
     kaggle_username: SecretStr | None = Field(None, validation_alias="KAGGLE_USERNAME")
     kaggle_key: SecretStr | None = Field(None, validation_alias="KAGGLE_KEY")

@@ -131,3 +131,13 @@ def parse_skip_notice(notice: str) -> SkippedRow | None:
     else:
         reason = f'{column}: "{value}" is not {expected}'
     return SkippedRow(copy_line=line, reason=reason)
+
+
+_QUOTED_VALUE = re.compile(r'^(\w+): ".*" (is not |has no )', re.S)
+_FIELD_LENGTH = re.compile(r"^(\w+): field of \d+ characters exceeds (\d+)$")
+
+
+def reason_class(reason: str) -> str:
+    """A reason without the offending value, so equal problems group together in reports."""
+    reason = _QUOTED_VALUE.sub(r"\1: value \2", reason)
+    return _FIELD_LENGTH.sub(r"\1: field longer than \2 characters", reason)

@@ -1,0 +1,49 @@
+"""Prefect events the load emits, one per file: what users build their own automations on.
+
+    ecommerce.file.loaded | ecommerce.file.skipped | ecommerce.file.failed
+    ecommerce.file.quarantine-high   (the quarantined share passed ETL_ALERT_QUARANTINE_RATIO)
+
+The resource is the file in its table; Prefect's events worker relates the flow run, the flow
+and the deployment from the run context, which is how an automation matches the parent flow.
+"""
+
+from __future__ import annotations
+
+from prefect.events import emit_event
+
+EVENT_PREFIX = "ecommerce.file"
+QUARANTINE_HIGH = f"{EVENT_PREFIX}.quarantine-high"
+PAYLOAD_KEYS = ("status", "rows_read", "rows_loaded", "rows_quarantined", "rows_skipped", "seconds", "error")
+
+
+def file_resource(schema: str, table: str, file: str) -> dict[str, str]:
+    return {
+        "prefect.resource.id": f"{EVENT_PREFIX}.{schema}.{table}.{file}",
+        "prefect.resource.name": file,
+        "ecommerce.table": f"{schema}.{table}",
+        "ecommerce.file": file,
+    }
+
+
+def quarantine_share(result: dict) -> float:
+    return result["rows_quarantined"] / result["rows_read"] if result.get("rows_read") else 0.0
+
+
+def file_event_names(result: dict, quarantine_alert_ratio: float | None) -> list[str]:
+    """The events one file's result stands for (pure, so the rule is testable without a server)."""
+    names = [f"{EVENT_PREFIX}.{result['status']}"]
+    if (quarantine_alert_ratio is not None and result["status"] == "loaded"
+            and quarantine_share(result) > quarantine_alert_ratio):
+        names.append(QUARANTINE_HIGH)
+    return names
+
+
+def emit_file_events(result: dict, schema: str, table: str, quarantine_alert_ratio: float | None) -> list[str]:
+    payload = {k: result.get(k) for k in PAYLOAD_KEYS}
+    payload["quarantine_share"] = round(quarantine_share(result), 6)
+    if quarantine_alert_ratio is not None:
+        payload["quarantine_alert_ratio"] = quarantine_alert_ratio
+    names = file_event_names(result, quarantine_alert_ratio)
+    for name in names:
+        emit_event(name, resource=file_resource(schema, table, result["file"]), payload=payload)
+    return names
