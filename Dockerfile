@@ -28,6 +28,8 @@ RUN set -eu; \
     /opt/venv/bin/pip install --no-deps -e .
 
 FROM ${BASE_IMAGE}
+# The app's uid and gid. Keep this default equal to the chart's image.uid (a test checks it);
+# scripts/build-image.sh passes that value explicitly.
 ARG APP_UID=10001
 # Same base as the build stage, so the venv's interpreter symlinks stay valid.
 RUN set -eu; \
@@ -48,6 +50,6 @@ ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/
     PREFECT_SERVER_ANALYTICS_ENABLED=false \
     ETL_DATA_DIR=/tmp/data
 # Numeric user so Kubernetes can verify runAsNonRoot.
-USER 10001:10001
+USER ${APP_UID}:${APP_UID}
 # No ENTRYPOINT: the worker's Job sets args (`prefect flow-run execute`), the hook sets its own.
 CMD ["ecommerce-etl", "--help"]

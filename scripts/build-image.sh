@@ -33,5 +33,15 @@ else
   rm -f "$ca_dir/ca-bundle.crt"
 fi
 
-log "building $IMAGE from BASE_IMAGE=$BASE_IMAGE"
-docker build --network host --build-arg "BASE_IMAGE=$BASE_IMAGE" -t "$IMAGE" "$ROOT"
+# The image's uid is the chart's image.uid, so pods and image agree (a YAML parser reads it:
+# the project's venv has PyYAML). APP_UID overrides it.
+if [ -z "${APP_UID:-}" ]; then
+  py=$ROOT/.venv/bin/python
+  [ -x "$py" ] || py=python3
+  APP_UID=$("$py" -c 'import sys, yaml; print(int(yaml.safe_load(open(sys.argv[1]))["image"]["uid"]))' \
+    "$ROOT/charts/ecommerce-etl/values.yaml") \
+    || die "cannot read image.uid from charts/ecommerce-etl/values.yaml (needs PyYAML: make venv), or set APP_UID"
+fi
+
+log "building $IMAGE from BASE_IMAGE=$BASE_IMAGE (APP_UID=$APP_UID)"
+docker build --network host --build-arg "BASE_IMAGE=$BASE_IMAGE" --build-arg "APP_UID=$APP_UID" -t "$IMAGE" "$ROOT"

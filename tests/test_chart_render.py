@@ -179,7 +179,7 @@ def test_connection_url_matches_generated_prefect_password():
 
 
 def test_secrets_reuse_live_values_via_lookup():
-    text = (CHART_DIR / "templates" / "_helpers.tpl").read_text()
+    text = (CHART_DIR / "templates" / "_passwords.tpl").read_text()
     assert 'lookup "v1" "Secret"' in text and "randAlphaNum" in text
     for path in ("postgresql/secret.yaml", "pgadmin/secret.yaml"):
         assert 'include "ecommerce-etl.password"' in (CHART_DIR / "templates" / path).read_text()
@@ -200,12 +200,42 @@ def test_recommended_labels_everywhere(values_name):
                 assert all(pod_labels.get(k) == v for k, v in sel.items())
 
 
-def test_objects_rendered_per_values_set():
-    counts = {name: len(docs_for(name)) for name in SETS}
-    assert counts["default"] == 24, counts
-    assert counts["pgadmin-off"] == counts["default"] - 4  # Deployment, Service, ConfigMap, Secret
-    assert counts["external-db"] == counts["default"] - 6  # StatefulSet, 2 Services, initdb, Secret, NP; pgAdmin stays
-    assert counts["networkpolicy-off"] == counts["default"] - 3
+def _objects(docs: list[dict]) -> set[tuple[str, str]]:
+    return {(d["kind"], d["metadata"]["name"]) for d in docs}
+
+
+def _component(docs: list[dict], component: str) -> set[tuple[str, str]]:
+    return {(d["kind"], d["metadata"]["name"]) for d in docs
+            if d["metadata"]["labels"].get("app.kubernetes.io/component") == component}
+
+
+def test_default_release_has_every_component():
+    objects = _objects(docs_for("default"))
+    for expected in [("StatefulSet", f"{FULL}-postgresql"), ("Service", f"{FULL}-postgresql"),
+                     ("Service", f"{FULL}-postgresql-hl"), ("ConfigMap", f"{FULL}-postgresql-initdb"),
+                     ("Deployment", f"{FULL}-pgadmin"), ("Service", f"{FULL}-pgadmin"),
+                     ("ConfigMap", f"{FULL}-pgadmin"), ("Deployment", f"{FULL}-prefect-server"),
+                     ("Service", f"{FULL}-prefect-server"), ("Deployment", f"{FULL}-worker"),
+                     ("ServiceAccount", f"{FULL}-worker"), ("Role", f"{FULL}-worker"),
+                     ("RoleBinding", f"{FULL}-worker"), ("ServiceAccount", f"{FULL}-flow-run"),
+                     ("ConfigMap", f"{FULL}-base-job-template"), ("Job", f"{FULL}-deploy"),
+                     ("NetworkPolicy", f"{FULL}-default-deny"), ("NetworkPolicy", f"{FULL}-postgresql"),
+                     ("NetworkPolicy", f"{FULL}-prefect-server")]:
+        assert expected in objects, expected
+
+
+def test_switches_remove_exactly_their_objects():
+    default = docs_for("default")
+    everything = _objects(default)
+    # pgAdmin off: every pgAdmin object goes, nothing else.
+    assert _objects(docs_for("pgadmin-off")) == everything - _component(default, "pgadmin")
+    # External database: the in-chart Postgres and its NetworkPolicy go; pgAdmin stays.
+    external = _objects(docs_for("external-db"))
+    assert not _component(docs_for("external-db"), "postgresql")
+    assert external == everything - _component(default, "postgresql") - {("NetworkPolicy", f"{FULL}-postgresql")}
+    # NetworkPolicies off: exactly the policies go.
+    assert _objects(docs_for("networkpolicy-off")) == everything - _component(default, "network-policy")
+    assert _component(default, "network-policy") == {(k, n) for k, n in everything if k == "NetworkPolicy"}
 
 
 def test_external_database_wiring():
@@ -346,7 +376,8 @@ def test_deploy_hook_job():
 
 def test_helm_test_pods():
     tests = [d for d in render() if d["metadata"].get("annotations", {}).get("helm.sh/hook") == "test"]
-    assert len(tests) == 3
+    assert {d["metadata"]["name"] for d in tests} == {f"{FULL}-test-work-pool", f"{FULL}-test-db-login",
+                                                       f"{FULL}-test-server"}
     cmds = {d["metadata"]["name"]: pod_spec(d)["containers"][0]["command"] for d in tests}
     assert cmds[f"{FULL}-test-work-pool"] == ["prefect", "work-pool", "inspect", "kubernetes"]
     assert cmds[f"{FULL}-test-db-login"][:2] == ["sh", "-c"] and "psql --no-psqlrc" in cmds[f"{FULL}-test-db-login"][2]
@@ -447,34 +478,19 @@ def test_notes():
     assert "-pgadmin" not in render_files({"pgadmin": {"enabled": False}})["ecommerce-etl/templates/NOTES.txt"]
 
 
-def test_readme_documents_every_value():
-    readme = (CHART_DIR / "README.md").read_text()
-    values = yaml.safe_load((CHART_DIR / "values.yaml").read_text())
-    table_keys = set(re.findall(r"^\| `([^`]+)` \|", readme.split("## Values", 1)[1], flags=re.M))
-
-    def leaves(node, prefix=""):
-        for k, v in node.items():
-            if isinstance(v, dict) and v and k not in ("resources", "nodeSelector", "affinity", "commonLabels"):
-                yield from leaves(v, f"{prefix}{k}.")
-            else:
-                yield f"{prefix}{k}"
-
-    for key in values:
-        assert f"`{key}" in readme, f"top-level value {key} missing from README"
-    missing = set(leaves(values)) - table_keys
-    assert not missing, f"values not in the README table: {sorted(missing)}"
-    stale = table_keys - set(leaves(values))
-    assert not stale, f"README documents values that do not exist: {sorted(stale)}"
-
-
 def test_chart_metadata_and_layout():
     chart = yaml.safe_load((CHART_DIR / "Chart.yaml").read_text())
     assert (chart["name"], chart["version"], chart["appVersion"]) == ("ecommerce-etl", "0.1.0", "0.1.0")
     assert "dependencies" not in chart
-    for folder in ("postgresql", "pgadmin", "prefect-server", "worker", "flow-run", "deploy-hook", "tests",
-                   "network-policies"):
-        assert (CHART_DIR / "templates" / folder).is_dir(), folder
-    for f in ("_helpers.tpl", "_validation.tpl", "NOTES.txt"):
-        assert (CHART_DIR / "templates" / f).is_file(), f
+    # A folder per component: every object comes from the folder of the component it belongs to.
+    folders = {}
+    for doc in render(VALUE_SETS["everything-set"]):
+        folder = source(doc).split("/")[2]
+        folders.setdefault(folder, set()).add(doc["metadata"]["labels"]["app.kubernetes.io/component"])
+    assert folders == {
+        "postgresql": {"postgresql"}, "pgadmin": {"pgadmin"}, "prefect-server": {"prefect-server"},
+        "worker": {"worker"}, "flow-run": {"flow-run"}, "deploy-hook": {"deploy-hook"}, "tests": {"test"},
+        "network-policies": {"network-policy"},
+    }, folders
     images = {c["image"] for d in render() if pod_spec(d) for c in pod_spec(d)["containers"]}
     assert not [i for i in images if "bitnami" in i or i.endswith(":latest") or ":" not in i], images

@@ -182,10 +182,7 @@ variables:
   value: {{ .Values.flowRun.table | quote }}
 - name: ETL_DATA_DIR
   value: /tmp/data
-- name: PREFECT_HOME
-  value: /tmp/prefect
-- name: PREFECT_SERVER_ANALYTICS_ENABLED
-  value: "false"
+{{ include "ecommerce-etl.prefectBaseEnv" . }}
 {{- with .Values.kaggle.existingSecret }}
 - name: KAGGLE_USERNAME
   valueFrom:
