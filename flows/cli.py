@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument("--schedule", help="cron schedule for the kaggle deployment, e.g. '0 3 * * *'")
     deploy.add_argument("--timezone", default="UTC")
     deploy.add_argument("--sample-rows", type=int, default=20_000)
+    deploy.add_argument("--concurrency-limit", type=int, default=0,
+                        help="running flow runs per deployment, enforced by the server (0: no limit)")
     deploy.add_argument("--wait", type=float, default=120, help="seconds to wait for the Prefect API")
     return parser
 
@@ -173,13 +175,17 @@ def cmd_sample(args) -> int:
 
 
 def cmd_deploy(args) -> int:
+    """Alerts come from the environment (ETL_ALERT_WEBHOOK_URL is a secret): flows/alerts.py."""
+    from flows.alerts import load_alert_settings
     from flows.deploy import read_base_job_template, register
     from flows.schema import ConfigError
 
     try:
         template = read_base_job_template(args.base_job_template)
+        alerts = load_alert_settings()
         result = asyncio.run(register(args.pool, template, schedule=args.schedule, timezone=args.timezone,
-                                      sample_rows=args.sample_rows, wait_seconds=args.wait))
+                                      sample_rows=args.sample_rows, concurrency_limit=args.concurrency_limit,
+                                      alerts=alerts, wait_seconds=args.wait))
     except ConfigError as exc:
         return _fail(str(exc))
     print(json.dumps(result))

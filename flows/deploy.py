@@ -1,7 +1,13 @@
-"""`ecommerce-etl deploy`: register the Kubernetes work pool and the deployments, idempotently.
+"""`ecommerce-etl deploy`: register the Kubernetes work pool, the deployments and the alert
+automations (flows/alerts.py), idempotently.
 
 The Helm chart runs this in a post-install/post-upgrade hook Job with the same base job
 template the worker uses, so the UI shows ready-to-run deployments right after `helm install`.
+
+A burst of runs is bounded by a deployment concurrency limit: the server holds extra runs in
+AwaitingConcurrencySlot before any Job exists (the worker's own --limit cannot, because
+prefect-kubernetes returns as soon as a Job is created). The pool itself gets no limit, so a
+parent run never waits for a slot its own child runs would need.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from prefect.client.schemas.schedules import CronSchedule
 from prefect.exceptions import ObjectNotFound
 from prefect.utilities.callables import parameter_schema
 
+from flows.alerts import AlertSettings, register_alerts
 from flows.schema import ConfigError
 
 FLOW_NAME = "ecommerce-etl"
@@ -70,7 +77,12 @@ async def _wait_for_api(client, timeout: float) -> None:
 
 
 async def register(pool: str, base_job_template: dict, *, schedule: str | None = None,
-                   timezone: str = "UTC", sample_rows: int = 20_000, wait_seconds: float = 120) -> dict:
+                   timezone: str = "UTC", sample_rows: int = 20_000, concurrency_limit: int | None = None,
+                   alerts: AlertSettings | None = None, wait_seconds: float = 120) -> dict:
+    """concurrency_limit: running flow runs per deployment (None or 0: unlimited); alerts: the
+    automations to keep in step (None leaves them alone)."""
+    if concurrency_limit is not None and concurrency_limit < 0:
+        raise ConfigError(f"--concurrency-limit {concurrency_limit}: use 0 (no limit) or a positive number")
     from flows.etl import ecommerce_etl
 
     async with get_client() as client:
@@ -104,6 +116,7 @@ async def register(pool: str, base_job_template: dict, *, schedule: str | None =
                 tags=["ecommerce-etl"],
                 schedules=schedules,
                 enforce_parameter_schema=True,
+                concurrency_limit=concurrency_limit or None,
             )
             deployment = await client.read_deployment(deployment_id)
             # create_deployment upserts the deployment but adds schedules; keep exactly ours
@@ -111,4 +124,7 @@ async def register(pool: str, base_job_template: dict, *, schedule: str | None =
                 if not any(s.schedule == existing.schedule for s in schedules):
                     await client.delete_deployment_schedule(deployment_id, existing.id)
             deployments[spec.name] = str(deployment_id)
-    return {"work_pool": pool, "work_pool_action": pool_action, "deployments": deployments}
+        result = {"work_pool": pool, "work_pool_action": pool_action, "deployments": deployments}
+        if alerts is not None:
+            result.update(await register_alerts(client, alerts))
+    return result
