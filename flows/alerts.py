@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from uuid import UUID
 
 from pydantic import Field, SecretStr, ValidationError
@@ -48,6 +49,8 @@ class AlertSettings(BaseSettings):
     # unset: on when a webhook is configured (a local `ecommerce-etl deploy`); the chart sets it
     enabled: bool | None = Field(None, validation_alias="ETL_ALERTS_ENABLED")
     webhook_url: SecretStr | None = Field(None, validation_alias="ETL_ALERT_WEBHOOK_URL")
+    # the URL as a file (the chart mounts its Secret there): it never enters the environment
+    webhook_url_file: Path | None = Field(None, validation_alias="ETL_ALERT_WEBHOOK_URL_FILE")
     # 0 switches the trigger off; Prefect's proactive triggers need at least 10 s
     pending_minutes: float = Field(15, ge=0, validation_alias="ETL_ALERT_PENDING_MINUTES")
     running_minutes: float = Field(240, ge=0, validation_alias="ETL_ALERT_RUNNING_MINUTES")
@@ -68,13 +71,20 @@ def load_alert_settings() -> AlertSettings:
     except ValidationError as exc:
         problems = "; ".join(f"{'/'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ConfigError(f"alert settings: {problems}") from None
+    if settings.webhook_url_file and not settings.webhook:
+        try:
+            settings.webhook_url = SecretStr(settings.webhook_url_file.read_text().strip())
+        except OSError as exc:
+            raise ConfigError(f"ETL_ALERT_WEBHOOK_URL_FILE={settings.webhook_url_file}: cannot read it "
+                              f"({exc.strerror})") from None
     for name, minutes in (("ETL_ALERT_PENDING_MINUTES", settings.pending_minutes),
                           ("ETL_ALERT_RUNNING_MINUTES", settings.running_minutes)):
         if 0 < minutes * 60 < 10:
             raise ConfigError(f"{name}={minutes} is below 10 seconds, the shortest wait Prefect can watch "
                               "for: use 0.17 or more (0 switches this alert off)")
     if settings.webhook and not settings.webhook_url.get_secret_value().startswith(("http://", "https://")):
-        raise ConfigError("ETL_ALERT_WEBHOOK_URL must be an http(s):// URL")
+        raise ConfigError("ETL_ALERT_WEBHOOK_URL (or the file ETL_ALERT_WEBHOOK_URL_FILE) must hold an "
+                          "http(s):// URL")
     return settings
 
 

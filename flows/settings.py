@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import quote
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -41,6 +41,32 @@ class Settings(BaseSettings):
     kaggle_dataset: str = Field(KAGGLE_DATASET_URL, validation_alias="ETL_KAGGLE_DATASET")
     kaggle_username: SecretStr | None = Field(None, validation_alias="KAGGLE_USERNAME")
     kaggle_key: SecretStr | None = Field(None, validation_alias="KAGGLE_KEY")
+
+    # Secrets as files (what the chart mounts from its Secrets): <VARIABLE>_FILE names a file
+    # holding the value, so it never enters the environment; the variable itself wins.
+    pgpassword_file: Path | None = Field(None, validation_alias="PGPASSWORD_FILE")
+    kaggle_username_file: Path | None = Field(None, validation_alias="KAGGLE_USERNAME_FILE")
+    kaggle_key_file: Path | None = Field(None, validation_alias="KAGGLE_KEY_FILE")
+
+    @model_validator(mode="after")
+    def _read_secret_files(self) -> "Settings":
+        # (field, its file, the variable, whether the file may be absent: the Kaggle Secret is optional)
+        for field, path, variable, optional in (
+                ("pgpassword", self.pgpassword_file, "PGPASSWORD_FILE", False),
+                ("kaggle_username", self.kaggle_username_file, "KAGGLE_USERNAME_FILE", True),
+                ("kaggle_key", self.kaggle_key_file, "KAGGLE_KEY_FILE", True)):
+            if path is None or getattr(self, field):
+                continue
+            try:
+                text = path.read_text()
+            except FileNotFoundError:
+                if optional:
+                    continue
+                raise ConfigError(f"{variable}={path}: cannot read it (no such file)") from None
+            except OSError as exc:
+                raise ConfigError(f"{variable}={path}: cannot read it ({exc.strerror})") from None
+            setattr(self, field, SecretStr(text.rstrip("\r\n")))
+        return self
 
     def resolved_database_url(self) -> str | None:
         """DATABASE_URL, else one built from PG* variables, else None (use the embedded server)."""

@@ -129,6 +129,79 @@ def secret_values(docs: list[dict]) -> dict[str, str]:
     return out
 
 
+ENV_FROM_FILES_DIR = "/etc/ecommerce-etl/env"
+
+
+def env_from_files(spec: dict, container: dict) -> tuple[list[str], dict[str, tuple[str, str]]]:
+    """For a container started through the chart's envFromFiles wrapper (sh -c 'export each file
+    of /etc/ecommerce-etl/env ...; exec "$@"' sh CMD...): (CMD, {variable: (secret, key)}).
+    Otherwise (its command, {})."""
+    command = list(container.get("command") or [])
+    if command[:2] != ["sh", "-c"] or ENV_FROM_FILES_DIR not in command[2]:
+        return command, {}
+    assert command[3] == "sh" and 'exec "$@"' in command[2], command
+    mounts = {m["name"]: m["mountPath"] for m in container.get("volumeMounts") or []}
+    (volume,) = [v for v in spec.get("volumes") or [] if mounts.get(v["name"]) == ENV_FROM_FILES_DIR]
+    variables = {}
+    for source in volume["projected"]["sources"]:
+        for item in source["secret"]["items"]:
+            variables[item["path"]] = (source["secret"]["name"], item["key"])
+    return command[4:], variables
+
+
+def secret_files(spec: dict, container: dict) -> dict[str, tuple[str, str]]:
+    """Every file a container sees from a Secret: {path: (secret, key)} (secret and projected volumes)."""
+    volumes = {v["name"]: v for v in spec.get("volumes") or []}
+    out = {}
+    for m in container.get("volumeMounts") or []:
+        vol = volumes.get(m["name"], {})  # (a volumeClaimTemplate is not among them)
+        sources = ([vol["secret"] | {"name": vol["secret"]["secretName"]}] if "secret" in vol else
+                   [s["secret"] for s in vol.get("projected", {}).get("sources", []) if "secret" in s])
+        for s in sources:
+            for item in s.get("items") or []:
+                out[f"{m['mountPath']}/{item['path']}"] = (s["name"], item["key"])
+    return out
+
+
+def secrets_hook_command(docs: list[dict]) -> list[str] | None:
+    """argv of the pre-install/pre-upgrade Job that creates the generated Secrets (None: no such Job)."""
+    jobs = [d for d in by_kind(docs, "Job") if d["metadata"]["labels"].get("app.kubernetes.io/component") == "secrets"]
+    if not jobs:
+        return None
+    (job,) = jobs
+    return pod_spec(job)["containers"][0]["command"]
+
+
+def run_secrets_hook(docs: list[dict], standin, workdir: Path) -> str:
+    """Run the chart's secrets hook program (python -c PROGRAM SPEC, exactly as rendered) with
+    this interpreter against a Kubernetes API stand-in; returns its output."""
+    import subprocess
+    import sys
+
+    command = secrets_hook_command(docs)
+    assert command and command[:2] == ["python", "-c"], command
+    env = {"PATH": "/usr/bin:/bin", "KUBERNETES_API_URL": standin.url,
+           "SERVICE_ACCOUNT_DIR": str(standin.service_account_dir(workdir / "serviceaccount"))}
+    done = subprocess.run([sys.executable, *command[1:]], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def generated_secrets(docs: list[dict], namespace: str = "data") -> dict[str, str]:
+    """'<secret>/<key>' -> value of every Secret the release has after its secrets hook ran on an
+    empty namespace (plus any Secret the chart renders itself)."""
+    import tempfile
+
+    from kube_standin import KubeStandIn
+
+    values = secret_values(docs)
+    if secrets_hook_command(docs) is None:
+        return values
+    with KubeStandIn() as standin, tempfile.TemporaryDirectory() as tmp:
+        run_secrets_hook(docs, standin, Path(tmp))
+        return {**values, **standin.secret_values()}
+
+
 def lint() -> dict[str, Any]:
     return helm_python.lint(str(CHART_DIR), strict=True)
 

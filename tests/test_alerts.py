@@ -36,11 +36,12 @@ POOL = "alerts-no-worker"
 
 
 # --- the settings and the automations they ask for (no server) ---------------------------------
-def test_alert_settings_and_specs(monkeypatch):
+def test_alert_settings_and_specs(monkeypatch, tmp_path):
     from flows.alerts import load_alert_settings
     from flows.schema import ConfigError
 
-    for name in ("ETL_ALERTS_ENABLED", "ETL_ALERT_WEBHOOK_URL", "ETL_ALERT_PENDING_MINUTES", "ETL_ALERT_RUNNING_MINUTES"):
+    for name in ("ETL_ALERTS_ENABLED", "ETL_ALERT_WEBHOOK_URL", "ETL_ALERT_WEBHOOK_URL_FILE",
+                 "ETL_ALERT_PENDING_MINUTES", "ETL_ALERT_RUNNING_MINUTES"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(REPO / "tests")  # no .env here
     assert load_alert_settings().active is False  # locally: only with a webhook
@@ -48,9 +49,20 @@ def test_alert_settings_and_specs(monkeypatch):
     assert load_alert_settings().active is True
     monkeypatch.setenv("ETL_ALERTS_ENABLED", "false")
     assert load_alert_settings().active is False
+    # The chart's way: the URL in a file from the Secret, never in the environment.
+    monkeypatch.delenv("ETL_ALERT_WEBHOOK_URL")
+    monkeypatch.setenv("ETL_ALERTS_ENABLED", "true")
+    url_file = tmp_path / "url"
+    url_file.write_text("https://hooks.example/from-file\n")
+    monkeypatch.setenv("ETL_ALERT_WEBHOOK_URL_FILE", str(url_file))
+    assert load_alert_settings().webhook_url.get_secret_value() == "https://hooks.example/from-file"
+    monkeypatch.setenv("ETL_ALERT_WEBHOOK_URL_FILE", str(tmp_path / "absent"))
+    with pytest.raises(ConfigError, match="ETL_ALERT_WEBHOOK_URL_FILE=.*absent: cannot read it"):
+        load_alert_settings()
+    monkeypatch.delenv("ETL_ALERT_WEBHOOK_URL_FILE")
     for name, value, fragment in (("ETL_ALERT_PENDING_MINUTES", "0.1", "ETL_ALERT_PENDING_MINUTES=0.1"),
                                   ("ETL_ALERT_RUNNING_MINUTES", "-1", "ETL_ALERT_RUNNING_MINUTES: Input should be greater"),
-                                  ("ETL_ALERT_WEBHOOK_URL", "hooks.example/x", "ETL_ALERT_WEBHOOK_URL")):
+                                  ("ETL_ALERT_WEBHOOK_URL", "hooks.example/x", "ETL_ALERT_WEBHOOK_URL.*http")):
         with monkeypatch.context() as m:
             m.setenv(name, value)
             with pytest.raises(ConfigError, match=fragment):

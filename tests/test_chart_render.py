@@ -13,7 +13,9 @@ from chart_render import (
     CHART_DIR,
     base_job_template,
     by_kind,
+    env_from_files,
     find,
+    generated_secrets,
     ingress_allowed,
     lint,
     pod_spec,
@@ -21,7 +23,7 @@ from chart_render import (
     render_error,
     render_files,
     restricted_violations,
-    secret_values,
+    secret_files,
     source,
     strip_source,
 )
@@ -59,6 +61,35 @@ VALUE_SETS = {
                           "pgadminExtraFrom": [{"namespaceSelector": {"matchLabels": {"name": "ingress"}}}]},
         "kaggle": {"existingSecret": "kaggle-creds"},
     },
+    # Everything issue 10 added: an Ingress with TLS and a relative API URL, basic auth (generated),
+    # retention, alerts to a webhook, flow-run placement, a concurrency limit, images by digest.
+    "production": {
+        "image": {"digest": "sha256:" + "a" * 64, "pullPolicy": "Always"},
+        "postgresql": {"image": {"digest": "sha256:" + "b" * 64, "pullPolicy": "Always"}},
+        "pgadmin": {"image": {"digest": "sha256:" + "c" * 64, "pullPolicy": "Always"}},
+        "prefectServer": {
+            "image": {"digest": "sha256:" + "d" * 64, "pullPolicy": "Always"},
+            "uiApiUrl": "/api",
+            "basicAuth": {"enabled": True, "username": "ops"},
+            "retention": {"flowRunDays": 14, "eventDays": 3},
+            "ingress": {"enabled": True, "className": "nginx", "host": "prefect.shop.example",
+                        "tls": {"secretName": "prefect-tls"},
+                        "annotations": {"cert-manager.io/cluster-issuer": "letsencrypt"}},
+        },
+        "alerts": {"pendingMinutes": 5, "runningMinutes": 90, "quarantineRatio": 0.2,
+                   "webhook": {"existingSecret": "alert-hook", "key": "slack-url"}},
+        "flowRun": {"nodeSelector": {"pool": "etl"},
+                    "tolerations": [{"key": "etl", "operator": "Exists", "effect": "NoSchedule"}],
+                    "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [{"matchExpressions": [
+                            {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]}]}]}}},
+                    "podAnnotations": {"cluster-autoscaler.kubernetes.io/safe-to-evict": "false"}},
+        "deployments": {"concurrencyLimit": 3},
+        "networkPolicy": {"serverExtraFrom": [{"namespaceSelector": {"matchLabels": {
+            "kubernetes.io/metadata.name": "ingress-nginx"}}}]},
+    },
+    "basic-auth-existing-secret": {"prefectServer": {"basicAuth": {"enabled": True, "existingSecret": "prefect-auth"}}},
+    "alerts-off": {"alerts": {"enabled": False}, "prefectServer": {"retention": {"flowRunDays": 0}}},
 }
 SETS = list(VALUE_SETS)
 
@@ -128,6 +159,8 @@ def test_workloads_have_resources_and_probes(values_name):
 
 
 SECRETISH = re.compile(r"(?i)(password|passwd|secret|token|api_?key|_key)$")
+# prefect-kubernetes settings that name a Secret and its key (not a secret themselves)
+SECRET_REFERENCES = {"PREFECT_INTEGRATIONS_KUBERNETES_WORKER_API_AUTH_STRING_SECRET_KEY"}
 
 
 def _walk(node, path=""):
@@ -145,23 +178,25 @@ def _walk(node, path=""):
 
 @pytest.mark.parametrize("values_name", SETS)
 def test_no_password_outside_secrets(values_name):
+    """The chart renders no Secret with a generated value: the secrets hook creates them in the
+    cluster. No other object holds one either, or a literal value under a secret-like name."""
     docs = docs_for(values_name)
-    secrets = secret_values(docs)
+    assert not [s for s in by_kind(docs, "Secret")], "generated passwords are never rendered"
+    secrets = generated_secrets(docs)
     generated = {k: v for k, v in secrets.items() if k.endswith("-password")}
     if values_name in ("default", "pgadmin-off", "networkpolicy-off"):
         assert generated, "the chart should generate passwords"
         assert all(len(v) >= 32 for v in generated.values())
     if values_name in ("existing-secrets",):
-        assert not by_kind(docs, "Secret"), "existingSecret must suppress the generated Secrets"
+        assert secrets == {}, "existingSecret must suppress the generated Secrets"
     for doc in docs:
-        if doc["kind"] == "Secret":
-            continue
         where = f"{doc['kind']}/{doc['metadata']['name']}"
         # Embedded JSON (the base job template) is scanned as data too.
         extra = [json.loads(v) for v in (doc.get("data") or {}).values() if v.lstrip().startswith("{")]
         for path, value in [*_walk(doc), *(p for e in extra for p in _walk(e))]:
             if isinstance(value, dict):  # an env entry {name, value}
-                assert not (SECRETISH.search(value["name"]) and value.get("value")), f"{where}{path}"
+                assert not (SECRETISH.search(value["name"]) and value.get("value")
+                            and value["name"] not in SECRET_REFERENCES), f"{where}{path}"
                 continue
             if isinstance(value, str):
                 for key, secret in generated.items():
@@ -170,19 +205,27 @@ def test_no_password_outside_secrets(values_name):
                     pytest.fail(f"{where}{path} has a literal value for a secret-like key")
 
 
+@pytest.mark.parametrize("values_name", SETS)
+def test_no_secret_reaches_a_pod_through_env(values_name):
+    """Secrets are files (checkov CKV_K8S_35): no container of any pod, the flow-run pod of the
+    base job template included, takes a secretKeyRef env; user extraEnv entries aside."""
+    docs = docs_for(values_name)
+    specs = [(f"{d['kind']}/{d['metadata']['name']}", pod_spec(d)) for d in docs if pod_spec(d)]
+    specs.append(("flow-run", base_job_template(docs)["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]))
+    extra = {e["name"] for block in ("worker", "flowRun", "prefectServer")
+             for e in VALUE_SETS[values_name].get(block, {}).get("extraEnv", [])}
+    for where, spec in specs:
+        for c in [*(spec.get("initContainers") or []), *spec["containers"]]:
+            refs = [e["name"] for e in c.get("env") or [] if "secretKeyRef" in (e.get("valueFrom") or {})]
+            assert set(refs) <= extra, f"{where}/{c['name']}: secretKeyRef env {refs}"
+
+
 def test_connection_url_matches_generated_prefect_password():
-    secrets = secret_values(render())
+    secrets = generated_secrets(render())
     url = secrets[f"{FULL}-db/prefect-connection-url"]
     pw = secrets[f"{FULL}-db/prefect-password"]
     assert url == f"postgresql+asyncpg://prefect:{pw}@{FULL}-postgresql:5432/prefect"
     assert len(set(v for k, v in secrets.items() if k.endswith("-password"))) == 4, "passwords must differ"
-
-
-def test_secrets_reuse_live_values_via_lookup():
-    text = (CHART_DIR / "templates" / "_passwords.tpl").read_text()
-    assert 'lookup "v1" "Secret"' in text and "randAlphaNum" in text
-    for path in ("postgresql/secret.yaml", "pgadmin/secret.yaml"):
-        assert 'include "ecommerce-etl.password"' in (CHART_DIR / "templates" / path).read_text()
 
 
 @pytest.mark.parametrize("values_name", SETS)
@@ -238,33 +281,48 @@ def test_switches_remove_exactly_their_objects():
     assert _component(default, "network-policy") == {(k, n) for k, n in everything if k == "NetworkPolicy"}
 
 
+def secrets_hook_names(docs: list[dict]) -> list[str]:
+    """The Secrets the secrets hook Job would create, by name."""
+    from chart_render import secrets_hook_command
+
+    command = secrets_hook_command(docs)
+    return [s["name"] for s in json.loads(command[3])["secrets"]] if command else []
+
+
 def test_external_database_wiring():
     docs = render(VALUE_SETS["external-db"])
     assert not [d for d in docs if d["metadata"]["labels"]["app.kubernetes.io/component"] == "postgresql"]
-    env = {e["name"]: e for e in base_job_template(docs)["job_configuration"]["job_manifest"]["spec"]["template"]
-           ["spec"]["containers"][0]["env"]}
+    pod = base_job_template(docs)["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
     assert env["PGHOST"]["value"] == "pg.example.internal" and env["PGPORT"]["value"] == "6432"
     assert env["PGUSER"]["value"] == "loader" and env["PGDATABASE"]["value"] == "events"
-    assert env["PGPASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "managed-db", "key": "etl-password"}
-    server = find(docs, "Deployment", f"{FULL}-prefect-server")
-    url = {e["name"]: e for e in pod_spec(server)["containers"][0]["env"]}["PREFECT_SERVER_DATABASE_CONNECTION_URL"]
-    assert url["valueFrom"]["secretKeyRef"] == {"name": "managed-db", "key": "prefect-connection-url"}
+    assert secret_files(pod, pod["containers"][0])[env["PGPASSWORD_FILE"]["value"]] == ("managed-db", "etl-password")
+    server = pod_spec(find(docs, "Deployment", f"{FULL}-prefect-server"))
+    assert env_from_files(server, server["containers"][0])[1]["PREFECT_SERVER_DATABASE_CONNECTION_URL"] == (
+        "managed-db", "prefect-connection-url")
+    assert secrets_hook_names(docs) == [f"{FULL}-pgadmin"]  # only pgAdmin's password is generated
     servers = json.loads(find(docs, "ConfigMap", f"{FULL}-pgadmin")["data"]["servers.json"])
     assert servers["Servers"]["1"]["Host"] == "pg.example.internal" and servers["Servers"]["1"]["Port"] == 6432
 
 
 def test_flow_runtime_env_in_base_job_template():
     docs = render(VALUE_SETS["existing-secrets"])
-    container = base_job_template(docs)["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]["containers"][0]
+    pod = base_job_template(docs)["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
     env = {e["name"]: e for e in container["env"]}
     assert env["PGHOST"]["value"] == f"{FULL}-postgresql"
     assert env["PGPORT"]["value"] == "5432" and env["PGDATABASE"]["value"] == "ecommerce" and env["PGUSER"]["value"] == "etl"
-    assert env["PGPASSWORD"] == {"name": "PGPASSWORD", "valueFrom": {"secretKeyRef": {"name": "my-db", "key": "etl-password"}}}
+    assert "PGPASSWORD" not in env
     assert env["ETL_TABLE"]["value"] == "ecommerce_events" and env["ETL_DATA_DIR"]["value"] == "/tmp/data"
     assert env["PREFECT_SERVER_ANALYTICS_ENABLED"]["value"] == "false"
-    assert env["KAGGLE_USERNAME"]["valueFrom"]["secretKeyRef"] == {"name": "kaggle-creds", "key": "user", "optional": True}
-    assert env["KAGGLE_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "kaggle-creds", "key": "token", "optional": True}
-    assert container["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
+    assert env["ETL_ALERT_QUARANTINE_RATIO"]["value"] == "0.01"
+    # Credentials are files of the Secrets; the Kaggle volume is optional (the sample needs none).
+    files = secret_files(pod, container)
+    assert files[env["PGPASSWORD_FILE"]["value"]] == ("my-db", "etl-password")
+    assert files[env["KAGGLE_USERNAME_FILE"]["value"]] == ("kaggle-creds", "user")
+    assert files[env["KAGGLE_KEY_FILE"]["value"]] == ("kaggle-creds", "token")
+    assert next(v for v in pod["volumes"] if v["name"] == "kaggle")["secret"]["optional"] is True
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
     # No Kaggle variables at all without a Secret.
     default_env = base_job_template(render())["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]["containers"][0]["env"]
     assert not [e for e in default_env if e["name"].startswith("KAGGLE")]
@@ -277,7 +335,9 @@ def test_base_job_template_keeps_prefect_kubernetes_variables():
 
     default = KubernetesWorker.get_default_base_job_template()
     ours = base_job_template(render({"image": {"tag": "9.9.9"}, "flowRun": {"tmpSizeLimit": "3Gi"}}, namespace="shop"))
-    assert set(ours["variables"]["properties"]) == set(default["variables"]["properties"]) - {"cluster_config"}
+    # ...plus the placement variables, so a deployment or a run can override them.
+    assert set(ours["variables"]["properties"]) == set(default["variables"]["properties"]) - {"cluster_config"} | {
+        "node_selector", "tolerations", "affinity", "pod_annotations"}
     assert set(ours["job_configuration"]) == set(default["job_configuration"]) - {"cluster_config"}
     props = ours["variables"]["properties"]
     assert props["image"]["default"] == "ecommerce-etl:9.9.9"
@@ -289,8 +349,10 @@ def test_base_job_template_keeps_prefect_kubernetes_variables():
     jc = ours["job_configuration"]
     assert jc["env"] == "{{ env }}" and jc["command"] == "{{ command }}"
     pod = jc["job_manifest"]["spec"]["template"]["spec"]
-    assert pod["volumes"] == [{"name": "tmp", "emptyDir": {"sizeLimit": "3Gi"}}]
+    assert {"name": "tmp", "emptyDir": {"sizeLimit": "3Gi"}} in pod["volumes"]
     assert pod["automountServiceAccountToken"] is False
+    assert (pod["nodeSelector"], pod["tolerations"], pod["affinity"]) == (
+        "{{ node_selector }}", "{{ tolerations }}", "{{ affinity }}")
 
 
 def test_worker_deployment():
@@ -301,7 +363,8 @@ def test_worker_deployment():
     assert c["image"] == "ecommerce-etl:0.1.0" and c["imagePullPolicy"] == "IfNotPresent"
     assert c["command"][:5] == ["prefect", "worker", "start", "--type", "kubernetes"]
     assert c["command"][c["command"].index("--pool") + 1] == "kubernetes"
-    assert c["command"][c["command"].index("--base-job-template") + 1] == "/etc/ecommerce-etl/base-job-template.json"
+    assert c["command"][c["command"].index("--base-job-template") + 1] == "/etc/ecommerce-etl/pool/base-job-template.json"
+    assert {"mountPath": "/etc/ecommerce-etl/pool", "name": "base-job-template", "readOnly": True} in c["volumeMounts"]
     env = {e["name"]: e.get("value") for e in c["env"]}
     assert env["PREFECT_API_URL"] == f"http://{FULL}-prefect-server:4200/api"
     assert env["PREFECT_INTEGRATIONS_KUBERNETES_CLUSTER_UID"]
@@ -324,12 +387,16 @@ def test_worker_deployment():
 
 def test_prefect_server_deployment():
     docs = render()
-    c = pod_spec(find(docs, "Deployment", f"{FULL}-prefect-server"))["containers"][0]
+    spec = pod_spec(find(docs, "Deployment", f"{FULL}-prefect-server"))
+    c = spec["containers"][0]
     assert c["image"] == "prefecthq/prefect:3.9.1-python3.11"
-    assert c["command"] == ["prefect", "server", "start", "--host", "0.0.0.0", "--port", "4200"]
+    command, from_files = env_from_files(spec, c)
+    assert command == ["prefect", "server", "start", "--host", "0.0.0.0", "--port", "4200"]
+    # The database URL reaches the process from the Secret's file, not from the pod's env.
+    assert from_files == {"PREFECT_SERVER_DATABASE_CONNECTION_URL": (f"{FULL}-db", "prefect-connection-url")}
     env = {e["name"]: e for e in c["env"]}
-    assert env["PREFECT_SERVER_DATABASE_CONNECTION_URL"]["valueFrom"]["secretKeyRef"] == {
-        "name": f"{FULL}-db", "key": "prefect-connection-url"}
+    assert "PREFECT_SERVER_DATABASE_CONNECTION_URL" not in env
+    assert env["PREFECT_UI_URL"]["value"] == "http://localhost:4200"
     assert env["PREFECT_UI_API_URL"]["value"] == "http://localhost:4200/api"
     assert env["PREFECT_SERVER_ANALYTICS_ENABLED"]["value"] == "false"
     # Writable copy of the UI bundle (the root filesystem is read-only).
@@ -362,7 +429,7 @@ def test_deploy_hook_job():
     assert c["image"] == "registry.example:5000/team/ecommerce-etl:1.2.3" and c["imagePullPolicy"] == "Always"
     assert c["command"] == [
         "ecommerce-etl", "deploy", "--pool", "kubernetes",
-        "--base-job-template", "/etc/ecommerce-etl/base-job-template.json",
+        "--base-job-template", "/etc/ecommerce-etl/pool/base-job-template.json", "--concurrency-limit", "1",
         "--schedule", "0 3 * * *", "--timezone", "Europe/Berlin", "--sample-rows", "5000",
     ]
     assert {e["name"]: e["value"] for e in c["env"]}["PREFECT_API_URL"] == f"http://{FULL}-prefect-server:4200/api"
@@ -490,7 +557,7 @@ def test_chart_metadata_and_layout():
     assert folders == {
         "postgresql": {"postgresql"}, "pgadmin": {"pgadmin"}, "prefect-server": {"prefect-server"},
         "worker": {"worker"}, "flow-run": {"flow-run"}, "deploy-hook": {"deploy-hook"}, "tests": {"test"},
-        "network-policies": {"network-policy"},
+        "network-policies": {"network-policy"}, "secrets": {"secrets"},
     }, folders
     images = {c["image"] for d in render() if pod_spec(d) for c in pod_spec(d)["containers"]}
     assert not [i for i in images if "bitnami" in i or i.endswith(":latest") or ":" not in i], images

@@ -139,6 +139,32 @@ def test_pg_variables_build_the_url_and_secrets_are_redacted(monkeypatch):
     assert redact("failed for etl:s3cr%2Ft and s3cr/t", settings) == "failed for etl:*** and ***"
 
 
+def test_password_file_is_read_and_redacted(monkeypatch, tmp_path):
+    """PGPASSWORD_FILE (what the chart's flow-run Jobs get): the file's first line, never the env."""
+    secret = tmp_path / "etl-password"
+    secret.write_text("fr0m/f1le\n")
+    for k, v in {"PGHOST": "db", "PGUSER": "etl", "PGPASSWORD_FILE": str(secret)}.items():
+        monkeypatch.setenv(k, v)
+    for k in ("DATABASE_URL", "PGPASSWORD"):
+        monkeypatch.delenv(k, raising=False)
+    settings = Settings(_env_file=None)
+    assert settings.resolved_database_url() == "postgresql+psycopg2://etl:fr0m%2Ff1le@db:5432/ecommerce"
+    assert redact("login fr0m/f1le failed", settings) == "login *** failed"
+    monkeypatch.setenv("PGPASSWORD", "env-wins")  # libpq's own variable keeps precedence
+    assert Settings(_env_file=None).pgpassword.get_secret_value() == "env-wins"
+    monkeypatch.delenv("PGPASSWORD")
+    monkeypatch.setenv("PGPASSWORD_FILE", str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match="PGPASSWORD_FILE=.*missing: cannot read it"):
+        Settings(_env_file=None)
+    # The Kaggle Secret is optional (the sample needs none): an absent file is an unset value.
+    monkeypatch.delenv("PGPASSWORD_FILE")
+    (tmp_path / "username").write_text("someone\n")
+    monkeypatch.setenv("KAGGLE_USERNAME_FILE", str(tmp_path / "username"))
+    monkeypatch.setenv("KAGGLE_KEY_FILE", str(tmp_path / "no-key"))
+    settings = Settings(_env_file=None)
+    assert settings.kaggle_username.get_secret_value() == "someone" and settings.kaggle_key is None
+
+
 def test_sample_is_deterministic_and_realistic(tmp_path):
     a = write_sample(tmp_path / "a", rows_per_file=4000)
     b = write_sample(tmp_path / "b", rows_per_file=4000)

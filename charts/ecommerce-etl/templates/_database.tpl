@@ -33,7 +33,8 @@ Credentials travel only as secretKeyRef.
 {{- end -}}
 {{- end -}}
 
-{{/* Libpq env for the data role; the password only through secretKeyRef. */}}
+{{/* Libpq env for the data role. The password is a file of the Secret volume
+(etlPasswordVolume), never an env value or a secretKeyRef. */}}
 {{- define "ecommerce-etl.etlDbEnv" -}}
 {{- $etl := include "ecommerce-etl.etlAuth" . | fromYaml -}}
 - name: PGHOST
@@ -44,9 +45,10 @@ Credentials travel only as secretKeyRef.
   value: {{ $etl.database | quote }}
 - name: PGUSER
   value: {{ $etl.username | quote }}
-- name: PGPASSWORD
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "ecommerce-etl.dbSecretName" . }}
-      key: etl-password
 {{- end -}}
+
+{{/* The data role's password as the file /etc/ecommerce-etl/secrets/db/etl-password. */}}
+{{- define "ecommerce-etl.etlPasswordVolume" -}}
+{{ include "ecommerce-etl.secretFiles.volume" (dict "name" "db" "secret" (include "ecommerce-etl.dbSecretName" .) "keys" (list "etl-password")) }}
+{{- end -}}
+{{- define "ecommerce-etl.etlPasswordFile" -}}/etc/ecommerce-etl/secrets/db/etl-password{{- end -}}

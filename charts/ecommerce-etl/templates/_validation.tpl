@@ -32,6 +32,18 @@ values.schema.json handles types and shapes; this file handles combinations.
 {{- if and (not $v.pgadmin.enabled) $v.pgadmin.existingSecret -}}
   {{- $errors = append $errors "pgadmin.existingSecret is set but pgadmin.enabled=false." -}}
 {{- end -}}
+{{- if and $v.prefectServer.basicAuth.existingSecret (not $v.prefectServer.basicAuth.enabled) -}}
+  {{- $errors = append $errors "prefectServer.basicAuth.existingSecret is set but prefectServer.basicAuth.enabled=false: set enabled=true to require the auth string." -}}
+{{- end -}}
+{{- if and $v.alerts.webhook.existingSecret (not $v.alerts.enabled) -}}
+  {{- $errors = append $errors "alerts.webhook.existingSecret is set but alerts.enabled=false: set alerts.enabled=true to register the automations that post to it." -}}
+{{- end -}}
+{{- range $name := list "pendingMinutes" "runningMinutes" -}}
+  {{- $minutes := index $v.alerts $name | float64 -}}
+  {{- if and (gt $minutes 0.0) (lt (mulf $minutes 60.0) 10.0) -}}
+    {{- $errors = append $errors (printf "alerts.%s=%v is below 10 seconds, the shortest wait Prefect can watch for: use 0.17 or more, or 0 to switch this alert off." $name $minutes) -}}
+  {{- end -}}
+{{- end -}}
 {{- if and $v.deployments.timezone (not $v.deployments.schedule) -}}
   {{- $errors = append $errors "deployments.timezone is set but deployments.schedule is empty: a timezone only applies to a schedule." -}}
 {{- end -}}

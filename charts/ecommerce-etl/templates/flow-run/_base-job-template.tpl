@@ -4,9 +4,14 @@ Starts from KubernetesWorker.get_default_base_job_template(), minus cluster_conf
 (the worker runs in-cluster). Strings like "{{ env }}" are Prefect placeholders,
 filled by the worker per flow run.
 
-The container env is a literal list, not the "{{ env }}" placeholder, so it can hold
-secretKeyRef entries; prefect-kubernetes prepends its own env (PREFECT__FLOW_RUN_ID, the
-job_variables env, ...) to a literal list and drops our entries it overrides.
+The container env is a literal list, not the "{{ env }}" placeholder; prefect-kubernetes
+prepends its own env (PREFECT__FLOW_RUN_ID, the job_variables env, ...) to a literal list and
+drops our entries it overrides. The data password is a file of a Secret volume
+(PGPASSWORD_FILE), never an env value.
+
+Placement (node_selector, tolerations, affinity, pod_annotations) and the Job's annotations are
+variables with the chart's values as defaults, so a deployment or a single run can override
+them through job_variables.
 */}}
 {{- define "ecommerce-etl.baseJobTemplate" -}}
 {{- $fr := .Values.flowRun -}}
@@ -41,6 +46,7 @@ job_configuration:
           # NetworkPolicies select flow-run pods by instance + component.
           labels:
 {{ include "ecommerce-etl.selectorLabels" (dict "ctx" . "component" "flow-run") | indent 12 }}
+          annotations: "{{ "{{ pod_annotations }}" }}"
         spec:
           # prefect-kubernetes requires these two keys here (it validates the manifest
           # against a base that has them); the API server drops them as unknown fields.
@@ -50,6 +56,9 @@ job_configuration:
           serviceAccountName: "{{ "{{ service_account_name }}" }}"
           # Flow runs never call the Kubernetes API.
           automountServiceAccountToken: false
+          nodeSelector: "{{ "{{ node_selector }}" }}"
+          tolerations: "{{ "{{ tolerations }}" }}"
+          affinity: "{{ "{{ affinity }}" }}"
 {{- with .Values.imagePullSecrets }}
           imagePullSecrets:
 {{ toYaml . | indent 12 }}
@@ -73,8 +82,23 @@ job_configuration:
               securityContext:
 {{ include "ecommerce-etl.flowContainerSecurityContext" . | indent 16 }}
               volumeMounts:
+{{ include "ecommerce-etl.secretFiles.mount" (dict "name" "db") | indent 16 }}
+{{- if .Values.kaggle.existingSecret }}
+{{ include "ecommerce-etl.secretFiles.mount" (dict "name" "kaggle") | indent 16 }}
+{{- end }}
 {{ include "ecommerce-etl.tmpMount" . | indent 16 }}
           volumes:
+{{ include "ecommerce-etl.etlPasswordVolume" . | indent 12 }}
+{{- with .Values.kaggle }}{{ if .existingSecret }}
+            - name: kaggle
+              secret:
+                secretName: {{ .existingSecret }}
+                defaultMode: 0440
+                optional: true
+                items:
+                  - {key: {{ .usernameKey }}, path: {{ .usernameKey }}}
+                  - {key: {{ .keyKey }}, path: {{ .keyKey }}}
+{{- end }}{{ end }}
 {{ include "ecommerce-etl.tmpVolume" (dict "sizeLimit" $fr.tmpSizeLimit) | indent 12 }}
 variables:
   description: Variables of the ecommerce-etl kubernetes work pool; defaults come from the Helm values.
@@ -104,8 +128,33 @@ variables:
     annotations:
       type: object
       title: Annotations
-      description: Annotations applied to Kubernetes jobs and pods created by the worker.
+      description: Annotations of the Job (checkov's reasons by default).
       additionalProperties: {type: string}
+      default:
+{{ include "ecommerce-etl.checkovSkips" (dict "images" (list .Values.image)) | indent 8 }}
+    pod_annotations:
+      type: object
+      title: Pod Annotations
+      description: Annotations of the flow-run pod.
+      additionalProperties: {type: string}
+      default: {{ toJson $fr.podAnnotations }}
+    node_selector:
+      type: object
+      title: Node Selector
+      description: nodeSelector of the flow-run pod.
+      additionalProperties: {type: string}
+      default: {{ toJson $fr.nodeSelector }}
+    tolerations:
+      type: array
+      title: Tolerations
+      description: Tolerations of the flow-run pod.
+      items: {type: object}
+      default: {{ toJson $fr.tolerations }}
+    affinity:
+      type: object
+      title: Affinity
+      description: Affinity of the flow-run pod.
+      default: {{ toJson $fr.affinity }}
     namespace:
       type: string
       default: {{ .Release.Namespace | quote }}
@@ -145,9 +194,9 @@ variables:
       description: Seconds to wait for each event emitted by a job; null waits indefinitely.
     pod_watch_timeout_seconds:
       type: integer
-      default: {{ $fr.podWatchTimeoutSeconds }}
+      default: 60
       title: Pod Watch Timeout Seconds
-      description: Seconds to watch for pod creation before timing out.
+      description: Not read by prefect-kubernetes 0.8.0; the "run not started" alert reports pods that never start.
     stream_output:
       type: boolean
       default: true
@@ -175,27 +224,28 @@ variables:
       description: Memory limit of the flow-run container (Kubernetes quantity).
 {{- end -}}
 
-{{/* Env of flow-run containers: database (libpq), pipeline settings, optional Kaggle creds. */}}
+{{/* Env of flow-run containers: database (libpq, the password as a file), pipeline settings,
+the quarantine alert threshold, optional Kaggle creds. */}}
 {{- define "ecommerce-etl.flowRunEnv" -}}
 {{ include "ecommerce-etl.etlDbEnv" . }}
+- name: PGPASSWORD_FILE
+  value: {{ include "ecommerce-etl.etlPasswordFile" . }}
 - name: ETL_TABLE
   value: {{ .Values.flowRun.table | quote }}
 - name: ETL_DATA_DIR
   value: /tmp/data
+{{- if .Values.alerts.enabled }}
+# Above this quarantined share a loaded file emits ecommerce.file.quarantine-high (its alert).
+- name: ETL_ALERT_QUARANTINE_RATIO
+  value: {{ .Values.alerts.quarantineRatio | toString | quote }}
+{{- end }}
 {{ include "ecommerce-etl.prefectBaseEnv" . }}
-{{- with .Values.kaggle.existingSecret }}
-- name: KAGGLE_USERNAME
-  valueFrom:
-    secretKeyRef:
-      name: {{ . }}
-      key: {{ $.Values.kaggle.usernameKey }}
-      optional: true
-- name: KAGGLE_KEY
-  valueFrom:
-    secretKeyRef:
-      name: {{ . }}
-      key: {{ $.Values.kaggle.keyKey }}
-      optional: true
+{{- if .Values.kaggle.existingSecret }}
+# Files of the optional kaggle volume (absent files mean no credentials: the sample needs none).
+- name: KAGGLE_USERNAME_FILE
+  value: /etc/ecommerce-etl/secrets/kaggle/{{ .Values.kaggle.usernameKey }}
+- name: KAGGLE_KEY_FILE
+  value: /etc/ecommerce-etl/secrets/kaggle/{{ .Values.kaggle.keyKey }}
 {{- end }}
 {{- with .Values.flowRun.extraEnv }}
 {{ toYaml . }}
