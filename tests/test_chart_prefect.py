@@ -22,8 +22,9 @@ from chart_render import (
     ingress_allowed,
     job_manifest_for_flow_run,
     render,
+    generated_secrets,
     restricted_violations,
-    secret_values,
+    secret_files,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -93,12 +94,15 @@ def test_base_job_template_gives_the_job_the_worker_would_create(prefect_server)
     pod = job["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == f"{FULL}-flow-run" and pod["automountServiceAccountToken"] is False
     assert restricted_violations(pod) == []
-    assert pod["volumes"] == [{"name": "tmp", "emptyDir": {"sizeLimit": "12Gi"}}]
+    assert {"name": "tmp", "emptyDir": {"sizeLimit": "12Gi"}} in pod["volumes"]
     (c,) = pod["containers"]
     assert c["image"] == "registry.example:5000/team/ecommerce-etl:2.0.1" and c["imagePullPolicy"] == "Always"
     assert c["args"][:3] == ["prefect", "flow-run", "execute"]
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
     assert c["resources"] == {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "4Gi"}}
+    # No placement configured: empty, valid fields; the Job carries checkov's reasons.
+    assert (pod["nodeSelector"], pod["tolerations"], pod["affinity"]) == ({}, [], {})
+    assert job["metadata"]["annotations"]["checkov.io/skip1"].startswith("CKV_K8S_43=")
 
     names = [e["name"] for e in c["env"]]
     assert len(names) == len(set(names)), f"duplicate env entries: {names}"
@@ -108,16 +112,19 @@ def test_base_job_template_gives_the_job_the_worker_would_create(prefect_server)
     assert "PREFECT_API_URL" in env
     # The deployment's job_variables env overrides the chart's and adds to it.
     assert env["ETL_TABLE"]["value"] == "events_override" and env["EXTRA_FLAG"]["value"] == "1"
-    # DB credentials only through secretKeyRef; Kaggle creds optional.
-    assert env["PGPASSWORD"] == {"name": "PGPASSWORD",
-                                 "valueFrom": {"secretKeyRef": {"name": f"{FULL}-db", "key": "etl-password"}}}
+    # Credentials only as files of the Secrets (the Kaggle one optional), never in the env.
+    files = secret_files(pod, c)
+    assert files[env["PGPASSWORD_FILE"]["value"]] == (f"{FULL}-db", "etl-password")
+    assert "PGPASSWORD" not in env
     assert env["PGHOST"]["value"] == f"{FULL}-postgresql" and env["PGUSER"]["value"] == "etl"
-    assert env["KAGGLE_KEY"]["valueFrom"]["secretKeyRef"]["optional"] is True
-    passwords = [v for k, v in secret_values(docs).items() if k.endswith("-password")]
+    assert files[env["KAGGLE_KEY_FILE"]["value"]] == ("kaggle-creds", "key")
+    assert next(v for v in pod["volumes"] if v["name"] == "kaggle")["secret"]["optional"] is True
+    passwords = [v for k, v in generated_secrets(docs, namespace=NS).items() if k.endswith("-password")]
     assert passwords and not [p for p in passwords if p in json.dumps(job)]
     for e in c["env"]:
         if any(w in e["name"].upper() for w in ("PASSWORD", "KEY", "SECRET", "TOKEN")):
-            assert "value" not in e, e
+            # a value only where it names a file of a mounted Secret
+            assert "value" not in e or e["value"] in files, e
 
     # The flow-run pod is what the NetworkPolicies let reach Postgres and the server.
     labels = job["spec"]["template"]["metadata"]["labels"]
@@ -125,6 +132,31 @@ def test_base_job_template_gives_the_job_the_worker_would_create(prefect_server)
     pg = find(docs, "StatefulSet", f"{FULL}-postgresql")["spec"]["template"]["metadata"]["labels"]
     srv = find(docs, "Deployment", f"{FULL}-prefect-server")["spec"]["template"]["metadata"]["labels"]
     assert ingress_allowed(docs, pg, labels, 5432) and ingress_allowed(docs, srv, labels, 4200)
+
+
+def test_placement_values_reach_the_job_and_a_run_can_override_them(prefect_server):
+    """flowRun.nodeSelector/tolerations/affinity/podAnnotations through the base job template;
+    job_variables of a deployment (or one run) replace them, e.g. a nodeSelector no node has."""
+    from test_chart_render import VALUE_SETS
+
+    values = VALUE_SETS["production"]
+    template = base_job_template(render(values, namespace=NS))
+    deployment_id, flow_run_id = _create_run(prefect_server.api_url, template, {})
+    job = asyncio.run(job_manifest_for_flow_run(prefect_server.api_url, template, deployment_id, flow_run_id))
+    _validate_job(job)
+    pod = job["spec"]["template"]
+    assert pod["spec"]["nodeSelector"] == {"pool": "etl"}
+    assert pod["spec"]["tolerations"] == values["flowRun"]["tolerations"]
+    assert pod["spec"]["affinity"] == values["flowRun"]["affinity"]
+    assert pod["metadata"]["annotations"] == values["flowRun"]["podAnnotations"]
+    assert "@sha256:" in pod["spec"]["containers"][0]["image"]
+
+    nowhere = {"node_selector": {"ecommerce-etl.example/no-such-node": "true"}, "tolerations": []}
+    deployment_id, flow_run_id = _create_run(prefect_server.api_url, template, nowhere)
+    job = asyncio.run(job_manifest_for_flow_run(prefect_server.api_url, template, deployment_id, flow_run_id))
+    _validate_job(job)
+    assert job["spec"]["template"]["spec"]["nodeSelector"] == nowhere["node_selector"]
+    assert job["spec"]["template"]["spec"]["tolerations"] == []
 
 
 def test_job_variables_can_still_override_image_and_resources(prefect_server):
@@ -177,6 +209,8 @@ def test_deploy_command_registers_pool_and_deployments_idempotently(prefect_serv
         assert d.work_pool_name == pool and d.entrypoint == "flows/etl.py:ecommerce_etl"
         assert d.parameters["source"] == source
     assert deps["sample"].parameters.get("rows_per_file") == 500
+    # deployments.concurrencyLimit (1), passed by the hook: the server holds extra runs back.
+    assert {n: d.global_concurrency_limit.limit for n, d in deps.items()} == {"sample": 1, "kaggle": 1}
     assert [(s.schedule.cron, s.schedule.timezone) for s in deps["kaggle"].schedules] == [("0 3 * * *", "Europe/Berlin")]
     assert deps["sample"].schedules == []
 
@@ -200,7 +234,7 @@ def test_deploy_command_registers_pool_and_deployments_idempotently(prefect_serv
     _validate_job(job)
     env = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["PREFECT__FLOW_RUN_ID"]["value"] == str(flow_run.id)
-    assert "valueFrom" in env["PGPASSWORD"]
+    assert "PGPASSWORD" not in env and env["PGPASSWORD_FILE"]["value"].startswith("/etc/ecommerce-etl/secrets/")
 
 
 def test_deploy_command_fails_clearly_on_a_bad_template(prefect_server, tmp_path):
@@ -222,11 +256,19 @@ def test_postgres_init_script_on_real_postgres(postgres, tmp_path):
     path = tmp_path / "10-ecommerce-etl.sh"
     path.write_text(script)
     path.chmod(0o755)
-    pw = {k.rsplit("/", 1)[1]: v for k, v in secret_values(docs).items() if k.startswith(f"{FULL}-db/")}
+    pw = {k.rsplit("/", 1)[1]: v for k, v in generated_secrets(docs).items() if k.startswith(f"{FULL}-db/")}
+    # The StatefulSet's env names the password files; they hold what the secrets hook generated.
+    sts = find(docs, "StatefulSet", f"{FULL}-postgresql")["spec"]["template"]["spec"]
+    files = secret_files(sts, sts["containers"][0])
+    sts_env = {e["name"]: e["value"] for e in sts["containers"][0]["env"]}
     env = {**os.environ, "PATH": f"{postgres.server.bin_dir}:{os.environ['PATH']}",
            "POSTGRES_USER": "postgres", "PGHOST": postgres.host, "PGPORT": str(postgres.port),
-           "PGPASSWORD": postgres.password,
-           "PREFECT_DB_PASSWORD": pw["prefect-password"], "ETL_DB_PASSWORD": pw["etl-password"]}
+           "PGPASSWORD": postgres.password}
+    for name in ("ROLE_PREFECT_PASSWORD_FILE", "ROLE_ETL_PASSWORD_FILE"):
+        secret, key = files[sts_env[name]]
+        local = tmp_path / key
+        local.write_text(pw[key])
+        env[name] = str(local)
     # The script revokes PUBLIC CONNECT on postgres/template1 too; restore it for the shared server.
     try:
         subprocess.run([str(path)], env=env, check=True, capture_output=True, text=True, timeout=60)

@@ -126,7 +126,9 @@ class Loopback:
 class Rendered:
     def __init__(self, docs: list[dict]):
         self.docs = docs
-        self.secrets = cr.secret_values(docs)
+        # The Secrets as the chart's pre-install hook creates them (its program, run against a
+        # Kubernetes API stand-in): the chart itself renders no password.
+        self.secrets = cr.generated_secrets(docs, namespace=NAMESPACE)
         self.configmaps = {d["metadata"]["name"]: d.get("data") or {} for d in cr.by_kind(docs, "ConfigMap")}
 
     def env(self, container: dict) -> dict[str, str]:
@@ -189,6 +191,18 @@ def run_pod(pod: dict, rendered: Rendered, loopback: Loopback, workdir: Path, na
             if "emptyDir" in vol:
                 size = _bytes(vol["emptyDir"].get("sizeLimit", "256Mi"))
                 args += ["--tmpfs", f"{m['mountPath']}:rw,exec,nosuid,nodev,size={size},mode=1777"]
+            elif "secret" in vol or "projected" in vol:
+                src = workdir / f"secret-{c['name']}-{m['name']}"
+                src.mkdir(exist_ok=True)
+                src.chmod(0o755)
+                for path, (secret, key) in cr.secret_files(pod, {"volumeMounts": [m]}).items():
+                    if f"{secret}/{key}" not in rendered.secrets:
+                        assert vol.get("secret", {}).get("optional"), f"{path}: {secret}/{key} is not in the release"
+                        continue
+                    target = src / path.removeprefix(m["mountPath"] + "/")
+                    target.write_text(rendered.secrets[f"{secret}/{key}"])
+                    target.chmod(0o444)  # the kubelet gives the pod's fsGroup read access
+                args += ["-v", f"{src}:{m['mountPath']}:ro"]
             elif "configMap" in vol:
                 src = workdir / f"cm-{vol['configMap']['name']}"
                 src.mkdir(exist_ok=True)
@@ -241,7 +255,7 @@ def release(flow_image, tmp_path_factory):
     rendered = Rendered(cr.render(values, RELEASE, NAMESPACE))
     pg_svc, server_svc = _fullname("postgresql"), _fullname("prefect-server")
 
-    db_secret = cr.find(rendered.docs, "Secret", _fullname("db"))["metadata"]["name"]
+    db_secret = _fullname("db")
     pg = LocalPostgres(work / "pg" / "data", port=free_port(),
                        password=rendered.secrets[f"{db_secret}/postgres-password"]).start()
     server_port = free_port()
@@ -251,7 +265,16 @@ def release(flow_image, tmp_path_factory):
     try:
         # The chart's initdb script, with the StatefulSet container's env (passwords from the Secret).
         sts = cr.find(rendered.docs, "StatefulSet", pg_svc)
-        pg_env = rendered.env(sts["spec"]["template"]["spec"]["containers"][0])
+        sts_pod = sts["spec"]["template"]["spec"]
+        pg_env = rendered.env(sts_pod["containers"][0])
+        # Its password files, where the Secret volume would put them.
+        for name, path in list(pg_env.items()):
+            if name.endswith("_PASSWORD_FILE"):
+                secret, key = cr.secret_files(sts_pod, sts_pod["containers"][0])[path]
+                local = work / "pg-secrets" / key
+                local.parent.mkdir(exist_ok=True)
+                local.write_text(rendered.secrets[f"{secret}/{key}"])
+                pg_env[name] = str(local)
         (script_name, script), = rendered.configmaps[_fullname("postgresql-initdb")].items()
         script_path = work / script_name
         script_path.write_text(script)
@@ -263,13 +286,16 @@ def release(flow_image, tmp_path_factory):
         assert init.returncode == 0, f"chart initdb script failed:\n{init.stderr}"
 
         # The Prefect server as the chart runs it (command and env), on a free loopback port.
-        srv = cr.find(rendered.docs, "Deployment", server_svc)["spec"]["template"]["spec"]["containers"][0]
-        cmd = list(srv["command"])
+        srv_pod = cr.find(rendered.docs, "Deployment", server_svc)["spec"]["template"]["spec"]
+        srv = srv_pod["containers"][0]
+        # What its envFromFiles wrapper exports from the Secret files, then the real command.
+        cmd, from_files = cr.env_from_files(srv_pod, srv)
         assert cmd[:3] == ["prefect", "server", "start"], cmd
         cmd[0] = str(Path(sys.executable).parent / "prefect")
         cmd[cmd.index("--host") + 1] = "127.0.0.1"
         cmd[cmd.index("--port") + 1] = str(server_port)
-        srv_env = loopback.env(rendered.env(srv))
+        srv_env = loopback.env({**rendered.env(srv),
+                                **{n: rendered.secrets[f"{s}/{k}"] for n, (s, k) in from_files.items()}})
         assert srv_env["PREFECT_SERVER_DATABASE_CONNECTION_URL"].startswith("postgresql+asyncpg://prefect:")
         log = work / "prefect-server.log"
         with log.open("w") as out:

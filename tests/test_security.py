@@ -30,24 +30,6 @@ from flows.sql import Names
 REPO = Path(__file__).resolve().parents[1]
 CLI = str(Path(sys.executable).parent / "ecommerce-etl")
 
-# Checks that fail on purpose, with the reason; every other failure fails the test, and an entry
-# that no longer fails must be removed (so the list cannot hide a regression or go stale).
-JUSTIFIED = {
-    "CKV_K8S_15": "imagePullPolicy comes from values (IfNotPresent by default): images are pinned by tag, "
-                  "and kind-loaded images cannot be pulled at all",
-    "CKV_K8S_43": "images are pinned by tag in values; a digest can be given there (image.tag: name@sha256:...)",
-    "CKV_K8S_22": "pgAdmin writes its config and sessions under its own paths in the image (covered by "
-                  "test_read_only_root_filesystem_except_pgadmin)",
-    "CKV_K8S_35": "the postgres, pgAdmin and Prefect images read these secrets from environment variables only "
-                  "(psql in the test pod the same); the values come from Secrets, never from the manifest",
-    "CKV_K8S_38": "the worker creates the flow-run Jobs through the Kubernetes API, so it needs its token "
-                  "(its Role is limited to the namespace's Jobs and Pods)",
-    "CKV_K8S_40": "postgres (uid 999) and pgAdmin (uid 5050) must run as the uid that owns their files in the image",
-    "CKV_K8S_8": "helm test pods run once to completion: a liveness probe has nothing to watch",
-    "CKV_K8S_9": "helm test pods run once to completion: nothing routes traffic to them",
-}
-
-
 def _checkov() -> str | None:
     for candidate in (os.environ.get("CHECKOV"), str(REPO / ".cache" / "checkov" / "bin" / "checkov"),
                       shutil.which("checkov")):
@@ -79,44 +61,91 @@ def flow_run_job(docs: list[dict]) -> dict:
     return job
 
 
+SKIP = re.compile(r"^checkov\.io/skip\d+$")
+
+
+def _without_skips(doc: dict) -> dict:
+    doc = json.loads(json.dumps(doc))
+    annotations = doc.get("metadata", {}).get("annotations") or {}
+    for key in [k for k in annotations if SKIP.match(k)]:
+        del annotations[key]
+    return doc
+
+
+def _scan(checkov: str, folder: Path) -> dict[str, dict]:
+    """checkov over every file of the folder in one run; {file stem: {"failed": [...], "skipped": [...],
+    "passed": [...], "resources": n}}."""
+    done = subprocess.run([checkov, "-d", str(folder), "--framework", "kubernetes", "--compact", "-o", "json"],
+                          capture_output=True, text=True, timeout=600, env={**os.environ, "BC_SKIP_MAPPING": "TRUE"})
+    report = json.loads(done.stdout)
+    report = report[0] if isinstance(report, list) else report
+    assert report["summary"]["parsing_errors"] == 0, report["summary"]
+    out = {p.stem: {"failed": [], "skipped": [], "passed": [], "resources": set()} for p in folder.glob("*.yaml")}
+    for outcome in ("failed", "skipped", "passed"):
+        for check in report["results"][f"{outcome}_checks"]:
+            entry = out[Path(check["file_path"]).stem]
+            entry[outcome].append(check)
+            entry["resources"].add(check["resource"])
+    return out
+
+
 @pytest.fixture(scope="module")
-def checkov_report(tmp_path_factory) -> dict:
+def checkov_reports(tmp_path_factory) -> dict[str, tuple[list[dict], dict, dict]]:
+    """checkov on the rendered chart of every value set the chart tests use, plus the flow-run Job
+    the worker builds from its base job template: once as rendered, once with the chart's
+    checkov.io/skip annotations removed. {value set: (docs, report, report without skips)}."""
+    from test_chart_render import VALUE_SETS
+
     checkov = _checkov()
     if not checkov:
         pytest.skip("checkov not installed: `make checkov` (own venv under .cache/checkov) or set CHECKOV")
-    docs = render()
-    rendered = tmp_path_factory.mktemp("checkov") / "rendered.yaml"
-    rendered.write_text(yaml.safe_dump_all([strip_source(d) for d in docs] + [flow_run_job(docs)]))
-    done = subprocess.run([checkov, "-f", str(rendered), "--framework", "kubernetes", "--compact",
-                           "-o", "json"], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "BC_SKIP_MAPPING": "TRUE"})
-    report = json.loads(done.stdout)
-    report = report[0] if isinstance(report, list) else report
-    assert report["summary"]["parsing_errors"] == 0
-    assert report["summary"]["resource_count"] >= len(docs) - 2  # every object was scanned
-    return report
+    rendered, bare = tmp_path_factory.mktemp("checkov"), tmp_path_factory.mktemp("checkov-no-skips")
+    docs = {}
+    for name, values in VALUE_SETS.items():
+        docs[name] = [strip_source(d) for d in render(values)] + [flow_run_job(render(values))]
+        (rendered / f"{name}.yaml").write_text(yaml.safe_dump_all(docs[name]))
+        (bare / f"{name}.yaml").write_text(yaml.safe_dump_all([_without_skips(d) for d in docs[name]]))
+    with_skips, without = _scan(checkov, rendered), _scan(checkov, bare)
+    for name in VALUE_SETS:  # every object was scanned
+        assert len(with_skips[name]["resources"]) >= len(docs[name]) - 2, name
+    return {name: (docs[name], with_skips[name], without[name]) for name in VALUE_SETS}
 
 
-def test_checkov_has_no_unjustified_failures(checkov_report, record_property):
-    failed = checkov_report["results"]["failed_checks"]
-    record_property("checkov_passed", checkov_report["summary"]["passed"])
-    record_property("checkov_failed", len(failed))
-    record_property("checkov_justified", sum(f["check_id"] in JUSTIFIED for f in failed))
-    unexpected = sorted({(f["check_id"], f["check_name"], f["resource"]) for f in failed if f["check_id"] not in JUSTIFIED})
-    assert unexpected == []
-    stale = set(JUSTIFIED) - {f["check_id"] for f in failed}
-    assert stale == set(), "these checks pass now: drop their justification"
+def test_checkov_reports_no_failed_check_on_any_value_set(checkov_reports, record_property):
+    failed = {name: sorted({(f["check_id"], f["resource"]) for f in report["failed"]})
+              for name, (_, report, _) in checkov_reports.items()}
+    record_property("checkov_value_sets", len(checkov_reports))
+    record_property("checkov_passed", sum(len(r["passed"]) for _, r, _ in checkov_reports.values()))
+    record_property("checkov_failed", sum(len(f) for f in failed.values()))
+    record_property("checkov_skipped", sum(len(r["skipped"]) for _, r, _ in checkov_reports.values()))
+    assert {name: f for name, f in failed.items() if f} == {}
 
 
-def test_checkov_scanned_the_flow_run_job_and_it_passes_the_pod_checks(checkov_report):
+def test_every_checkov_skip_has_a_reason_and_hides_a_real_failure(checkov_reports):
+    """The chart's checkov.io/skip annotations: each names its reason, and each is needed (without
+    the annotations exactly the skipped checks fail), so none can hide a regression or go stale."""
+    for name, (_, report, without) in checkov_reports.items():
+        for check in report["skipped"]:
+            reason = (check.get("check_result") or {}).get("suppress_comment") or ""
+            assert len(reason) > 40, f"{name}: {check['check_id']} on {check['resource']} skipped without a reason"
+        skipped = {(c["check_id"], c["resource"]) for c in report["skipped"]}
+        assert skipped == {(c["check_id"], c["resource"]) for c in without["failed"]}, name
+        assert skipped, f"{name}: nothing skipped? then the annotations were not read"
+
+
+def test_checkov_scanned_the_flow_run_job_and_it_passes_the_pod_checks(checkov_reports):
     def on_job(results):
         return [r for r in results if r["resource"].startswith("Job.") and "flow-run" in r["resource"]]
 
-    passed = {r["check_id"] for r in on_job(checkov_report["results"]["passed_checks"])}
-    failed = {r["check_id"] for r in on_job(checkov_report["results"]["failed_checks"])}
-    # non-root, no privilege escalation, no capabilities, read-only root fs, seccomp, no token
-    assert {"CKV_K8S_20", "CKV_K8S_23", "CKV_K8S_28", "CKV_K8S_37", "CKV_K8S_22", "CKV_K8S_31"} <= passed
-    assert failed <= set(JUSTIFIED)
+    _, report, _ = checkov_reports["default"]
+    passed = {r["check_id"] for r in on_job(report["passed"])}
+    # non-root, no privilege escalation, no capabilities, read-only root fs, seccomp, no token,
+    # secrets as files
+    assert {"CKV_K8S_20", "CKV_K8S_23", "CKV_K8S_28", "CKV_K8S_37", "CKV_K8S_22", "CKV_K8S_31", "CKV_K8S_35"} <= passed
+    assert on_job(report["failed"]) == []
+    # pinned by digest and pulled Always, nothing left to skip on it
+    _, production, _ = checkov_reports["production"]
+    assert on_job(production["skipped"]) == [] and on_job(production["failed"]) == []
 
 
 # --- credentials --------------------------------------------------------------------------------

@@ -104,7 +104,8 @@ processes start through envFromFiles.command, which exports each file of
 {{/*
 checkov's skip annotations (checkov.io/skipN: CHECK=reason) for a workload, so that a user's
 own checkov run on the rendered chart is clean and shows why. .images: the image blocks the
-pod runs; .skips: further "CHECK=reason" entries that apply to this workload.
+pod runs; .extraEnv: {value name: its env list} (a secretKeyRef there is the user's choice);
+.skips: further "CHECK=reason" entries that apply to this workload.
 */}}
 {{- define "ecommerce-etl.checkovSkips" -}}
 {{- $skips := list -}}
@@ -114,6 +115,13 @@ pod runs; .skips: further "CHECK=reason" entries that apply to this workload.
 {{- end -}}
 {{- if ne .pullPolicy "Always" -}}
 {{- $skips = append $skips "CKV_K8S_15=the pull policy comes from values (IfNotPresent by default: tags are pinned, and images loaded into kind cannot be pulled); set pullPolicy Always to re-pull on every start" -}}
+{{- end -}}
+{{- end -}}
+{{- range $value, $env := .extraEnv | default dict -}}
+{{- range $env -}}
+{{- if and .valueFrom .valueFrom.secretKeyRef -}}
+{{- $skips = append $skips (printf "CKV_K8S_35=%s passes a Secret as an environment variable, as configured in values" $value) -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 {{- $lines := list -}}

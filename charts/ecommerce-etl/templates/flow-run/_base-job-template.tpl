@@ -131,7 +131,7 @@ variables:
       description: Annotations of the Job (checkov's reasons by default).
       additionalProperties: {type: string}
       default:
-{{ include "ecommerce-etl.checkovSkips" (dict "images" (list .Values.image)) | indent 8 }}
+{{ include "ecommerce-etl.checkovSkips" (dict "images" (list .Values.image) "extraEnv" (dict "flowRun.extraEnv" $fr.extraEnv)) | indent 8 }}
     pod_annotations:
       type: object
       title: Pod Annotations
