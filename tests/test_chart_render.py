@@ -360,7 +360,7 @@ def test_worker_deployment():
     worker = find(docs, "Deployment", f"{FULL}-worker")
     spec = pod_spec(worker)
     c = spec["containers"][0]
-    assert c["image"] == "ecommerce-etl:0.1.0" and c["imagePullPolicy"] == "IfNotPresent"
+    assert c["image"] == "ecommerce-etl:0.2.0" and c["imagePullPolicy"] == "IfNotPresent"
     assert c["command"][:5] == ["prefect", "worker", "start", "--type", "kubernetes"]
     assert c["command"][c["command"].index("--pool") + 1] == "kubernetes"
     assert c["command"][c["command"].index("--base-job-template") + 1] == "/etc/ecommerce-etl/pool/base-job-template.json"
@@ -415,9 +415,17 @@ def test_postgres_statefulset_and_init_script():
     assert c["livenessProbe"]["exec"]["command"][0] == "pg_isready"
     assert sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == "8Gi"
     assert find(docs, "Service", f"{FULL}-postgresql-hl")["spec"]["clusterIP"] == "None"
-    script = find(docs, "ConfigMap", f"{FULL}-postgresql-initdb")["data"]["10-ecommerce-etl.sh"]
-    assert "REVOKE CONNECT ON DATABASE :\"etl_db\" FROM PUBLIC" in script
-    assert "$ETL_DB_PASSWORD" in script and "$PREFECT_DB_PASSWORD" in script
+    # Passwords as files of the db Secret: the image's POSTGRES_PASSWORD_FILE, and the two role
+    # passwords the init script reads (what it does with them: test_chart_prefect.py runs it on
+    # a real PostgreSQL).
+    env = {e["name"]: e["value"] for e in c["env"]}
+    files = secret_files(spec, c)
+    assert {name: files[env[name]] for name in env if name.endswith("_PASSWORD_FILE")} == {
+        "POSTGRES_PASSWORD_FILE": (f"{FULL}-db", "postgres-password"),
+        "ROLE_PREFECT_PASSWORD_FILE": (f"{FULL}-db", "prefect-password"),
+        "ROLE_ETL_PASSWORD_FILE": (f"{FULL}-db", "etl-password"),
+    }
+    assert not [e for e in c["env"] if "valueFrom" in e]
 
 
 def test_deploy_hook_job():
@@ -547,7 +555,12 @@ def test_notes():
 
 def test_chart_metadata_and_layout():
     chart = yaml.safe_load((CHART_DIR / "Chart.yaml").read_text())
-    assert (chart["name"], chart["version"], chart["appVersion"]) == ("ecommerce-etl", "0.1.0", "0.1.0")
+    assert (chart["name"], chart["version"], chart["appVersion"]) == ("ecommerce-etl", "0.2.0", "0.2.0")
+    # The flow image's default tag is the appVersion: the package it is built from has that version.
+    import tomllib
+
+    project = tomllib.loads((CHART_DIR.parents[1] / "pyproject.toml").read_text())["project"]
+    assert project["version"] == chart["appVersion"]
     assert "dependencies" not in chart
     # A folder per component: every object comes from the folder of the component it belongs to.
     folders = {}

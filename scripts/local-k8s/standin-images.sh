@@ -35,10 +35,14 @@ ctx_dir() {
 }
 
 build() {  # build NAME REF DIR
-  local start=$SECONDS
-  if image_exists "$2" && [ "${FORCE:-0}" != 1 ]; then log "$2 exists (FORCE=1 rebuilds)"; return 0; fi
+  local start=$SECONDS sum have
+  # A changed Dockerfile or entrypoint rebuilds the image (its label records what it was built from).
+  sum=$(cat "$3/Dockerfile" "$3"/*.sh 2>/dev/null | sha256sum | cut -c1-16)
+  have=$(docker image inspect --format '{{ index .Config.Labels "ecommerce-etl.standin-context" }}' "$2" 2>/dev/null || true)
+  if [ "$have" = "$sum" ] && [ "${FORCE:-0}" != 1 ]; then log "$2 exists (FORCE=1 rebuilds)"; return 0; fi
   log "building $2 (stand-in for $1)"
-  "${NICE[@]}" docker build --network host --build-arg "BASE_IMAGE=$BASE" -t "$2" "$3" >"$3/build.log" 2>&1 \
+  "${NICE[@]}" docker build --network host --build-arg "BASE_IMAGE=$BASE" \
+    --label "ecommerce-etl.standin-context=$sum" -t "$2" "$3" >"$3/build.log" 2>&1 \
     || { tail -n 40 "$3/build.log" >&2; die "building $2 failed"; }
   log "built $2 in $((SECONDS - start)) s"
 }
@@ -70,8 +74,8 @@ ENTRYPOINT ["docker-entrypoint.sh"]
 CMD ["postgres"]
 DOCKERFILE
   # Our own entrypoint honouring the documented contract of the official one:
-  # POSTGRES_USER / POSTGRES_PASSWORD / POSTGRES_DB / POSTGRES_INITDB_ARGS /
-  # POSTGRES_HOST_AUTH_METHOD, PGDATA, and /docker-entrypoint-initdb.d (*.sh run if
+  # POSTGRES_USER / POSTGRES_PASSWORD / POSTGRES_DB / POSTGRES_INITDB_ARGS (each also as
+  # *_FILE) / POSTGRES_HOST_AUTH_METHOD, PGDATA, and /docker-entrypoint-initdb.d (*.sh run if
   # executable, else sourced; *.sql and *.sql.gz fed to psql) on an empty data directory.
   cat >"$d/docker-entrypoint.sh" <<'ENTRY'
 #!/usr/bin/env bash
@@ -80,6 +84,16 @@ if [ "${1:0:1}" = '-' ]; then set -- postgres "$@"; fi
 if [ "$1" != postgres ]; then exec "$@"; fi
 [ "$(id -u)" != 0 ] || exec setpriv --reuid=postgres --regid=postgres --init-groups "$0" "$@"
 
+# VAR_FILE names a file holding VAR (docker secrets, Kubernetes Secret volumes), as file_env does.
+for var in POSTGRES_USER POSTGRES_PASSWORD POSTGRES_DB POSTGRES_INITDB_ARGS; do
+  file_var="${var}_FILE"
+  if [ -n "${!file_var:-}" ]; then
+    if [ -n "${!var:-}" ]; then echo "error: both $var and $file_var are set (but are exclusive)" >&2; exit 1; fi
+    printf -v "$var" '%s' "$(<"${!file_var}")"
+    export "${var?}"
+    unset "$file_var"
+  fi
+done
 : "${POSTGRES_USER:=postgres}" "${POSTGRES_DB:=$POSTGRES_USER}"
 export POSTGRES_USER POSTGRES_DB
 mkdir -p "$PGDATA"; chmod 00700 "$PGDATA" 2>/dev/null || true
@@ -150,7 +164,7 @@ EXPOSE 80
 ENTRYPOINT ["/entrypoint.sh"]
 DOCKERFILE
   # Our own entrypoint for the official image's contract: PGADMIN_DEFAULT_EMAIL /
-  # PGADMIN_DEFAULT_PASSWORD create the first user, PGADMIN_SERVER_JSON_FILE pre-loads
+  # PGADMIN_DEFAULT_PASSWORD (or PGADMIN_DEFAULT_PASSWORD_FILE) create the first user, PGADMIN_SERVER_JSON_FILE pre-loads
   # servers, PGADMIN_CONFIG_<KEY>=<python literal> lines go into config_distro.py,
   # PGADMIN_LISTEN_ADDRESS / PGADMIN_LISTEN_PORT pick the bind address.
   cat >"$d/entrypoint.sh" <<'ENTRY'
@@ -164,6 +178,10 @@ app=/pgadmin4
   env | sed -n 's/^PGADMIN_CONFIG_\([A-Z0-9_]*\)=\(.*\)$/\1 = \2/p'
 } >"$app/config_distro.py"
 
+if [ -n "${PGADMIN_DEFAULT_PASSWORD_FILE:-}" ]; then  # as the official entrypoint does
+  PGADMIN_DEFAULT_PASSWORD=$(cat "$PGADMIN_DEFAULT_PASSWORD_FILE")
+  export PGADMIN_DEFAULT_PASSWORD
+fi
 if [ ! -f /var/lib/pgadmin/pgadmin4.db ]; then
   if [ -z "${PGADMIN_DEFAULT_EMAIL:-}" ] || [ -z "${PGADMIN_DEFAULT_PASSWORD:-}" ]; then
     echo "You need to define the PGADMIN_DEFAULT_EMAIL and PGADMIN_DEFAULT_PASSWORD environment variables." >&2

@@ -1,6 +1,8 @@
 """T5: the chart on a real kind cluster. A flow run of the `sample` deployment is picked up
 by the worker, runs as a Kubernetes Job from the loaded image, and loads rows into the
 chart's Postgres; `helm test` passes; `helm upgrade` keeps the passwords and the data.
+The alerts reach a webhook receiver running in the cluster: a failed run, and a run whose pod
+can never be scheduled (reported as Pending too long); the retention settings reach the server.
 
 Runs via `make e2e` (pytest -m e2e) or with ETL_E2E=1; skips, naming what is missing,
 where kind, kubectl, helm or docker are not available. Reuses an existing cluster of the
@@ -43,6 +45,8 @@ SAMPLE_ROWS = 500
 SERVER_SVC = f"{RELEASE}-ecommerce-etl-prefect-server"
 PG_STS = f"{RELEASE}-ecommerce-etl-postgresql"
 DB_SECRET = f"{RELEASE}-ecommerce-etl-db"
+WEBHOOK = "e2e-webhook"  # the in-cluster receiver: Pod, Service and the Secret with its URL
+PENDING_MINUTES = 1
 KEEP = os.environ.get("ETL_E2E_KEEP") == "1"  # leave everything running for debugging
 # NetworkPolicy check, at the end of the run: ETL_E2E_NETPOL=1 where the cluster's network
 # plugin enforces policies; ETL_E2E_NETPOL_SETUP is a command that turns enforcement on first
@@ -134,7 +138,9 @@ def installed(image):
     ns_created = sh("kubectl", "--context", CONTEXT, "get", "namespace", NAMESPACE, check=False).strip() == ""
     sh("kubectl", "--context", CONTEXT, "apply", "-f", str(REPO / "k8s" / "namespace.yaml"))
     args = ["-f", str(VALUES), "--set", f"image.repository={IMAGE_REPO}", "--set", f"image.tag={IMAGE_TAG}",
-            "--set", f"deployments.sampleRows={SAMPLE_ROWS}"]
+            "--set", f"deployments.sampleRows={SAMPLE_ROWS}",
+            "--set", f"alerts.webhook.existingSecret={WEBHOOK}", "--set", f"alerts.pendingMinutes={PENDING_MINUTES}"]
+    start_webhook_receiver(image)
     try:
         with dump_on_failure():
             helm("install", RELEASE, str(CHART), *args, "--wait", "--timeout", "15m", timeout=1200)
@@ -142,9 +148,60 @@ def installed(image):
     finally:
         if not KEEP:
             helm("uninstall", RELEASE, "--wait", "--timeout", "5m", check=False, timeout=600)
+            kubectl("delete", "pod,service,secret", WEBHOOK, "--ignore-not-found", "--wait=false", check=False)
             if ns_created:
                 sh("kubectl", "--context", CONTEXT, "delete", "namespace", NAMESPACE, "--wait=true",
                    "--timeout=300s", check=False, timeout=400)
+
+
+RECEIVER = r"""
+import http.server, sys
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("content-length", 0)))
+        print("POST " + body.decode(errors="replace").replace("\n", " "), flush=True)
+        self.send_response(204)
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("", 8080), Handler).serve_forever()
+"""
+
+
+def start_webhook_receiver(image: str) -> None:
+    """A webhook receiver in the cluster (the flow image's Python), printing each POST body as
+    one log line, and the Secret holding its URL for alerts.webhook.existingSecret."""
+    labels = {"app.kubernetes.io/name": WEBHOOK}
+    objects = [
+        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": WEBHOOK, "labels": labels},
+         "spec": {"automountServiceAccountToken": False,
+                  "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001,
+                                      "seccompProfile": {"type": "RuntimeDefault"}},
+                  "containers": [{"name": "receiver", "image": image, "imagePullPolicy": "IfNotPresent",
+                                  "command": ["python", "-c", RECEIVER], "ports": [{"containerPort": 8080}],
+                                  "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                                      "capabilities": {"drop": ["ALL"]}},
+                                  "resources": {"requests": {"cpu": "10m", "memory": "32Mi"},
+                                                "limits": {"cpu": "100m", "memory": "64Mi"}}}]}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": WEBHOOK},
+         "spec": {"selector": labels, "ports": [{"port": 8080, "targetPort": 8080}]}},
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": WEBHOOK},
+         "stringData": {"url": f"http://{WEBHOOK}.{NAMESPACE}.svc:8080/alerts"}},
+    ]
+    kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
+    kubectl("wait", "--for=condition=Ready", f"pod/{WEBHOOK}", "--timeout=180s", timeout=240)
+
+
+def webhook_posts() -> list[str]:
+    return [line[5:] for line in kubectl("logs", WEBHOOK, check=False).splitlines() if line.startswith("POST ")]
+
+
+def wait_for_post(text: str, timeout: float) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while not (found := [p for p in webhook_posts() if text in p]):
+        assert time.monotonic() < deadline, f"no alert naming {text!r} within {timeout:.0f}s: {webhook_posts()}"
+        time.sleep(5)
+    return found
 
 
 @contextlib.contextmanager
@@ -289,3 +346,56 @@ def test_install_run_upgrade_on_kind(installed):
                 "netpol-allowed", {"app.kubernetes.io/instance": RELEASE, "app.kubernetes.io/component": "test"})
             assert not postgres_reachable_from("netpol-denied", {"run": "netpol-probe"}), (
                 "a pod outside the release reached Postgres: NetworkPolicy not enforced")
+
+
+def _create_run(api_url: str, **kwargs):
+    async def create(client):
+        deployment = await client.read_deployment_by_name("ecommerce-etl/sample")
+        return await client.create_flow_run_from_deployment(deployment.id, **kwargs)
+
+    return asyncio.run(_with_client(api_url, create))
+
+
+def _final_state(api_url: str, flow_run_id, timeout: float):
+    deadline = time.monotonic() + timeout
+    while True:
+        run = asyncio.run(_with_client(api_url, lambda c: c.read_flow_run(flow_run_id)))
+        if run.state and run.state.is_final():
+            return run
+        assert time.monotonic() < deadline, f"flow run still {run.state!r} after {timeout}s"
+        time.sleep(5)
+
+
+def test_alerts_and_retention_on_kind(installed):
+    """Runs after the install/upgrade test (same release)."""
+    from prefect.states import Cancelled
+
+    with dump_on_failure():
+        # Retention: the server pod's Prefect reads the chart's settings.
+        probe = ("from prefect.settings import get_current_settings as s; v = s().server; "
+                 "print(sorted(v.services.db_vacuum.enabled_vacuum_types), "
+                 "v.services.db_vacuum.retention_period.days, v.events.retention_period.days)")
+        out = kubectl("exec", f"deploy/{SERVER_SVC}", "-c", "prefect-server", "--", "python", "-c", probe).strip()
+        assert out == "['events', 'flow_runs', 'orphans'] 30 7", out
+
+        with port_forward(SERVER_SVC, 4200) as api_url:
+            # A failed run: the deployment's own flow with a source that cannot be read.
+            failed = _create_run(api_url, parameters={"source": "local", "path": "/nonexistent/folder"})
+            assert _final_state(api_url, failed.id, timeout=900).state.is_failed()
+            (post,) = wait_for_post(failed.name, timeout=180)
+            assert "Failed" in post and str(failed.id) in post, post
+
+            # A run whose pod can never be scheduled: the worker creates its Job, the pod stays
+            # Pending (Unschedulable), and after alerts.pendingMinutes the alert says so.
+            stuck = _create_run(api_url, job_variables={
+                "node_selector": {"ecommerce-etl.example/no-such-node": "true"}})
+            started = time.monotonic()
+            (post,) = wait_for_post(stuck.name, timeout=PENDING_MINUTES * 60 + 600)
+            assert f"still Pending after {PENDING_MINUTES:g} minutes" in post, post
+            assert time.monotonic() - started >= PENDING_MINUTES * 60
+            pods = json.loads(kubectl("get", "pods", "-l", f"prefect.io/flow-run-id={stuck.id}", "-o", "json"))["items"]
+            assert pods and pods[0]["status"]["phase"] == "Pending", pods
+            # Free the deployment's concurrency slot it holds.
+            asyncio.run(_with_client(api_url, lambda c: c.set_flow_run_state(stuck.id, Cancelled(), force=True)))
+            kubectl("delete", "jobs", "-l", f"prefect.io/flow-run-id={stuck.id}", "--wait=false", check=False)
+        assert len([p for p in webhook_posts() if failed.name in p]) == 1, "one alert per failed run"
