@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     kaggle_key_file: Path | None = Field(None, validation_alias="KAGGLE_KEY_FILE")
 
     @model_validator(mode="after")
-    def _read_secret_files(self) -> "Settings":
+    def _read_secret_files(self) -> Settings:
         # (field, its file, the variable, whether the file may be absent: the Kaggle Secret is optional)
         for field, path, variable, optional in (
                 ("pgpassword", self.pgpassword_file, "PGPASSWORD_FILE", False),

@@ -41,7 +41,7 @@ class KubeStandIn:
     jobs: list[dict] = field(default_factory=list)
     requests: list[tuple[str, str]] = field(default_factory=list)
 
-    def __enter__(self) -> "KubeStandIn":
+    def __enter__(self) -> KubeStandIn:
         standin = self
 
         class Handler(BaseHTTPRequestHandler):

@@ -57,12 +57,12 @@ def test_alert_settings_and_specs(monkeypatch, tmp_path):
     monkeypatch.setenv("ETL_ALERT_WEBHOOK_URL_FILE", str(url_file))
     assert load_alert_settings().webhook_url.get_secret_value() == "https://hooks.example/from-file"
     monkeypatch.setenv("ETL_ALERT_WEBHOOK_URL_FILE", str(tmp_path / "absent"))
-    with pytest.raises(ConfigError, match="ETL_ALERT_WEBHOOK_URL_FILE=.*absent: cannot read it"):
+    with pytest.raises(ConfigError, match=r"ETL_ALERT_WEBHOOK_URL_FILE=.*absent: cannot read it"):
         load_alert_settings()
     monkeypatch.delenv("ETL_ALERT_WEBHOOK_URL_FILE")
-    for name, value, fragment in (("ETL_ALERT_PENDING_MINUTES", "0.1", "ETL_ALERT_PENDING_MINUTES=0.1"),
-                                  ("ETL_ALERT_RUNNING_MINUTES", "-1", "ETL_ALERT_RUNNING_MINUTES: Input should be greater"),
-                                  ("ETL_ALERT_WEBHOOK_URL", "hooks.example/x", "ETL_ALERT_WEBHOOK_URL.*http")):
+    for name, value, fragment in (("ETL_ALERT_PENDING_MINUTES", "0.1", r"ETL_ALERT_PENDING_MINUTES=0\.1"),
+                                  ("ETL_ALERT_RUNNING_MINUTES", "-1", "ETL_ALERT_RUNNING_MINUTES: Input should be"),
+                                  ("ETL_ALERT_WEBHOOK_URL", "hooks.example/x", r"ETL_ALERT_WEBHOOK_URL.*http")):
         with monkeypatch.context() as m:
             m.setenv(name, value)
             with pytest.raises(ConfigError, match=fragment):
@@ -104,7 +104,7 @@ def receiver():
     lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 (http.server's name)
+        def do_POST(self):
             body = self.rfile.read(int(self.headers.get("content-length", 0)))
             with lock:
                 posts.append({"path": self.path, "json": json.loads(body or b"null")})
@@ -158,8 +158,8 @@ def alert_server(postgres, tmp_path_factory):
                                 env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_healthy(api_url, proc, log, timeout=180)
-        client_env = {**os.environ, "PREFECT_API_URL": api_url, "PREFECT_HOME": str(tmp_path_factory.mktemp("alerts-client")),
-                      "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+        client_env = {**os.environ, "PREFECT_API_URL": api_url, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                      "PREFECT_HOME": str(tmp_path_factory.mktemp("alerts-client"))}
         yield AlertServer(api_url=api_url, env=client_env, database=database, ui_url=ui_url)
     finally:
         proc.terminate()

@@ -53,7 +53,8 @@ def test_production_values_reach_their_objects():
     assert ingress["spec"]["tls"] == [{"hosts": ["prefect.shop.example"], "secretName": "prefect-tls"}]
     (rule,) = ingress["spec"]["rules"]
     assert rule["host"] == "prefect.shop.example"
-    assert rule["http"]["paths"][0]["backend"]["service"] == {"name": f"{FULL}-prefect-server", "port": {"name": "http"}}
+    backend = rule["http"]["paths"][0]["backend"]["service"]
+    assert backend == {"name": f"{FULL}-prefect-server", "port": {"name": "http"}}
     assert ingress["metadata"]["annotations"]["cert-manager.io/cluster-issuer"] == "letsencrypt"
 
     spec, server = _container(docs, "Deployment", f"{FULL}-prefect-server")
@@ -110,8 +111,8 @@ def test_defaults_without_ingress_or_auth():
     assert "ETL_ALERT_WEBHOOK_URL_FILE" not in env and env["ETL_ALERTS_ENABLED"] == "true"
     off = render(VALUE_SETS["alerts-off"])
     assert _env(_container(off, "Job", f"{FULL}-deploy")[1])["ETL_ALERTS_ENABLED"] == "false"
-    flow_env = base_job_template(off)["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]["containers"][0]["env"]
-    assert "ETL_ALERT_QUARANTINE_RATIO" not in {e["name"] for e in flow_env}
+    flow_pod = base_job_template(off)["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]
+    assert "ETL_ALERT_QUARANTINE_RATIO" not in {e["name"] for e in flow_pod["containers"][0]["env"]}
 
 
 @pytest.mark.parametrize("values, ui_url", [
@@ -236,7 +237,7 @@ def test_secrets_hook_runs_before_everything_with_least_privilege():
              if d["metadata"]["labels"]["app.kubernetes.io/component"] == "secrets"}
     name = f"{FULL}-secrets"
     assert set(hooks) == {("ServiceAccount", name), ("Role", name), ("RoleBinding", name), ("Job", name)}
-    for (kind, _), ann in hooks.items():
+    for ann in hooks.values():
         assert ann["helm.sh/hook"] == "pre-install,pre-upgrade"
         assert "before-hook-creation" in ann["helm.sh/hook-delete-policy"]
     assert int(hooks[("Role", name)]["helm.sh/hook-weight"]) < int(hooks[("Job", name)]["helm.sh/hook-weight"])
@@ -272,7 +273,8 @@ def test_secrets_hook_generates_once_keeps_values_and_adds_only_missing_keys(tmp
         assert values[f"{FULL}-basic-auth/auth-string"] == "ops:" + values[f"{FULL}-basic-auth/password"]
         for (_, name), obj in api.secrets.items():
             assert obj["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep", name
-        assert f"Secret {FULL}-db: kept etl-password, postgres-password, prefect-password, added prefect-connection-url" in out
+        assert (f"Secret {FULL}-db: kept etl-password, postgres-password, prefect-password, "
+                "added prefect-connection-url") in out
         for secret in values.values():
             assert secret not in out, "the hook printed a secret"
 
