@@ -8,7 +8,7 @@ import pytest
 from flows.load import iter_records
 from flows.sample import generate_month, write_sample
 from flows.schema import CSV_HEADER, ConfigError, check_identifier
-from flows.settings import Settings, normalise_database_url, redact
+from flows.settings import Settings, get_settings, normalise_database_url, redact
 from flows.transform import (
     MAX_FIELD_CHARS,
     FileRejected,
@@ -154,8 +154,11 @@ def test_password_file_is_read_and_redacted(monkeypatch, tmp_path):
     assert Settings(_env_file=None).pgpassword.get_secret_value() == "env-wins"
     monkeypatch.delenv("PGPASSWORD")
     monkeypatch.setenv("PGPASSWORD_FILE", str(tmp_path / "missing"))
-    with pytest.raises(ValueError, match="PGPASSWORD_FILE=.*missing: cannot read it"):
-        Settings(_env_file=None)
+    monkeypatch.setenv("KAGGLE_KEY", "kaggle-secret-never-shown")
+    with pytest.raises(ConfigError, match="PGPASSWORD_FILE=.*missing: cannot read it") as refused:
+        get_settings()
+    assert "kaggle-secret-never-shown" not in str(refused.value)
+    monkeypatch.delenv("KAGGLE_KEY")
     # The Kaggle Secret is optional (the sample needs none): an absent file is an unset value.
     monkeypatch.delenv("PGPASSWORD_FILE")
     (tmp_path / "username").write_text("someone\n")

@@ -371,7 +371,7 @@ def test_install_run_upgrade_on_kind(installed):
         passwords = db_secret()
         log_in_to_pgadmin()
 
-        # Upgrade: the generated passwords must be kept (the chart looks them up), the data stays.
+        # Upgrade: the generated passwords must be kept (the secrets hook never replaces them), the data stays.
         helm("upgrade", RELEASE, str(CHART), *installed, "--wait", "--timeout", "15m", timeout=1200)
         assert db_secret() == passwords
         assert row_count() == rows
