@@ -12,7 +12,11 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 
 VERSION=${HELM_DOCS_VERSION:-v1.14.2}
+# Shared by every checkout on the machine; a user who cannot write there (CI runners) caches in ~/.cache.
 CACHE=${HELM_DOCS_CACHE:-/var/cache/ecommerce-etl/tools}
+if [ -z "${HELM_DOCS_CACHE:-}" ] && ! mkdir -p "$CACHE" 2>/dev/null; then
+  CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/ecommerce-etl/tools
+fi
 bin="$CACHE/helm-docs-$VERSION/helm-docs"
 
 if [ ! -x "$bin" ]; then

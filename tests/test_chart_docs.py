@@ -48,8 +48,9 @@ def value_paths(node: dict, prefix: str = "") -> dict[str, object]:
 def test_readme_is_generated_by_helm_docs_without_drift(tmp_path):
     """Regenerate the README into a copy of the chart with the pinned helm-docs: it must equal
     the committed one (edit values.yaml or README.md.gotmpl, then run scripts/helm-docs.sh)."""
-    cache = Path(os.environ.get("HELM_DOCS_CACHE", "/var/cache/ecommerce-etl/tools"))
-    if not shutil.which("go") and not list(cache.glob("helm-docs-*/helm-docs")):
+    caches = [Path(os.environ.get("HELM_DOCS_CACHE", "/var/cache/ecommerce-etl/tools")),
+              Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ecommerce-etl" / "tools"]
+    if not shutil.which("go") and not [b for c in caches for b in c.glob("helm-docs-*/helm-docs")]:
         pytest.skip("helm-docs is not cached and there is no Go toolchain to build it (scripts/helm-docs.sh)")
     built = subprocess.run([str(HELM_DOCS), "--print-path"], capture_output=True, text=True, timeout=900)
     assert built.returncode == 0, built.stderr[-3000:]
