@@ -1,8 +1,8 @@
 """Alerts: Prefect automations on the parent flow `ecommerce-etl`, registered by `ecommerce-etl deploy`.
 
     run failed        a flow run of `ecommerce-etl` entered Failed or Crashed
-    run not started   a flow run stayed Late (no worker polls its pool) or Pending (its pod never
-                      started) for ETL_ALERT_PENDING_MINUTES
+    run not started   a flow run stayed Late (no worker polls its pool) or Pending/InfrastructurePending
+                      (its pod never started) for ETL_ALERT_PENDING_MINUTES
     run too long      a flow run stayed Running for ETL_ALERT_RUNNING_MINUTES
     quarantine high   a file's quarantined share passed ETL_ALERT_QUARANTINE_RATIO (the flow
                       emits `ecommerce.file.quarantine-high`; triggers cannot compare payloads)
@@ -146,7 +146,9 @@ def alert_specs(settings: AlertSettings) -> list[AlertSpec]:
             name=f"{PREFIX}run not started",
             description=(f"A flow run of {PARENT_FLOW} stayed Late (no worker polls its pool) or Pending "
                          f"(its pod did not start) for {settings.pending_minutes:g} minutes."),
-            trigger=_parent_run_trigger(after=["prefect.flow-run.Late", "prefect.flow-run.Pending"],
+            # prefect-kubernetes' observer moves a run whose pod stays Pending to InfrastructurePending
+            trigger=_parent_run_trigger(after=["prefect.flow-run.Late", "prefect.flow-run.Pending",
+                                               "prefect.flow-run.InfrastructurePending"],
                                         expect=["prefect.flow-run.*"], posture="Proactive",
                                         within=settings.pending_minutes * 60),
             subject=(f"ecommerce-etl: flow run {{{{ flow_run.name }}}} still {{{{ flow_run.state.name }}}} "

@@ -75,8 +75,8 @@ def test_alert_settings_and_specs(monkeypatch, tmp_path):
         related = specs[name].trigger["match_related"]
         assert related == {"prefect.resource.role": "flow", "prefect.resource.name": "ecommerce-etl"}
     assert specs["ecommerce-etl: run not started"].trigger["within"] == 300
-    assert set(specs["ecommerce-etl: run not started"].trigger["after"]) == {"prefect.flow-run.Late",
-                                                                          "prefect.flow-run.Pending"}
+    assert set(specs["ecommerce-etl: run not started"].trigger["after"]) == {
+        "prefect.flow-run.Late", "prefect.flow-run.Pending", "prefect.flow-run.InfrastructurePending"}
 
 
 # --- a webhook receiver ------------------------------------------------------------------------
