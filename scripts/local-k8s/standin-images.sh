@@ -37,7 +37,8 @@ ctx_dir() {
 build() {  # build NAME REF DIR
   local start=$SECONDS sum have
   # A changed Dockerfile or entrypoint rebuilds the image (its label records what it was built from).
-  sum=$(cat "$3/Dockerfile" "$3"/*.sh 2>/dev/null | sha256sum | cut -c1-16)
+  sum=$(find "$3" -maxdepth 1 -type f \( -name Dockerfile -o -name '*.sh' \) -print0 | sort -z | xargs -0 cat \
+    | sha256sum | cut -c1-16)
   have=$(docker image inspect --format '{{ index .Config.Labels "ecommerce-etl.standin-context" }}' "$2" 2>/dev/null || true)
   if [ "$have" = "$sum" ] && [ "${FORCE:-0}" != 1 ]; then log "$2 exists (FORCE=1 rebuilds)"; return 0; fi
   log "building $2 (stand-in for $1)"
