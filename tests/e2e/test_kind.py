@@ -427,15 +427,16 @@ def test_alerts_and_retention_on_kind(installed):
             # A failed run: the deployment's own flow with a source that cannot be read.
             failed = _create_run(api_url, parameters={"source": "local", "path": "/nonexistent/folder"})
             assert _final_state(api_url, failed.id, timeout=900).state.is_failed()
-            (post,) = wait_for_post(failed.name, timeout=180)
-            assert "Failed" in post and str(failed.id) in post, post
+            # (the flow renames its run when it starts: the id names it, in the message's link)
+            (post,) = wait_for_post(str(failed.id), timeout=180)
+            assert "Failed" in post and "/nonexistent/folder is not a folder" in post, post
 
             # A run whose pod can never be scheduled: the worker creates its Job, the pod stays
             # Pending (Unschedulable), and after alerts.pendingMinutes the alert says so.
             stuck = _create_run(api_url, job_variables={
                 "node_selector": {"ecommerce-etl.example/no-such-node": "true"}})
             started = time.monotonic()
-            (post,) = wait_for_post(stuck.name, timeout=PENDING_MINUTES * 60 + 600)
+            (post,) = wait_for_post(str(stuck.id), timeout=PENDING_MINUTES * 60 + 600)
             # (prefect-kubernetes' observer names the state InfrastructurePending, a Pending state)
             assert re.search(rf"still (Infrastructure)?Pending after {PENDING_MINUTES:g} minutes", post), post
             assert time.monotonic() - started >= PENDING_MINUTES * 60
@@ -444,4 +445,4 @@ def test_alerts_and_retention_on_kind(installed):
             # Free the deployment's concurrency slot it holds.
             asyncio.run(_with_client(api_url, lambda c: c.set_flow_run_state(stuck.id, Cancelled(), force=True)))
             kubectl("delete", "jobs", "-l", f"prefect.io/flow-run-id={stuck.id}", "--wait=false", check=False)
-        assert len([p for p in webhook_posts() if failed.name in p]) == 1, "one alert per failed run"
+        assert len([p for p in webhook_posts() if str(failed.id) in p]) == 1, "one alert per failed run"
