@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import jsonschema
@@ -333,11 +334,152 @@ def _shellcheck() -> str:
     return found
 
 
+def shell_scripts() -> list[Path]:
+    """Every shell script in the repository: *.sh anywhere under scripts/ (recursively), files with a
+    shell shebang there, and .ci/run. Symlinks (scripts/local-k8s/bin/*) point at one of these."""
+    found = set()
+    for p in (REPO / "scripts").rglob("*"):
+        if p.is_symlink() or not p.is_file():
+            continue
+        first = p.read_bytes()[:64].split(b"\n", 1)[0]
+        if p.suffix == ".sh" or re.match(rb"#!.*\b(ba|da|z)?sh\b", first):
+            found.add(p)
+    return sorted(found) + [REPO / ".ci" / "run"]
+
+
+def test_shell_scripts_are_found_recursively():
+    names = {str(p.relative_to(REPO)) for p in shell_scripts()}
+    # Nested folders are included: scripts/local-k8s/ and the scripts baked into images.
+    assert {"scripts/lib.sh", "scripts/local-k8s/lib.sh", "scripts/local-k8s/bin/shim.sh",
+            "scripts/local-k8s/files/postgres-entrypoint.sh", ".ci/run"} <= names
+    assert not any(n.endswith(".py") for n in names)
+
+
 def test_shell_scripts_are_shellcheck_clean():
-    scripts = sorted((REPO / "scripts").glob("*.sh")) + [REPO / ".ci" / "run"]
+    scripts = shell_scripts()
     proc = subprocess.run(
-        [_shellcheck(), "-x", *map(str, scripts)], capture_output=True, text=True, cwd=REPO
+        [_shellcheck(), "-x", *(str(s.relative_to(REPO)) for s in scripts)], capture_output=True, text=True, cwd=REPO
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    sourced = {"lib.sh", "env.sh", "versions.sh"}  # sourced, never executed
     for s in scripts:
-        assert os.access(s, os.X_OK) or s.name == "lib.sh", f"{s} is not executable"
+        assert os.access(s, os.X_OK) or s.name in sourced, f"{s} is not executable"
+
+
+def test_shellcheck_really_reports_problems(tmp_path):
+    # Guard: the lint above must be able to fail.
+    bad = tmp_path / "bad.sh"
+    bad.write_text("#!/bin/bash\nrm -rf $1/*\n")
+    proc = subprocess.run([_shellcheck(), str(bad)], capture_output=True, text=True)
+    assert proc.returncode != 0 and "SC2086" in proc.stdout
+
+
+# --- scripts/local-k8s/env.sh and bin/ ------------------------------------------------------------
+
+LOCAL_K8S = REPO / "scripts" / "local-k8s"
+BASH_STATE = r"""{ echo "opts=$- $(set -o | grep -E 'errexit|nounset|pipefail' | tr -s ' \t\n' ' ')"; env | sort; }"""
+
+
+def _bash(script: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
+    base = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "DOCKER_HOST": "unix:///my/own.sock",
+            "LK_CACHE": str(tmp_path / "cache"), **env}
+    return subprocess.run(["bash", "--norc", "--noprofile", "-c", script], capture_output=True, text=True,
+                          env=base, cwd=tmp_path, timeout=60)
+
+
+@pytest.mark.parametrize("user_opts", ["", "set -u", "set -euo pipefail"])
+def test_env_sh_is_safe_to_source(tmp_path, user_opts):
+    """Sourcing keeps the caller's shell alive and its options as they were, with no Go on PATH
+    (it used to exit the shell then) and changes only PATH: no DOCKER_HOST, GOFLAGS, CGO_ENABLED."""
+    script = f"{user_opts}\n{BASH_STATE} >before\n. {LOCAL_K8S}/env.sh\n. {LOCAL_K8S}/env.sh\n" \
+             f"{BASH_STATE} >after\necho still-here"
+    proc = _bash(script, tmp_path)
+    assert proc.returncode == 0 and proc.stdout.strip() == "still-here", proc.stderr
+    before = (tmp_path / "before").read_text().splitlines()
+    after = (tmp_path / "after").read_text().splitlines()
+    assert before[0] == after[0]  # shell options unchanged
+    changed = sorted(set(after[1:]) ^ set(before[1:]))
+    names = {line.split("=", 1)[0] for line in changed if not line.startswith("_=")}
+    assert names == {"PATH"}, changed
+    new_path = next(line for line in after if line.startswith("PATH=")).removeprefix("PATH=")
+    assert new_path == f"{LOCAL_K8S / 'bin'}:/usr/bin:/bin"  # once, first, even when sourced twice
+
+
+def test_tool_shims_explain_what_to_build_and_keep_docker_host(tmp_path):
+    proc = _bash(f". {LOCAL_K8S}/env.sh; kind get clusters", tmp_path)
+    assert proc.returncode == 127
+    assert "kind is not built yet" in proc.stderr and "make local-k8s-up" in proc.stderr
+    proc = _bash(f". {LOCAL_K8S}/env.sh; skaffold version", tmp_path)
+    assert proc.returncode == 127 and "make skaffold" in proc.stderr
+    # A built tool runs; kind and skaffold get the local cluster's engine, kubectl/helm the caller's env.
+    fake = tmp_path / "cache" / "bin"
+    for rel in ["kind-v0.32.0/kind", "kubernetes-v1.34.4/kubectl"]:
+        exe = fake / rel
+        exe.parent.mkdir(parents=True)
+        exe.write_text('#!/bin/sh\necho "$0 $* DOCKER_HOST=$DOCKER_HOST"\n')
+        exe.chmod(0o755)
+    proc = _bash(f". {LOCAL_K8S}/env.sh; kind get clusters; kubectl get pods; echo \"mine=$DOCKER_HOST\"", tmp_path,
+                 LK_DOCKER_SOCK="/run/lk.sock")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        f"{fake}/kind-v0.32.0/kind get clusters DOCKER_HOST=unix:///run/lk.sock",
+        f"{fake}/kubernetes-v1.34.4/kubectl get pods DOCKER_HOST=unix:///my/own.sock",
+        "mine=unix:///my/own.sock",
+    ]
+
+
+def test_make_local_k8s_env_prints_an_eval_able_path(tmp_path):
+    out = subprocess.run(["make", "-s", "--no-print-directory", "local-k8s-env"], capture_output=True, text=True,
+                         cwd=REPO, check=True).stdout
+    proc = _bash(f'eval "$(cat <<\'EOF\'\n{out}EOF\n)"; echo "$PATH"', tmp_path)
+    assert proc.stdout.strip() == f"{LOCAL_K8S / 'bin'}:/usr/bin:/bin", (out, proc.stderr)
+
+
+# --- scripts/local-k8s/yaml_value.py: the one reader of YAML for the scripts -------------------------
+
+
+def _yaml_value(path: Path, *keys: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(LOCAL_K8S / "yaml_value.py"), str(path), *keys],
+                          capture_output=True, text=True)
+
+
+def test_yaml_value_reads_chart_images_and_cluster_name():
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    keys = [f"{b}.image.{f}" for b in ("postgresql", "pgadmin", "prefectServer") for f in ("repository", "tag")]
+    proc = _yaml_value(CHART / "values.yaml", *keys)
+    assert proc.returncode == 0, proc.stderr
+    expected = [values[k.split(".")[0]]["image"][k.split(".")[2]] for k in keys]
+    assert proc.stdout.splitlines() == expected
+    assert _yaml_value(REPO / "kind-config.yaml", "name").stdout.strip() == load("kind-config.yaml")["name"]
+
+
+def test_yaml_value_does_not_depend_on_layout_and_refuses_ambiguity(tmp_path):
+    # Flow style, other indentation, comments: what the old awk parser could not read.
+    doc = tmp_path / "v.yaml"
+    doc.write_text("pgadmin: {image: {tag: '9.14', repository: dpage/pgadmin4}}  # inline\n"
+                   "postgresql:\n      image:\n            repository: postgres\n            tag: \"18\"\n"
+                   "unquoted:\n  image: {repository: x, tag: 9.10}\n")
+    proc = _yaml_value(doc, "pgadmin.image.repository", "pgadmin.image.tag", "postgresql.image.tag")
+    assert proc.stdout.splitlines() == ["dpage/pgadmin4", "9.14", "18"], proc.stderr
+    bad = _yaml_value(doc, "unquoted.image.tag")  # 9.10 is the float 9.1 in YAML
+    assert bad.returncode == 1 and "unquoted.image.tag must be a non-empty (quoted) string" in bad.stderr
+    missing = _yaml_value(doc, "pgadmin.image.digest")
+    assert missing.returncode == 1 and "pgadmin.image.digest" in missing.stderr
+
+
+def test_lib_sh_chart_image_gives_the_values_yaml_images(tmp_path):
+    """What up.sh and standin-images.sh load and build: chart_image in lib.sh, via yaml_value.py."""
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    go = shutil.which("go") or "/usr/local/go/bin/go"
+    if not Path(go).exists():
+        pytest.skip("lib.sh needs the Go toolchain on PATH")
+    script = f". {LOCAL_K8S}/lib.sh; for b in postgresql pgadmin prefectServer; do chart_image $b; done; lk_cluster"
+    proc = _bash(script, tmp_path, PATH=f"{Path(go).parent}:/usr/bin:/bin", LK_PY=sys.executable)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        f"{values[b]['image']['repository']}:{values[b]['image']['tag']}" for b in ("postgresql", "pgadmin", "prefectServer")
+    ] + [load("kind-config.yaml")["name"]]
+    # A bad block stops the calling script instead of yielding a half-empty image name.
+    proc = _bash(f". {LOCAL_K8S}/lib.sh; ref=$(chart_image nope); echo \"got $ref\"", tmp_path,
+                 PATH=f"{Path(go).parent}:/usr/bin:/bin", LK_PY=sys.executable)
+    assert proc.returncode != 0 and "got" not in proc.stdout and "nope.image.repository" in proc.stderr
