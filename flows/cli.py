@@ -41,7 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sample = commands.add_parser("sample", help="write the deterministic sample CSVs")
     sample.add_argument("--out", required=True, type=Path)
-    sample.add_argument("--rows-per-file", type=int, default=20_000)
+    size = sample.add_mutually_exclusive_group()
+    size.add_argument("--rows-per-file", type=int, default=20_000)
+    size.add_argument("--full", action="store_true",
+                      help="the real dataset's row counts: 20,692,840 rows in five files, about 2.4 GB")
     sample.add_argument("--seed", type=int, default=20191001)
 
     deploy = commands.add_parser("deploy", help="create/update the Kubernetes work pool and deployments")
@@ -165,9 +168,21 @@ def cmd_run(args) -> int:
 
 
 def cmd_sample(args) -> int:
-    from flows.sample import write_sample
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    for path in write_sample(args.out, args.rows_per_file, args.seed):
+    from flows.sample import FULL_ROWS, write_sample
+    from flows.schema import MONTH_FILES
+
+    if not args.full and args.rows_per_file < 1:
+        return _fail(f"--rows-per-file must be at least 1, got {args.rows_per_file}")
+    rows = FULL_ROWS if args.full else dict.fromkeys(MONTH_FILES, args.rows_per_file)
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                   console=Console(stderr=True))
+    with bar:
+        tasks = {name: bar.add_task(f"sample {name}", total=n) for name, n in rows.items()}
+        paths = write_sample(args.out, rows, args.seed, progress=lambda name, n: bar.advance(tasks[name], n))
+    for path in paths:
         print(path)
     return EXIT_OK
 
