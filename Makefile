@@ -39,6 +39,9 @@ lint: venv ## ruff check, ruff format --check, mypy flows/, shellcheck on every 
 bench: venv ## time psql \copy vs our loader vs the tutorial's to_sql (BENCH_ROWS=1000000)
 	$(PY) -m benchmarks.load --rows $(BENCH_ROWS)
 
+bench-full: venv ## the full 20.7 M rows: psql \copy x5 vs the whole `ecommerce-etl run` (files cached outside git)
+	$(PY) -m benchmarks.full $(BENCH_FULL_ARGS)
+
 psql: venv ## open psql on the embedded database that `make run` loads
 	$(PY) -c "from flows.localdb import LocalPostgres; import os; s=LocalPostgres('.data/postgres').start(); os.execv(str(s.bin_dir/'psql'), ['psql','-h',str(s.socket_dir),'-U','postgres','ecommerce'])"
 
@@ -52,7 +55,7 @@ lock: ## re-resolve requirements*.lock from pyproject.toml
 clean: ## remove the venv, downloaded data and the embedded database
 	rm -rf $(VENV) data .data
 
-.PHONY: help venv run test lint bench psql server lock clean
+.PHONY: help venv run test lint bench bench-full psql server lock clean
 
 # Component targets (kind, image, e2e...) live beside this file.
 -include mk/*.mk
