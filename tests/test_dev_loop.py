@@ -514,6 +514,10 @@ def test_yaml_value_does_not_depend_on_layout_and_refuses_ambiguity(tmp_path):
     assert proc.stdout.splitlines() == ["dpage/pgadmin4", "9.14", "18"], proc.stderr
     bad = _yaml_value(doc, "unquoted.image.tag")  # 9.10 is the float 9.1 in YAML
     assert bad.returncode == 1 and "unquoted.image.tag must be a non-empty (quoted) string" in bad.stderr
+    listed = tmp_path / "l.yaml"
+    listed.write_text("deploy:\n  helm:\n    releases:\n    - name: etl\n      namespace: ecommerce\n")
+    assert _yaml_value(listed, "deploy.helm.releases.0.name").stdout == "etl\n"
+    assert _yaml_value(listed, "deploy.helm.releases.1.name").returncode == 1
     missing = _yaml_value(doc, "pgadmin.image.digest")
     assert missing.returncode == 1 and "pgadmin.image.digest" in missing.stderr
 

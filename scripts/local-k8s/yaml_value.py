@@ -1,8 +1,9 @@
 """Print scalar values of a YAML file, read with a real YAML parser (PyYAML), one per line.
 
-Usage: yaml_value.py FILE KEY [KEY ...]      KEY is a dotted path: postgresql.image.tag, name
+Usage: yaml_value.py FILE KEY [KEY ...]      KEY is a dotted path: postgresql.image.tag, name, and a number
+                                             picks a list item: deploy.helm.releases.0.name
 The scripts in scripts/local-k8s read kind-config.yaml and the chart's values.yaml only through
-this file (lib.sh: yaml_value, chart_image, LK_CLUSTER), so no script depends on indentation.
+this file (lib.sh: yaml_value, chart_image, lk_cluster), so no script depends on indentation.
 """
 
 from __future__ import annotations
@@ -17,9 +18,12 @@ def lookup(doc: object, key: str) -> str:
     """The string at a dotted path; anything else (missing, a map, a number, empty) is an error."""
     node = doc
     for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
             raise KeyError(f"{key}: no {part!r} there")
-        node = node[part]
     # An unquoted 9.10 is the float 9.1: only a string is an unambiguous image tag or name.
     if not isinstance(node, str) or not node:
         raise ValueError(f"{key} must be a non-empty (quoted) string, got {node!r}")
