@@ -96,7 +96,9 @@ wait_for() {
 }
 log "skaffold dev -p $PROFILE --port-forward=user"
 t=$SECONDS
-skaffold_ dev --port-forward=user --cleanup=true >"$logs/skaffold-dev.log" 2>&1 &
+# Not through skaffold_ (a function would run in a subshell): $! must be skaffold itself, for the SIGINT.
+skaffold dev --kube-context "$ctx" --config "$logs/skaffold-config.yaml" -p "$PROFILE" --port-forward=user \
+  --cleanup=true >"$logs/skaffold-dev.log" 2>&1 &
 dev_pid=$!
 ready='Watching for changes'
 wait_for "$ready" 1 900
