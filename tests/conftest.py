@@ -56,7 +56,7 @@ class PostgresHandle:
 def postgres(tmp_path_factory) -> PostgresHandle:
     base = tmp_path_factory.mktemp("pg")
     password = secrets.token_urlsafe(16)
-    server = LocalPostgres(base / "data", port=free_port(), password=password).start()
+    server = LocalPostgres(base / "data", port=free_port(), password=password, durable=False).start()
     yield PostgresHandle(server=server, password=password)
     server.stop(mode="immediate")
 

@@ -23,6 +23,7 @@ import sqlalchemy as sa
 
 from fault_tools import FILE_ANCHOR, NAMES, Trap, audit, trapped_engine
 from flows import etl
+from flows.settings import get_settings
 from flows.load import CHUNK_BYTES, ensure_schema, load_file
 from flows.localdb import LocalPostgres, free_port
 from flows.sample import write_sample
@@ -203,7 +204,8 @@ class OwnPostgres:
 
 @pytest.fixture(scope="module")
 def own_pg(tmp_path_factory):
-    server = LocalPostgres(tmp_path_factory.mktemp("own-pg") / "data", port=free_port(), password="restart-Pw-7781")
+    server = LocalPostgres(tmp_path_factory.mktemp("own-pg") / "data", port=free_port(), password="restart-Pw-7781",
+                           durable=False)
     server.start()
     yield OwnPostgres(server, "restart-Pw-7781")
     server.stop(mode="immediate")
@@ -227,8 +229,8 @@ def test_postgres_restart_mid_copy_is_retried_by_the_task(own_pg, source, refere
             restarts.append(done)
             own_pg.server.restart()
 
-    flow_env.setattr(etl, "progress_sink", restart_mid_copy)
-    summary = etl.ecommerce_etl(source="local", path=str(source[0].parent))
+    pipeline = etl.make_flows(etl.RunOptions(get_settings(), progress=restart_mid_copy)).pipeline
+    summary = pipeline(source="local", path=str(source[0].parent))
     assert restarts and own_pg.started_at() != before  # the server really went down mid-COPY
     record_property("restarts", len(restarts))
     assert [f["status"] for f in summary["files"]] == ["loaded"] * 3

@@ -14,6 +14,7 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, Fl
 
 from flows import etl
 from flows.sample import write_sample
+from flows.settings import get_settings
 
 CLI = str(Path(sys.executable).parent / "ecommerce-etl")
 
@@ -76,9 +77,9 @@ def test_task_retry_after_a_failure_mid_load_leaves_no_duplicates(pipeline_env, 
             failures.append(name)
             raise ConnectionResetError("injected: connection lost mid-COPY")
 
-    monkeypatch.setattr(etl, "progress_sink", fail_once)
     monkeypatch.setattr(etl.copy_file, "retry_delay_seconds", [0])
-    summary = etl.ecommerce_etl(source="local", path=str(tmp_path / "in"))
+    pipeline = etl.make_flows(etl.RunOptions(get_settings(), progress=fail_once)).pipeline
+    summary = pipeline(source="local", path=str(tmp_path / "in"))
     assert failures == ["2019-Oct.csv"]  # the first attempt really failed...
     assert summary["files"][0]["status"] == "loaded"  # ...and the retry loaded it
     assert rows(pipeline_env, "select count(*), count(distinct source_line) from ecommerce_events") == [(40_000, 40_000)]

@@ -243,7 +243,7 @@ def release(flow_image, tmp_path_factory):
 
     db_secret = cr.find(rendered.docs, "Secret", _fullname("db"))["metadata"]["name"]
     pg = LocalPostgres(work / "pg" / "data", port=free_port(),
-                       password=rendered.secrets[f"{db_secret}/postgres-password"]).start()
+                       password=rendered.secrets[f"{db_secret}/postgres-password"], durable=False).start()
     server_port = free_port()
     loopback = Loopback({pg_svc: (5432, pg.port), f"{pg_svc}-hl": (5432, pg.port),
                          server_svc: (4200, server_port)})

@@ -93,4 +93,6 @@ def test_cli_sample_full_and_rows_per_file_are_exclusive(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["sample", "--out", str(tmp_path), "--full", "--rows-per-file", "10"])
     assert exc.value.code == 2 and "not allowed with argument --full" in capsys.readouterr().err
-    assert main(["sample", "--out", str(tmp_path), "--rows-per-file", "0"]) == 2
+    with pytest.raises(SystemExit) as exc:
+        main(["sample", "--out", str(tmp_path), "--rows-per-file", "0"])
+    assert exc.value.code == 2
