@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml requirements-test.lock
 	@command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON) (Python 3.11)"; exit 2; }
 	@$(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install -q uv
 	$(PYTHON) -m uv venv -q --allow-existing -p $(PYTHON) $(VENV)
-	$(PYTHON) -m uv pip install -q -p $(PY) -r requirements-test.lock
+	$(PYTHON) -m uv pip install -q --compile-bytecode -p $(PY) -r requirements-test.lock
 	$(PYTHON) -m uv pip install -q -p $(PY) --no-deps -e .
 	@touch $@
 

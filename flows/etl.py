@@ -22,8 +22,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from flows import sources
-from flows.events import emit_file_events
+from flows import events, sources
 from flows.load import FileResult, ensure_schema, load_file
 from flows.report import RunReport, file_result
 from flows.schema import ConfigError
@@ -178,7 +177,6 @@ def copy_file(options: RunOptions, path: str, table: str | None, run_id: str) ->
     if result.error:
         result.error = redact(result.error, settings)
     _log_result(result)
-    emit_file_events(result.as_dict(), names.schema, names.table, settings.alert_quarantine_ratio)
     return result.as_dict()
 
 
@@ -216,6 +214,12 @@ def _failed(path: str, error: str) -> FileResult:
     return FileResult(file=printable(Path(path).name), status="failed", error=error)
 
 
+def _emit_events(result: FileResult, settings: Settings, table: str | None, load_file_run: str | None = None) -> None:
+    names = _names(settings, table)
+    related = [events.load_file_run(load_file_run)] if load_file_run else None
+    events.emit_file_events(result.as_dict(), names.schema, names.table, settings.alert_quarantine_ratio, related)
+
+
 def _outcome(path: str, outcome: object, settings: Settings) -> FileResult:
     """A `load-file` run's result: what it returned, what it failed with, or why it crashed."""
     if isinstance(outcome, FileLoadFailed):
@@ -246,7 +250,10 @@ def make_flows(options: RunOptions | None = None) -> Flows:
 
     @flow(name="load-file", flow_run_name="load-{file_name}", log_prints=True)
     def load_one_file(path: str, file_name: str, table: str | None = None, run_id: str = "") -> dict:
-        result = copy_file(current(), path, table, run_id)
+        run = current()
+        result = copy_file(run, path, table, run_id)
+        if flow_run.parent_flow_run_id is None:  # run on its own: nobody else reports this file
+            _emit_events(file_result(result), run.settings, table)
         if result["status"] == "failed":
             raise FileLoadFailed(result)
         return result
@@ -275,13 +282,13 @@ def make_flows(options: RunOptions | None = None) -> Flows:
             if not problem and name in seen:  # the ledger is keyed by file name: a second one would replace the first
                 problem = f"duplicate file name {name}: another file of this run has the same name"
             if problem:
-                failed = _failed(p, problem)
-                emit_file_events(failed.as_dict(), names.schema, names.table, settings.alert_quarantine_ratio)
-                report.files.append(failed)
+                report.files.append(_failed(p, problem))
+                _emit_events(report.files[-1], settings, table)
                 continue
             seen.add(name)
             state = load_one_file(p, name, table, run_id, return_state=True)
             report.files.append(_outcome(p, state.result(raise_on_failure=False), settings))
+            _emit_events(report.files[-1], settings, table, load_file_run=str(state.state_details.flow_run_id))
         _publish(report, settings)
         if report.failed:
             raise LoadFailed(report)

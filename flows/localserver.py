@@ -114,7 +114,7 @@ class LocalPrefectServer:
             "PREFECT_HOME": str(self.home),
             "PREFECT_SERVER_DATABASE_CONNECTION_URL": self.postgres.url(PREFECT_DATABASE, driver="asyncpg"),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "PREFECT_UI_API_URL": self.api_url,
+            "PREFECT_UI_API_URL": "/api",  # relative: the UI works under 127.0.0.1 and localhost alike
         })
         return env
 
