@@ -100,8 +100,10 @@ build_kube_router() {
 
 # skaffold's go.mod pins dependencies with (versioned) replace directives, so `go install
 # module@version` refuses it; build_in_module keeps those replaces. The proxy refuses
-# skaffold's version list, so SKAFFOLD_VERSION is pinned (versions.sh).
+# skaffold's version list, so SKAFFOLD_VERSION is pinned (versions.sh). It gets a Helm 3 of its own
+# (bin/shim.sh puts it first on skaffold's PATH).
 build_skaffold() {
+  HELM_VERSION=$SKAFFOLD_HELM_VERSION build_helm
   LDFLAGS="-X github.com/GoogleContainerTools/skaffold/v2/pkg/skaffold/version.version=$SKAFFOLD_VERSION" \
     build_in_module skaffold github.com/GoogleContainerTools/skaffold/v2 "$SKAFFOLD_VERSION" \
     github.com/GoogleContainerTools/skaffold/v2/cmd/skaffold "$LK_BIN/skaffold-$SKAFFOLD_VERSION/skaffold"

@@ -16,6 +16,8 @@
 : "${KUBE_ROUTER_VERSION:=v2.1.0}"     # NetworkPolicy firewall only (netpol.sh)
 # The Go module proxy refuses skaffold's version list (@latest), so the version is pinned.
 : "${SKAFFOLD_VERSION:=v2.16.1}"
+# skaffold v2.16.1 drives Helm 3 only (it runs `helm version --client`, which Helm 4 removed): its own helm.
+: "${SKAFFOLD_HELM_VERSION:=v3.19.2}"
 : "${DEBIAN_SUITE:=bookworm}"
 : "${DEBIAN_MIRROR:=http://deb.debian.org/debian}"
 

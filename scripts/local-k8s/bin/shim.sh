@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The locally built kind, kubectl, helm and skaffold (bin/<tool> are symlinks to this file).
 # kind and skaffold talk to the local cluster's own Docker engine (engine.sh); the caller's
-# DOCKER_HOST, and so its `docker`, is left alone.
+# DOCKER_HOST, and so its `docker`, is left alone. skaffold gets the Helm 3 it needs first on its PATH.
 set -euo pipefail
 tool=${0##*/}
 # shellcheck source=scripts/local-k8s/versions.sh
@@ -20,6 +20,10 @@ if [ ! -x "$exe" ]; then
   exit 127
 fi
 case $tool in
-  kind | skaffold) export DOCKER_HOST="unix://$LK_DOCKER_SOCK" ;;
+  kind) export DOCKER_HOST="unix://$LK_DOCKER_SOCK" ;;
+  skaffold)
+    export DOCKER_HOST="unix://$LK_DOCKER_SOCK"
+    # Its Helm 3 (`make skaffold` builds it): skaffold v2.16.1 does not speak Helm 4.
+    export PATH="$LK_BIN/helm-$SKAFFOLD_HELM_VERSION:$PATH" ;;
 esac
 exec "$exe" "$@"
