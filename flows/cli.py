@@ -99,22 +99,28 @@ class Target:
     ui_url: str | None  # the Prefect UI the run is shown in
 
 
-def _with_database(settings, args) -> tuple[object, str, bool]:
-    """The settings with the run's database: --database-url, the configured one, or the embedded server."""
+def _external_database(settings, args) -> tuple[object, str] | None:
+    """The settings with the run's database when one is configured: --database-url, else DATABASE_URL/PG*."""
     from pydantic import SecretStr
 
     from flows.settings import normalise_database_url
 
     if args.database_url:
         url = normalise_database_url(args.database_url, "--database-url")
-        return settings.model_copy(update={"database_url": SecretStr(url)}), "the PostgreSQL of --database-url", False
+        return settings.model_copy(update={"database_url": SecretStr(url)}), "the PostgreSQL of --database-url"
     if settings.resolved_database_url():
-        return settings, "the configured PostgreSQL", False
+        return settings, "the configured PostgreSQL"
+    return None
+
+
+def _embedded_database(settings) -> tuple[object, str, bool]:
+    """No database configured: the embedded server under ETL_LOCAL_DIR, database ecommerce."""
+    from pydantic import SecretStr
+
     server = _local_postgres(settings).start()
     server.ensure_database("ecommerce")
-    url = server.url("ecommerce")
     where = f"the embedded PostgreSQL in {settings.local_db_dir.resolve()} (database ecommerce)"
-    return settings.model_copy(update={"database_url": SecretStr(url)}), where, True
+    return settings.model_copy(update={"database_url": SecretStr(server.url("ecommerce"))}), where, True
 
 
 def _prefect_ui(settings) -> str:
@@ -167,9 +173,11 @@ def _prepare(args) -> Target:
     check_arguments(args.source, args.path, args.url)
     if args.source == "kaggle":
         kaggle_login(settings)  # fail now, not after starting servers
-    settings, where, embedded = _with_database(settings, args)
-    _check_database(settings)
-    ui_url = _prefect_ui(settings)
+    external = _external_database(settings, args)
+    if external:
+        _check_database(external[0])
+    ui_url = _prefect_ui(settings)  # refuses a foreign program on its port before starting anything
+    settings, where, embedded = (*external, False) if external else _embedded_database(settings)
     return Target(settings=settings, database=where, embedded_db=embedded, ui_url=ui_url)
 
 
