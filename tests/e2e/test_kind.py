@@ -298,6 +298,7 @@ def log_in_to_pgadmin() -> None:
         tree.wait_for(timeout=60_000)
         tree.dblclick()
         page.get_by_text(f"ecommerce ({RELEASE})", exact=True).first.wait_for(timeout=60_000)
+        page.keyboard.press("Escape")  # pgAdmin asks for the etl password on first connect (by design)
         browser.screenshot(page, "kind-pgadmin-servers")
 
 
