@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import io
 import json
 import os
 import signal
@@ -20,6 +21,7 @@ import sys
 import threading
 import time
 import uuid
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -39,6 +41,7 @@ from prefect.client.schemas.objects import ConcurrencyLimitStrategy, Concurrency
 from prefect.utilities.callables import parameter_schema
 
 from fault_tools import audit
+from test_kaggle import DOWNLOAD_PATH, KEY, LIST_PATH, STORAGE, USER, kaggle_standin  # noqa: F401 - a fixture
 from flows import etl
 from flows.deploy import LOAD_FILE_FLOW, deployment_specs
 from flows.sample import write_sample
@@ -213,7 +216,9 @@ def fanout(prefect_server, postgres, tmp_path_factory):
             job_variables={"working_dir": str(REPO)},
         )
     env = {**os.environ, **prefect_server.env, "DATABASE_URL": database, "ETL_DATA_DIR": str(work / "child-data"),
-           "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "1"}
+           "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "1",
+           # the kaggle client talks to the local stand-in (tests/test_kaggle.py) when one runs
+           "KAGGLE_API_ENVIRONMENT": "LOCALHOST", "KAGGLE_USERNAME": USER, "KAGGLE_KEY": KEY}
     log = work / "worker.log"
     with log.open("w") as out:
         worker = subprocess.Popen([str(Path(sys.executable).parent / "prefect"), "worker", "start", "--pool", pool,
@@ -371,3 +376,27 @@ def test_fan_out_with_a_failing_file_fails_the_run_and_loads_the_others(fanout, 
     assert sorted(requested) == sorted(f"/{Path(u).name}" for u in urls)
     children = {c.name: c.state.type.value for c in deployment_runs(fanout, state.state_details.flow_run_id)}
     assert children == {**{f"load-{p.name}": "COMPLETED" for p in good}, "load-2020-Jan.csv": "FAILED"}
+
+
+def test_fan_out_of_kaggle_downloads_each_file_in_its_own_child(fanout, prefect_api, monkeypatch, tmp_path,
+                                                                kaggle_standin):
+    monkeypatch.setenv("KAGGLE_API_ENVIRONMENT", "LOCALHOST")
+    monkeypatch.setenv("KAGGLE_USERNAME", USER)
+    monkeypatch.setenv("KAGGLE_KEY", KEY)
+    pipeline = fanned_out_pipeline(fanout, monkeypatch, tmp_path)
+    state = pipeline(source="kaggle", table="kaggle_events", return_state=True)
+    assert state.is_completed(), f"{state}\n{fanout['worker_log'].read_text()[-4000:]}"
+    assert [(f["file"], f["rows_loaded"]) for f in state.result()["files"]] == [(f, 300) for f in MONTH_FILES]
+    requests = kaggle_standin.requests
+    # the parent listed the files through the client; it downloaded nothing
+    assert [r["path"] for r in requests].count(LIST_PATH) == 1 and not (tmp_path / "parent-data").exists()
+    # each child asked for its own file, and was served only that file
+    downloads = [r for r in requests if r["path"] == DOWNLOAD_PATH]
+    assert sorted(r["body"].get("fileName") for r in downloads) == sorted(MONTH_FILES)  # never the whole dataset
+    served = [r for r in requests if r["path"].startswith(STORAGE)]
+    assert sorted(r["path"].rsplit("/", 1)[1] for r in served) == sorted(f"{f}.zip" for f in MONTH_FILES)
+    for r in served:
+        with zipfile.ZipFile(io.BytesIO(r["served"])) as zf:
+            assert zf.namelist() == [r["path"].rsplit("/", 1)[1].removesuffix(".zip")]
+    assert dict(rows(fanout["database"], "select source_file, count(*) from kaggle_events group by 1")) == dict.fromkeys(
+        MONTH_FILES, 300)
