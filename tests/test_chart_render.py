@@ -490,8 +490,8 @@ def test_fan_out_values_reach_the_flow_run_env_and_the_hook(flow_run, fan_out_en
     from flows.deploy import LOAD_FILE_DEPLOYMENT
 
     docs = render({"flowRun": flow_run})
-    container = base_job_template(docs)["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]["containers"][0]
-    env = {e["name"]: e.get("value") for e in container["env"]}
+    pod = base_job_template(docs)["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
     assert env.get("ETL_FILE_DEPLOYMENT") == fan_out_env and env["ETL_MAX_PARALLEL_FILES"] == limit
     assert fan_out_env in (None, LOAD_FILE_DEPLOYMENT)  # the deployment `ecommerce-etl deploy` registers
     command = find(docs, "Job", f"{FULL}-deploy")["spec"]["template"]["spec"]["containers"][0]["command"]

@@ -34,14 +34,13 @@ from prefect.client.schemas.filters import (
     ArtifactFilterKey,
     DeploymentFilter,
     DeploymentFilterId,
-    FlowRunFilter,
-    FlowRunFilterId,
 )
 from prefect.client.schemas.objects import ConcurrencyLimitStrategy, ConcurrencyOptions, FlowRun
 from prefect.utilities.callables import parameter_schema
 
 from fault_tools import audit
-from test_kaggle import DOWNLOAD_PATH, KEY, LIST_PATH, STORAGE, USER, kaggle_standin  # noqa: F401 - a fixture
+import test_kaggle
+from test_kaggle import DOWNLOAD_PATH, KEY, LIST_PATH, STORAGE, USER
 from flows import etl
 from flows.deploy import LOAD_FILE_FLOW, deployment_specs
 from flows.sample import write_sample
@@ -54,6 +53,9 @@ REPO = Path(__file__).resolve().parents[1]
 CLI = str(Path(sys.executable).parent / "ecommerce-etl")
 ROWS = 3000
 LIMIT = 2  # the load-file deployment's concurrency limit here: 5 files must queue
+
+
+kaggle_standin = test_kaggle.kaggle_standin  # Kaggle's API on localhost:80 (the fixture)
 
 
 def overlap(intervals: list[tuple[float, float]]) -> int:
@@ -210,7 +212,8 @@ def fanout(prefect_server, postgres, tmp_path_factory):
                                                base_job_template=ProcessWorker.get_default_base_job_template()))
         deployment_id = client.create_deployment(
             flow_id=client.create_flow_from_name(spec.flow), name=name, work_pool_name=pool,
-            entrypoint=spec.entrypoint, parameter_openapi_schema=parameter_schema(etl.load_one_file).model_dump_for_openapi(),
+            entrypoint=spec.entrypoint,
+            parameter_openapi_schema=parameter_schema(etl.load_one_file).model_dump_for_openapi(),
             enforce_parameter_schema=True, concurrency_limit=spec.concurrency_limit,
             concurrency_options=ConcurrencyOptions(collision_strategy=ConcurrencyLimitStrategy.ENQUEUE),
             job_variables={"working_dir": str(REPO)},
@@ -288,7 +291,8 @@ def test_fan_out_runs_one_deployment_run_per_file_within_the_limit(fanout, prefe
     # The summary artifact has one row per file; the parent emitted the per-file events.
     with get_client(sync_client=True) as client:
         (summary_artifact,) = client.read_artifacts(artifact_filter=ArtifactFilter(
-            key=ArtifactFilterKey(any_=[etl.SUMMARY_ARTIFACT_KEY]), flow_run_id=ArtifactFilterFlowRunId(any_=[parent_id])))
+            key=ArtifactFilterKey(any_=[etl.SUMMARY_ARTIFACT_KEY]),
+            flow_run_id=ArtifactFilterFlowRunId(any_=[parent_id])))
     table = json.loads(summary_artifact.data) if isinstance(summary_artifact.data, str) else summary_artifact.data
     assert [(r["file"], r["rows loaded"]) for r in table] == [(f, ROWS) for f in MONTH_FILES]
 
@@ -398,5 +402,5 @@ def test_fan_out_of_kaggle_downloads_each_file_in_its_own_child(fanout, prefect_
     for r in served:
         with zipfile.ZipFile(io.BytesIO(r["served"])) as zf:
             assert zf.namelist() == [r["path"].rsplit("/", 1)[1].removesuffix(".zip")]
-    assert dict(rows(fanout["database"], "select source_file, count(*) from kaggle_events group by 1")) == dict.fromkeys(
-        MONTH_FILES, 300)
+    loaded = dict(rows(fanout["database"], "select source_file, count(*) from kaggle_events group by 1"))
+    assert loaded == dict.fromkeys(MONTH_FILES, 300)

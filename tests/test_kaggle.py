@@ -171,7 +171,8 @@ def test_one_file_through_the_kaggle_client_receives_only_that_file(kaggle_stand
     # one DownloadDataset call naming the file, redirected to that file alone
     api_call, download = kaggle_standin.requests
     assert api_call["path"] == DOWNLOAD_PATH and api_call["body"] == {
-        "ownerSlug": "mkechinov", "datasetSlug": "ecommerce-events-history-in-cosmetics-shop", "fileName": "2019-Dec.csv"}
+        "ownerSlug": "mkechinov", "datasetSlug": "ecommerce-events-history-in-cosmetics-shop",
+        "fileName": "2019-Dec.csv"}
     with zipfile.ZipFile(io.BytesIO(download["served"])) as zf:
         assert zf.namelist() == ["2019-Dec.csv"]
     assert sorted(p.name for p in path.parent.iterdir()) == ["2019-Dec.csv"]  # nothing else was fetched
