@@ -48,7 +48,7 @@ from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 from prefect.context import FlowRunContext
 from prefect.runtime import flow_run
-from prefect.states import Completed, Failed
+from prefect.states import Completed, Failed, State
 
 from flows import events, sources
 from flows.load import FileResult, ensure_schema, load_file
@@ -404,8 +404,8 @@ def _wait_for(children: list[_Child], on_done: Callable[[_Child, FlowRun], None]
             counts: dict[str, int] = {}
             for run in runs:
                 if run.id in by_id:
-                    state = run.state.name if run.state else "Unknown"
-                    counts[state] = counts.get(state, 0) + 1
+                    name = (run.state.name or run.state.type.value) if run.state else "Unknown"
+                    counts[name] = counts.get(name, 0) + 1
             if by_id and counts != last_counts:
                 logger.info("%d of %d file(s) done; waiting: %s", len(children) - len(by_id), len(children),
                             ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
@@ -421,9 +421,9 @@ def _child_result(child: _Child, run: FlowRun) -> FileResult:
             key=ArtifactFilterKey(any_=[FILE_RESULT_ARTIFACT_KEY]), flow_run_id=ArtifactFilterFlowRunId(any_=[run.id])))
         result = parse_file_result(str(artifacts[-1].data)) if artifacts else None
         if child.task_run_id:  # the UI's graph shows the child's outcome on its linking task
-            state = Completed() if run.state and run.state.is_completed() else Failed(
+            outcome: State = Completed() if run.state and run.state.is_completed() else Failed(
                 message=f"load-file run {run.name} ended {run.state.name if run.state else 'unknown'}")
-            client.set_task_run_state(child.task_run_id, state, force=True)
+            client.set_task_run_state(child.task_run_id, outcome, force=True)
     if result:
         return result
     state = run.state

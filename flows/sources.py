@@ -347,7 +347,7 @@ def plan_files(source: str, settings: Settings, *, path: str | None = None, url:
     if source == "sample":
         planned = [PlannedFile(name) for name in MONTH_FILES]
     elif source == "local":
-        planned = [PlannedFile(p.name) for p in local_files(Path(path))]
+        planned = [PlannedFile(p.name) for p in local_files(Path(path or ""))]
     elif source == "url":
         planned = [PlannedFile(url_file_name(u), u) for u in url_list(url)]
         odd = [p.url for p in planned if not p.name.endswith(".csv")]
@@ -375,7 +375,7 @@ def fetch_file(source: str, settings: Settings, file_name: str, *, path: str | N
                                   files=(file_name,))
         return written
     if source == "local":
-        return Path(path) / file_name
+        return Path(path or "") / file_name
     if source == "url":
         if not isinstance(url, str):
             raise ConfigError("a load-file run of --source url takes the one URL of its file")
