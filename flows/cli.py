@@ -216,7 +216,8 @@ def _print_table(report) -> None:
     totals = report.totals
     table.add_row("total", "", *(f"{totals[k]:,}" for k in ("rows_read", "rows_loaded", "rows_quarantined",
                                                              "rows_skipped")), "", "", "")
-    Console(stderr=True).print(table)
+    # a log file or pipe has no width of its own: wide enough that numbers are never cut
+    Console(stderr=True, width=None if sys.stderr.isatty() else 160).print(table)
 
 
 @dataclass
