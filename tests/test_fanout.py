@@ -38,6 +38,7 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import ConcurrencyLimitStrategy, ConcurrencyOptions, FlowRun
 from prefect.utilities.callables import parameter_schema
 
+from concurrency import overlap
 from fault_tools import audit
 import test_kaggle
 from test_kaggle import DOWNLOAD_PATH, KEY, LIST_PATH, STORAGE, USER
@@ -56,16 +57,6 @@ LIMIT = 2  # the load-file deployment's concurrency limit here: 5 files must que
 
 
 kaggle_standin = test_kaggle.kaggle_standin  # Kaggle's API on localhost:80 (the fixture)
-
-
-def overlap(intervals: list[tuple[float, float]]) -> int:
-    """The most intervals open at one instant."""
-    edges = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
-    most = current = 0
-    for _, step in edges:
-        current += step
-        most = max(most, current)
-    return most
 
 
 def read_runs(**filters) -> list[FlowRun]:

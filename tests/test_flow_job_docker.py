@@ -27,6 +27,7 @@ import pytest
 import sqlalchemy as sa
 
 import chart_render as cr
+from concurrency import overlap
 from flows.localdb import LocalPostgres, free_port
 from server_health import wait_healthy
 
@@ -354,15 +355,6 @@ def _job_manifest(release, pool, deployment_id, flow_run_id) -> dict:
     return manifest
 
 
-def _overlap(intervals: list[tuple[float, float]]) -> int:
-    edges = sorted([(a, 1) for a, _ in intervals] + [(b, -1) for _, b in intervals])
-    most = current = 0
-    for _, step in edges:
-        current += step
-        most = max(most, current)
-    return most
-
-
 def _docker_time(text: str) -> float:
     from datetime import datetime
 
@@ -395,7 +387,7 @@ class FileJobs:
 
     def containers_at_most(self) -> int:
         """Containers alive at once, a finished flow run's exit included (docker's own times)."""
-        return _overlap([(_docker_time(j["results"][-1]["inspect"]["State"]["StartedAt"]),
+        return overlap([(_docker_time(j["results"][-1]["inspect"]["State"]["StartedAt"]),
                           _docker_time(j["results"][-1]["inspect"]["State"]["FinishedAt"])) for j in self.jobs])
 
     def _poll(self) -> None:
@@ -539,7 +531,7 @@ def test_flow_run_job_runs_from_image_and_reruns_skip(release, registered):
     assert {c.state.type.value for c in children} == {"COMPLETED"}
     # What the limit bounds: file runs holding a slot (Pending through Running) at once, at most the
     # chart's default maxParallelFiles. A finished run's container may still be exiting meanwhile.
-    runs_at_once = _overlap([(c.start_time.timestamp(), c.end_time.timestamp()) for c in children])
+    runs_at_once = overlap([(c.start_time.timestamp(), c.end_time.timestamp()) for c in children])
     tails = [_docker_time(j["results"][-1]["inspect"]["State"]["FinishedAt"]) - c.end_time.timestamp()
              for j, c in zip(file_jobs.jobs, children)]
     print(f"T4 file runs: at most {runs_at_once} running at once (limit 3); containers alive at once "

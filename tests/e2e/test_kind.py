@@ -31,6 +31,7 @@ import pytest
 import yaml
 
 import browser
+from concurrency import overlap
 from flows.localdb import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(3600)]
@@ -256,15 +257,6 @@ def file_runs(api_url: str, parent_id) -> list:
                 and (await client.read_task_run(r.parent_task_run_id)).flow_run_id == parent_id]
 
     return asyncio.run(_with_client(api_url, read))
-
-
-def overlap(intervals: list[tuple[float, float]]) -> int:
-    edges = sorted([(a, 1) for a, _ in intervals] + [(b, -1) for _, b in intervals])
-    most = current = 0
-    for _, step in edges:
-        current += step
-        most = max(most, current)
-    return most
 
 
 def _timestamp(text: str) -> float:
