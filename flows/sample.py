@@ -222,6 +222,8 @@ def write_sample(
 ) -> list[Path]:
     """Write the monthly files (deterministic for a seed); returns their paths.
 
+    A month's seed comes from its place among the dataset's five months (month_seed), so one month written
+    alone (a `load-file` Job fetching only its file) has the same bytes as in the whole sample.
     `rows_per_file` is one count for every file or a count per file name (FULL_ROWS for the real sizes).
     `progress(file, rows)` is called after each chunk written.
     """
