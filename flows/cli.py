@@ -115,7 +115,7 @@ def _print_summary(summary: dict) -> None:
 
 
 def cmd_run(args) -> int:
-    from flows.schema import ConfigError
+    from flows.errors import ConfigError
     from flows.settings import get_settings, normalise_database_url
 
     try:
@@ -174,7 +174,7 @@ def cmd_sample(args) -> int:
 
 def cmd_deploy(args) -> int:
     from flows.deploy import read_base_job_template, register
-    from flows.schema import ConfigError
+    from flows.errors import ConfigError
 
     try:
         template = read_base_job_template(args.base_job_template)

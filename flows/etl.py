@@ -19,8 +19,7 @@ from prefect.runtime import flow_run
 from flows import sources
 from flows.events import emit_file_events
 from flows.load import FileResult, ensure_schema, load_file
-from flows.schema import ConfigError
-from flows.transform import FileRejected
+from flows.errors import ConfigError, FileRejected
 from flows.settings import get_settings, redact
 from flows.sql import Names
 

@@ -19,10 +19,9 @@ from urllib.parse import urlparse
 
 import httpx
 
+from flows.errors import ConfigError, FileRejected
 from flows.sample import write_sample
-from flows.schema import ConfigError
 from flows.settings import Settings
-from flows.transform import FileRejected
 
 SOURCES = ("sample", "local", "url", "kaggle")
 DownloadProgress = Callable[[int, int | None], None]  # (bytes just received, total bytes or None)

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from flows.sample import write_sample
-from flows.schema import ConfigError
+from flows.errors import ConfigError
 from flows.settings import Settings
 from flows.sources import download_kaggle
 
