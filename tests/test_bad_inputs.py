@@ -23,7 +23,8 @@ from flows import etl
 from flows.load import ensure_schema, load_file
 from flows.schema import CSV_HEADER
 from flows.sources import _unpack
-from flows.transform import MAX_FIELD_CHARS, FileRejected
+from flows.errors import FileRejected
+from flows.transform import MAX_FIELD_CHARS
 
 HEADER = ",".join(CSV_HEADER)
 GOOD = dict(zip(CSV_HEADER, ["2019-10-01 00:00:00 UTC", "view", "5773203", "1487580005134238553", "", "runail",

@@ -5,14 +5,14 @@ import io
 import pandas as pd
 import pytest
 
-from flows.load import iter_records
 from flows.sample import generate_month, write_sample
 from flows.schema import CSV_HEADER, ConfigError, check_identifier
 from flows.settings import Settings, normalise_database_url, redact
+from flows.errors import FileRejected
 from flows.transform import (
     MAX_FIELD_CHARS,
-    FileRejected,
     check_record,
+    iter_records,
     parse_header,
     parse_skip_notice,
     printable,
@@ -26,7 +26,7 @@ GOOD = ["2019-10-01 00:00:00 UTC", "view", "5773203", "1487580005134238553", "",
 
 def test_header_accepts_bom_crlf_and_reordered_columns():
     header = parse_header(b"\xef\xbb\xbf" + HEADER_LINE.replace(b"\n", b"\r\n"))
-    assert header.columns == CSV_HEADER
+    assert header.columns == CSV_HEADER and header.canonical
     assert header.byte_length == len(HEADER_LINE) + 4
     reordered = list(reversed(CSV_HEADER))
     assert parse_header((",".join(reordered) + "\n").encode()).columns == tuple(reordered)
@@ -40,6 +40,10 @@ def test_header_accepts_bom_crlf_and_reordered_columns():
         (HEADER_LINE.replace(b"price", b"cost"), "missing price; unexpected 'cost'"),
         (HEADER_LINE.replace(b"\n", b",price\n"), "duplicated price"),
         (b"\xff\xfe" + HEADER_LINE, "not UTF-8"),
+        # item 2 of issue 13: these used to escape as csv errors and abort the whole run
+        (HEADER_LINE.replace(b"\n", b"\r") + b"2019-10-01 00:00:00 UTC,view\r", "carriage return"),
+        (b"x" * 70_000 + HEADER_LINE, "longer than 65536 bytes"),
+        (b'"event_time,' + HEADER_LINE, "not a CSV header"),
     ],
 )
 def test_header_rejections_say_what_is_wrong(line, message):
@@ -72,11 +76,11 @@ def test_optional_fields_may_be_empty_and_negative_price_is_kept():
     assert check_record(record, header) is None
 
 
-def test_copy_line_restores_canonical_order_and_quotes():
-    reordered = parse_header((",".join(reversed(CSV_HEADER)) + "\n").encode())
-    fields = list(reversed([*GOOD[:5], 'a, "b"', *GOOD[6:]]))
-    line = to_copy_line(fields, reordered, source_line=42)
-    assert line == '2019-10-01 00:00:00 UTC,view,5773203,1487580005134238553,,"a, ""b""",2.62,463240011,26dd6e6e-4dac-4778-8d2c-92e149dab885,42\n'
+def test_copy_line_quotes_every_value_and_leaves_empty_ones_bare():
+    fields = [*GOOD[:4], "", 'a, "b"\r\n', *GOOD[6:8], ""]
+    line = to_copy_line(fields, source_line=42)
+    assert line == ('"2019-10-01 00:00:00 UTC","view","5773203","1487580005134238553",,"a, ""b""\r\n",'
+                    '"2.62","463240011",,42\n')
 
 
 def test_skip_notices_become_reasons():

@@ -33,6 +33,8 @@ def transaction(engine: sa.Engine) -> Iterator[tuple[Any, Any]]:
             conn.invalidate()  # it, not "connection already closed", and keep it out of the pool
         raise
     finally:
+        if conn.dbapi_connection is not None:
+            conn.dbapi_connection.notices = []  # what SQLAlchemy expects of a pooled connection
         conn.close()
 
 
