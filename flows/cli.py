@@ -51,6 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument("--timezone", default="UTC")
     deploy.add_argument("--sample-rows", type=int, default=20_000)
     deploy.add_argument("--wait", type=float, default=120, help="seconds to wait for the Prefect API")
+
+    forget = commands.add_parser(
+        "forget", help="remove a file's rows, quarantine rows and ledger entry (a renamed or deleted file's rows stay "
+                       "until then: exactly-once is keyed by file name)")
+    forget.add_argument("file", help="the file's name as loaded (a path is fine: its last part is the name)")
+    forget.add_argument("--table", help="target table (default ETL_TABLE or ecommerce_events)")
+    forget.add_argument("--database-url", help="PostgreSQL URL; default as for `run`")
     return parser
 
 
@@ -186,10 +193,43 @@ def cmd_deploy(args) -> int:
     return EXIT_OK
 
 
+def cmd_forget(args) -> int:
+    """Remove one file's rows through the ledger, in one transaction under the file's lock."""
+    import sqlalchemy as sa
+
+    from flows.errors import ConfigError
+    from flows.load import forget_file
+    from flows.settings import get_settings, normalise_database_url
+    from flows.sql import Names
+
+    try:
+        settings = get_settings()
+        schema, default_table = settings.checked_names()
+        names = Names(schema, args.table or default_table, table_setting="--table" if args.table else "ETL_TABLE")
+        url = (normalise_database_url(args.database_url, "--database-url") if args.database_url
+               else settings.resolved_database_url() or _local_database(settings))
+    except ConfigError as exc:
+        return _fail(str(exc))
+    engine = sa.create_engine(url)
+    try:
+        forgotten = forget_file(engine, names, Path(args.file).name)
+    except sa.exc.ProgrammingError as exc:  # no ledger table: nothing was ever loaded into this target
+        return _fail(f"{names.schema}.{names.table} has no ledger to forget {args.file} from "
+                     f"({' '.join(str(exc.orig).split())})", EXIT_FILE_FAILED)
+    finally:
+        engine.dispose()
+    if not forgotten.found:
+        return _fail(f"{forgotten.file} is not in the ledger of {names.schema}.{names.table}: nothing to forget",
+                     EXIT_FILE_FAILED)
+    print(f"forgot {forgotten.file}: {forgotten.rows_loaded} rows and {forgotten.rows_quarantined} quarantined rows "
+          f"removed from {names.schema}.{names.table}, ledger entry deleted")
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     args = build_parser().parse_args(argv)
-    return {"run": cmd_run, "sample": cmd_sample, "deploy": cmd_deploy}[args.command](args)
+    return {"run": cmd_run, "sample": cmd_sample, "deploy": cmd_deploy, "forget": cmd_forget}[args.command](args)
 
 
 if __name__ == "__main__":

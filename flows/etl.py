@@ -48,7 +48,8 @@ def _engine() -> sa.Engine:
 def _names(table: str | None) -> Names:
     settings = get_settings()
     schema, default_table = settings.checked_names()
-    return Names(schema, table or default_table)
+    # a bad name is blamed on where it came from: the flow's `table` parameter or ETL_TABLE
+    return Names(schema, table or default_table, table_setting="the flow's table parameter" if table else "ETL_TABLE")
 
 
 # Refusals no retry can fix. libpq reports them as connection failures with only a message,
@@ -116,7 +117,7 @@ def ensure_schema_task(table: str | None) -> None:
 @task(name="copy-file-to-postgres", retries=3, retry_delay_seconds=[2, 10, 30], log_prints=True,
       retry_condition_fn=_retry_unless_config_error)
 def copy_file(path: str, table: str | None, run_id: str) -> dict:
-    """One transaction per attempt, so a retry starts clean (see flows/load.py)."""
+    """One transaction per attempt, so a retry starts clean (see flows/load/)."""
     file = Path(path)
     total = file.stat().st_size if file.exists() else 0
     done = 0

@@ -12,7 +12,7 @@ from typing import Any
 from flows import sql as q
 from flows.errors import FileChanged
 from flows.load.context import LoadContext
-from flows.load.plan import FileStat
+from flows.load.plan import FileStat, file_checksum
 from flows.load.result import Quarantined
 
 
@@ -32,7 +32,7 @@ def commit(ctx: LoadContext, conn: Any, cur: Any, staged: Staged, old_partition:
     if staged.read != staged.loaded + len(staged.quarantined):  # never commit a load that lost rows
         raise RuntimeError(f"{ctx.source_file}: read {staged.read} rows but loaded {staged.loaded} "
                            f"and quarantined {len(staged.quarantined)}")
-    _check_unchanged(ctx)
+    _check_unchanged(ctx, staged.checksum)
     names, partition = ctx.names, ctx.objects.partition
     with ctx.step("commit.assemble"):
         for statement in q.assemble_partition(names, partition, staged.leaves):
@@ -53,12 +53,17 @@ def commit(ctx: LoadContext, conn: Any, cur: Any, staged: Staged, old_partition:
         conn.commit()
 
 
-def _check_unchanged(ctx: LoadContext) -> None:
+def _check_unchanged(ctx: LoadContext, loaded_checksum: str) -> None:
+    """The file is as it was when planned: same size and times, and for a file written moments before
+    the load (whose times cannot tell), the same bytes as those loaded."""
     now = FileStat.of(ctx.path)
     if now != ctx.plan.stat:
         what = "size" if now.size != ctx.plan.stat.size else "modification time"
-        raise FileChanged(f"the file changed while loading (its {what} changed: {ctx.plan.stat.size} -> {now.size} "
+        raise FileChanged(f"the file changed while loading (its {what} changed; {ctx.plan.stat.size} -> {now.size} "
                           "bytes); nothing was committed, load it again once it is complete")
+    if ctx.plan.stat.recently_changed and file_checksum(ctx.path, ctx.plan, ctx.tuning.chunk_bytes) != loaded_checksum:
+        raise FileChanged("the file changed while loading (its bytes differ from those loaded); nothing was "
+                          "committed, load it again once it is complete")
 
 
 def _write_quarantine(cur: Any, ctx: LoadContext, rows: list[Quarantined]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -38,6 +39,15 @@ class FileStat:
     def of(cls, path: Path) -> FileStat:
         st = os.stat(path)
         return cls(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+
+    @property
+    def recently_changed(self) -> bool:
+        """Changed within the last FRESH_SECONDS: the kernel stamps times from a coarse clock, so a
+        write right after this one may keep the same times; only the bytes can tell then."""
+        return self.ctime_ns > time.time_ns() - FRESH_SECONDS * 1_000_000_000
+
+
+FRESH_SECONDS = 2
 
 
 @dataclass(frozen=True)
