@@ -27,6 +27,9 @@ run: venv ## load the bundled sample into an embedded PostgreSQL (ephemeral Pref
 test: venv checkov ## run every test rung (T1-T4; T5 kind skips without a cluster toolchain)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
+fuzz: venv ## differential fuzzing: FUZZ_EXAMPLES (2000) generated files, both load paths against tests/oracle.py
+	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q tests/test_differential.py -k oracle --hypothesis-show-statistics
+
 bench: venv ## time psql \copy vs our loader vs the tutorial's to_sql (BENCH_ROWS=1000000)
 	$(PY) -m benchmarks.load --rows $(BENCH_ROWS)
 
@@ -43,7 +46,7 @@ lock: ## re-resolve requirements*.lock from pyproject.toml
 clean: ## remove the venv, downloaded data and the embedded database
 	rm -rf $(VENV) data .data
 
-.PHONY: help venv run test bench psql server lock clean
+.PHONY: help venv run test fuzz bench psql server lock clean
 
 # Component targets (kind, image, e2e...) live beside this file.
 -include mk/*.mk

@@ -31,7 +31,7 @@ class Names:
         check_identifier(self.schema, "ETL_SCHEMA")
         check_identifier(self.table, self.table_setting)
 
-    def ident(self, suffix: str = "") -> sql.Composed:
+    def ident(self, suffix: str = "") -> sql.Composable:
         return sql.Identifier(self.schema, self.table + suffix)
 
     @property
@@ -174,7 +174,8 @@ def schema_objects(names: Names) -> sql.Composable:
         " FROM pg_class c WHERE c.relnamespace = {schema}::regnamespace AND c.relname = ANY(%(relations)s)"
         " UNION ALL"
         " SELECT 'type', t.typname, t.typtype::text, CASE t.typtype"
-        " WHEN 'e' THEN array(SELECT e.enumlabel::text FROM pg_enum e WHERE e.enumtypid = t.oid ORDER BY e.enumsortorder)"
+        " WHEN 'e' THEN array(SELECT e.enumlabel::text FROM pg_enum e WHERE e.enumtypid = t.oid"
+        " ORDER BY e.enumsortorder)"
         " WHEN 'd' THEN array[format_type(t.typbasetype, NULL)]"
         " WHEN 'c' THEN array[(SELECT r.relname::text FROM pg_class r WHERE r.oid = t.typrelid)]"
         " ELSE array[]::text[] END"
@@ -204,11 +205,11 @@ def create_leaf(names: Names, leaf: str, source_file: str, first_line: int, end_
     """
     leaf_id = sql.Identifier(names.schema, leaf)
     literal = sql.Literal(source_file)
-    line_range = sql.SQL("source_line >= {}").format(sql.Literal(first_line))
+    line_range: sql.Composable = sql.SQL("source_line >= {}").format(sql.Literal(first_line))
     if end_line is not None:
         line_range = sql.SQL("{} AND source_line < {}").format(line_range, sql.Literal(end_line))
-    line_default = sql.SQL("")
-    statements = []
+    line_default: sql.Composable = sql.SQL("")
+    statements: list[sql.Composable] = []
     if sequence:
         seq_id = sql.Identifier(names.schema, sequence)
         # only this transaction draws from it, so a cached sequence still gives contiguous numbers
@@ -247,7 +248,7 @@ def copy_checked(names: Names, leaf: str, file_columns: tuple[str, ...]) -> sql.
 
 def finish_leaf(names: Names, leaf: str, sequence: str | None) -> list[sql.Composable]:
     """DROP COLUMN only marks category_code dropped: no rewrite, whatever the size."""
-    statements = [
+    statements: list[sql.Composable] = [
         sql.SQL(
             "ALTER TABLE {} DROP COLUMN category_code, ALTER COLUMN source_file DROP DEFAULT,"
             " ALTER COLUMN source_line DROP DEFAULT"
@@ -288,7 +289,7 @@ def assemble_partition(names: Names, file_partition: str,
     """The file's partition, made of its segment tables. Every ATTACH is proven by the leaves' CHECK
     constraints, so this costs milliseconds."""
     part_id = sql.Identifier(names.schema, file_partition)
-    statements = [
+    statements: list[sql.Composable] = [
         sql.SQL("CREATE TABLE {} ({}, source_file text NOT NULL, source_line bigint NOT NULL)"
                 " PARTITION BY RANGE (source_line)").format(
             part_id, sql.SQL(", ").join(_column_defs(names, LOADED_COLUMNS))),

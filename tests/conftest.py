@@ -16,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from flows.localdb import LocalPostgres, free_port
+from pg_home import postgres_home
 from server_health import wait_healthy
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,12 +54,15 @@ class PostgresHandle:
 
 
 @pytest.fixture(scope="session")
-def postgres(tmp_path_factory) -> PostgresHandle:
-    base = tmp_path_factory.mktemp("pg")
+def postgres() -> PostgresHandle:
+    """The session's PostgreSQL, in a folder outside pytest's base temp (see pg_home.py)."""
     password = secrets.token_urlsafe(16)
-    server = LocalPostgres(base / "data", port=free_port(), password=password).start()
-    yield PostgresHandle(server=server, password=password)
-    server.stop(mode="immediate")
+    with postgres_home("session") as home:
+        server = LocalPostgres(home / "data", port=free_port(), password=password).start()
+        try:
+            yield PostgresHandle(server=server, password=password)
+        finally:
+            server.stop(mode="immediate")
 
 
 @dataclass

@@ -10,10 +10,10 @@ from __future__ import annotations
 import csv
 import re
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Iterator
 
 COLUMNS = ("event_time", "event_type", "product_id", "category_id", "category_code", "brand", "price",
            "user_id", "user_session")
@@ -165,7 +165,7 @@ def _timestamp(value: str) -> datetime | None:
     if not match:
         return None
     try:
-        return datetime(*map(int, match.groups()), tzinfo=timezone.utc)
+        return datetime(*map(int, match.groups()), tzinfo=UTC)
     except ValueError:
         return None
 

@@ -18,11 +18,11 @@ import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from oracle import COLUMNS, EVENT_TYPES, expected_fate
 
 from flows.load import Tuning, ensure_schema, forget_file, load_file
 from flows.sql import Names
 from flows.transform import reason_class
-from oracle import COLUMNS, EVENT_TYPES, expected_fate
 
 settings.register_profile("ci", max_examples=int(os.environ.get("DIFF_EXAMPLES", "40")), derandomize=True,
                           deadline=None, database=None,
@@ -148,7 +148,8 @@ def csv_file(draw) -> tuple[bytes, bool]:
     records = draw(st.lists(line(mutate), min_size=0, max_size=12))
     if header_names != list(COLUMNS):  # reorder the fields to match the header
         order = [COLUMNS.index(n) for n in header_names]
-        records = [",".join(r.split(",")[i] for i in order) if r.count(",") == 8 and '"' not in r else r for r in records]
+        records = [",".join(r.split(",")[i] for i in order) if r.count(",") == 8 and '"' not in r else r
+                   for r in records]
     endings = st.sampled_from(["\n", "\r\n"]) if mutate else st.just(draw(st.sampled_from(["\n", "\r\n"])))
     text = header + draw(endings)
     for r in records:
@@ -188,8 +189,8 @@ def table_rows(engine, file: str) -> tuple[dict, dict]:
         rows = conn.execute(sa.text(
             "select source_line, event_time, event_type::text, product_id, category_id, brand, price, user_id,"
             " user_session::text from fuzz_events where source_file = :f"), {"f": file}).all()
-        quarantine = conn.execute(sa.text(
-            "select source_line, raw_line, reason from fuzz_events_quarantine where source_file = :f"), {"f": file}).all()
+        quarantine = conn.execute(sa.text("select source_line, raw_line, reason from fuzz_events_quarantine"
+                                          " where source_file = :f"), {"f": file}).all()
     return ({r[0]: tuple(r[1:]) for r in rows}, {r[0]: (r[1], reason_class(r[2])) for r in quarantine})
 
 

@@ -3,7 +3,7 @@
 The only stand-in in the project: Kaggle's API itself (no internet here). kaggle 2.2.5 sends
 `POST /api/v1/datasets.DatasetApiService/DownloadDataset` with HTTP Basic auth to
 http://localhost:80 when KAGGLE_API_ENVIRONMENT=LOCALHOST (its TEST mode, port 7777, is not
-honoured on this path: see ../shared/FACTS.md), and expects the dataset's zip in the response.
+honoured on this path, as measured with kaggle 2.2.5), and expects the dataset's zip in the response.
 """
 
 import base64

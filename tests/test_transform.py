@@ -5,10 +5,10 @@ import io
 import pandas as pd
 import pytest
 
+from flows.errors import FileRejected
 from flows.sample import generate_month, write_sample
 from flows.schema import CSV_HEADER, ConfigError, check_identifier
 from flows.settings import Settings, normalise_database_url, redact
-from flows.errors import FileRejected
 from flows.transform import (
     MAX_FIELD_CHARS,
     check_record,

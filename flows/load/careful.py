@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import bisect
 import io
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO
 
 from flows import sql as q
 from flows.errors import FileChanged

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import collections
 import contextlib
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import psycopg2
 import sqlalchemy as sa
@@ -20,7 +21,7 @@ def transaction(engine: sa.Engine) -> Iterator[tuple[Any, Any]]:
     rolled back on any error and always returned to the pool."""
     conn = engine.raw_connection()
     try:
-        dbapi = conn.dbapi_connection
+        dbapi: Any = conn.dbapi_connection
         dbapi.notices = collections.deque()  # unbounded: every skipped row sends one
         with dbapi.cursor() as cur:
             cur.execute(q.session_setup())
@@ -55,5 +56,5 @@ def drop_quietly(engine: sa.Engine, names: Names, tables: list[str]) -> None:
             for table in tables:
                 cur.execute(q.drop_table(names, table))
             dbapi.commit()
-    except Exception:  # noqa: BLE001 - the original error matters more
+    except Exception:  # noqa: BLE001, S110 - the original error matters more
         pass

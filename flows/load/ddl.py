@@ -9,7 +9,6 @@ import sqlalchemy as sa
 from flows import sql as q
 from flows.errors import ConfigError
 from flows.load.context import Checkpoint
-from flows.load.db import transaction
 from flows.schema import EVENT_TYPES
 from flows.sql import Names
 
@@ -28,7 +27,8 @@ _SIGNATURES = {
 
 
 def ensure_schema(engine: sa.Engine, names: Names, checkpoint: Checkpoint | None = None) -> None:
-    with transaction(engine) as (dbapi, cur):
+    # through SQLAlchemy's connection, so that a refused login arrives as sa.exc.OperationalError
+    with engine.begin() as connection, connection.connection.dbapi_connection.cursor() as cur:
         cur.execute(q.lock_timeout(LOCK_TIMEOUT_SECONDS))
         cur.execute(*q.advisory_xact_lock(names.lock_key("ddl")))
         cur.execute(q.schema_exists(names))
@@ -37,7 +37,7 @@ def ensure_schema(engine: sa.Engine, names: Names, checkpoint: Checkpoint | None
         cur.execute(q.schema_objects(names), {"relations": list(names.public_relations),
                                               "types": [*names.public_relations, *names.public_types]})
         found = cur.fetchall()
-        conflicts = [c for c in map(lambda row: _conflict(names, *row), found) if c]
+        conflicts = [c for c in (_conflict(names, *row) for row in found) if c]
         if conflicts:
             raise ConfigError(f"{names.table_setting}={names.table!r} cannot be used in schema {names.schema}: "
                               + "; ".join(conflicts) + f". Choose another table name ({names.table_setting}), "
@@ -48,11 +48,10 @@ def ensure_schema(engine: sa.Engine, names: Names, checkpoint: Checkpoint | None
                 if checkpoint:
                     checkpoint("schema.create", "before")
                 cur.execute(statement)
-        ledger_columns = next((d for kind, name, _, d in found if kind == "relation" and name == names.table + "_ledger"),
-                              None)
+        ledger = names.table + "_ledger"
+        ledger_columns = next((d for kind, name, _, d in found if kind == "relation" and name == ledger), None)
         if ledger_columns is not None and "size_bytes" not in ledger_columns:
             cur.execute(q.add_ledger_size_column(names))
-        dbapi.commit()
 
 
 def _conflict(names: Names, namespace: str, name: str, kind: str, details: list[str]) -> str | None:

@@ -75,8 +75,8 @@ def _open(engine: sa.Engine, names: Names, path: Path, source_file: str, run_id:
         plan = plan_file(path, header, stat, tuning.parallel, tuning.min_segment_bytes, tuning.block_bytes)
     except OSError as exc:
         raise FileRejected(f"cannot read {path}: {exc.strerror or exc}") from None
-    return LoadContext(engine, names, path, source_file, run_id, plan, FileNames.of(names, source_file, uuid.uuid4().hex[:6]),
-                       tuning, ProgressTotal(progress), checkpoint)
+    objects = FileNames.of(names, source_file, run_key=uuid.uuid4().hex[:6])
+    return LoadContext(engine, names, path, source_file, run_id, plan, objects, tuning, ProgressTotal(progress), checkpoint)
 
 
 def _load(ctx: LoadContext, result: FileResult) -> None:

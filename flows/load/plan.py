@@ -4,6 +4,7 @@ its segments (the unit of parallel COPY), both cut at line starts."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import time
 from dataclasses import dataclass
@@ -152,7 +153,7 @@ def _number_lines(f: BinaryIO, cuts: list[int], size: int) -> list[Segment]:
     segments: list[Segment] = []
     line = 2
     f.seek(cuts[0])
-    for index, (start, end) in enumerate(zip(cuts, cuts[1:])):
+    for index, (start, end) in enumerate(itertools.pairwise(cuts)):
         newlines = 0
         while f.tell() < end:
             data = f.read(min(1 << 20, end - f.tell()))

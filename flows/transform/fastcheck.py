@@ -122,10 +122,16 @@ def _timestamps_ok(chunk: _Chunk, starts: np.ndarray, ends: np.ndarray) -> bool:
     words = [chunk.words[starts + offset] for _, offset in _TIMESTAMP_WORDS]
     if not all(_template_ok(w, t).all() for w, (t, _) in zip(words, _TIMESTAMP_WORDS)):
         return False
-    hour = ((words[1] >> np.uint64(24)) & np.uint64(0xFF)) * np.uint64(10) + ((words[1] >> np.uint64(32)) & np.uint64(0xFF))
-    second = ((words[2] >> np.uint64(8)) & np.uint64(0xFF)) * np.uint64(10) + ((words[2] >> np.uint64(16)) & np.uint64(0xFF))
-    as_digits = np.uint64(ord("0") * 11)  # "HH" as bytes: 10*h + u + 11*'0'
-    return bool((hour - as_digits <= np.uint64(23)).all() and (second - as_digits <= np.uint64(59)).all())
+    hour = _two_digits(words[1], 3)
+    second = _two_digits(words[2], 1)
+    return bool((hour <= 23).all() and (second <= 59).all())
+
+
+def _two_digits(words: np.ndarray, byte: int) -> np.ndarray:
+    """The number written by the two digit bytes at `byte` and `byte + 1` of each word."""
+    tens = (words >> np.uint64(8 * byte)) & np.uint64(0xFF)
+    units = (words >> np.uint64(8 * byte + 8)) & np.uint64(0xFF)
+    return (tens * np.uint64(10) + units - np.uint64(ord("0") * 11)).astype(np.int64)
 
 
 def _numbers_ok(chunk: _Chunk, starts: np.ndarray, ends: np.ndarray, decimal_point: np.ndarray) -> bool:

@@ -4,9 +4,9 @@ both load paths, and the careful path's re-serialised COPY line."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Callable
 
 from flows.schema import COLUMNS_BY_NAME, EVENT_TIME_SUFFIX, EVENT_TYPES
 from flows.transform.header import Header
@@ -26,8 +26,9 @@ def _timestamp(value: str) -> bool:
     match = _TIMESTAMP.fullmatch(value)
     if not match:
         return False
+    year, month, day, hour, minute, second = map(int, match.groups())
     try:
-        datetime(*map(int, match.groups()))
+        datetime(year, month, day, hour, minute, second)
     except ValueError:  # 30 February, hour 24, second 60, year 0...
         return False
     return True
@@ -93,7 +94,7 @@ def to_copy_line(fields: list[str], source_line: int) -> str:
 
 _SKIP_NOTICE = re.compile(
     r'skipping row due to data type incompatibility at line (\d+) for column "([^"]+)": (null input|"(.*)")$',
-    re.S,
+    re.DOTALL,
 )
 
 
@@ -118,7 +119,7 @@ def parse_skip_notice(notice: str) -> SkippedRow | None:
     return SkippedRow(copy_line=line, reason=reason)
 
 
-_QUOTED_VALUE = re.compile(r'^(\w+): ".*" (is not |has no )', re.S)
+_QUOTED_VALUE = re.compile(r'^(\w+): ".*" (is not |has no )', re.DOTALL)
 _FIELD_LENGTH = re.compile(r"^(\w+): field of \d+ characters exceeds (\d+)$")
 _FIELD_COUNT = re.compile(r"^(expected \d+ fields), found \d+$")
 

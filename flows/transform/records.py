@@ -5,7 +5,7 @@ from __future__ import annotations
 import collections
 import csv
 import re
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 MAX_RECORD_BYTES = 131_072  # bounds memory when a stray quote swallows the rest of a file; csv's own field
 # limit (131,072 characters) can then never be reached, so its error never cuts a record short
