@@ -15,14 +15,17 @@ $(VENV)/.installed: pyproject.toml requirements-test.lock
 	@command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON) (Python 3.11)"; exit 2; }
 	@$(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install -q uv
 	$(PYTHON) -m uv venv -q --allow-existing -p $(PYTHON) $(VENV)
-	$(PYTHON) -m uv pip install -q -p $(PY) -r requirements-test.lock
+	$(PYTHON) -m uv pip install -q --compile-bytecode -p $(PY) -r requirements-test.lock
 	$(PYTHON) -m uv pip install -q -p $(PY) --no-deps -e .
 	@touch $@
 
 venv: $(VENV)/.installed ## create .venv with the locked dependencies
 
-run: venv ## load the bundled sample into an embedded PostgreSQL (ephemeral Prefect)
+run: venv ## load the bundled sample into the embedded PostgreSQL; runs kept in the local Prefect UI (127.0.0.1:4200)
 	$(VENV)/bin/ecommerce-etl run --source sample
+
+stop: ## stop the local Prefect server and the embedded PostgreSQL that `make run` started
+	@if [ -x $(VENV)/bin/ecommerce-etl ]; then $(VENV)/bin/ecommerce-etl stop; else echo "nothing to stop (no .venv)"; fi
 
 test: venv checkov ## run every test rung (T1-T4; T5 kind skips without a cluster toolchain)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
@@ -34,19 +37,19 @@ bench: venv ## time psql \copy vs our loader vs the tutorial's to_sql (BENCH_ROW
 	$(PY) -m benchmarks.load --rows $(BENCH_ROWS)
 
 psql: venv ## open psql on the embedded database that `make run` loads
-	$(PY) -c "from flows.localdb import LocalPostgres; import os; s=LocalPostgres('.data/postgres').start(); os.execv(str(s.bin_dir/'psql'), ['psql','-h',str(s.socket_dir),'-U','postgres','ecommerce'])"
+	$(PY) -c "from flows.localdb import LocalPostgres; from flows.settings import get_settings; import os; s=LocalPostgres(get_settings().local_db_dir).start(); os.execv(str(s.bin_dir/'psql'), ['psql','-h',str(s.socket_dir),'-U','postgres','ecommerce'])"
 
-server: venv ## run a local Prefect server with its UI on http://127.0.0.1:4200
-	$(VENV)/bin/prefect server start --host 127.0.0.1 --port 4200
+server: venv ## start (or reuse) the local Prefect server with its UI on http://127.0.0.1:4200, in the background
+	$(VENV)/bin/ecommerce-etl server
 
 lock: ## re-resolve requirements*.lock from pyproject.toml
 	uv pip compile pyproject.toml --python-version 3.11 -q -o requirements.lock
 	uv pip compile pyproject.toml --extra test --python-version 3.11 -q -o requirements-test.lock
 
-clean: ## remove the venv, downloaded data and the embedded database
+clean: stop ## stop the local servers, remove the venv, downloaded data and the embedded database
 	rm -rf $(VENV) data .data
 
-.PHONY: help venv run test fuzz bench psql server lock clean
+.PHONY: help venv run stop test fuzz bench psql server lock clean
 
 # Component targets (kind, image, e2e...) live beside this file.
 -include mk/*.mk

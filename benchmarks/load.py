@@ -78,7 +78,7 @@ def main() -> None:
         (path,) = write_sample(work / "in", rows_per_file=args.rows, files=("2019-Oct.csv",))
         size_mb = path.stat().st_size / 2**20
         print(f"{args.rows:,} rows, {size_mb:.0f} MB CSV, PostgreSQL 18 (embedded), one server for all three")
-        server = LocalPostgres(work / "pg").start()
+        server = LocalPostgres(work / "pg", durable=False).start()
         server.psql("CREATE DATABASE bench")
         url = server.url("bench")
         engine = sa.create_engine(url)

@@ -1,6 +1,6 @@
-"""`ecommerce-etl`: run the pipeline, write the sample, register deployments.
+"""`ecommerce-etl`: run the pipeline, write the sample, register deployments, manage the local servers.
 
-Exit codes: 0 every file loaded or skipped, 1 a file failed, 2 a usage or configuration error.
+Exit codes: 0 every file loaded or skipped, 1 a file (or the source) failed, 2 a usage or configuration error.
 """
 
 from __future__ import annotations
@@ -11,15 +11,27 @@ import contextlib
 import json
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 EXIT_OK, EXIT_FILE_FAILED, EXIT_CONFIG = 0, 1, 2
+PSQL_HINT = "make psql"
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # argparse exits 2 too; keep its message, name the help
         self.print_usage(sys.stderr)
         self.exit(EXIT_CONFIG, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number of rows")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,15 +45,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--path", help="folder of .csv files (--source local)")
     run.add_argument("--url", help="http(s) .csv, .csv.gz or .zip (--source url)")
     run.add_argument("--files", help="comma-separated file names to load, e.g. 2019-Oct.csv,2019-Nov.csv")
-    run.add_argument("--rows-per-file", type=int, help="sample rows per monthly file (--source sample)")
+    run.add_argument("--rows-per-file", type=_positive_int, help="sample rows per monthly file (--source sample)")
     run.add_argument("--database-url", help="PostgreSQL URL; default DATABASE_URL, then PG* variables, "
-                                            "then an embedded PostgreSQL under ETL_LOCAL_DB_DIR")
+                                            "then an embedded PostgreSQL under ETL_LOCAL_DIR")
     run.add_argument("--table", help="target table (default ETL_TABLE or ecommerce_events)")
     run.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
 
     sample = commands.add_parser("sample", help="write the deterministic sample CSVs")
     sample.add_argument("--out", required=True, type=Path)
-    sample.add_argument("--rows-per-file", type=int, default=20_000)
+    sample.add_argument("--rows-per-file", type=_positive_int, default=20_000)
     sample.add_argument("--seed", type=int, default=20191001)
 
     deploy = commands.add_parser("deploy", help="create/update the Kubernetes work pool and deployments")
@@ -51,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument("--timezone", default="UTC")
     deploy.add_argument("--sample-rows", type=int, default=20_000)
     deploy.add_argument("--wait", type=float, default=120, help="seconds to wait for the Prefect API")
+
+    commands.add_parser("server", help="start (or reuse) the local Prefect server and UI on 127.0.0.1:ETL_PREFECT_PORT")
+    commands.add_parser("stop", help="stop the local Prefect server and the embedded PostgreSQL")
 
     forget = commands.add_parser(
         "forget", help="remove a file's rows, quarantine rows and ledger entry (a renamed or deleted file's rows stay "
@@ -68,23 +83,112 @@ def _fail(message: str, code: int = EXIT_CONFIG) -> int:
     return code
 
 
-def _local_database(settings) -> str:
+# --- where a run goes: the database and the Prefect server ------------------------------------
+
+
+def _local_postgres(settings):
     from flows.localdb import LocalPostgres
 
-    server = LocalPostgres(settings.local_db_dir).start()
-    server.psql("SELECT 1")
-    if server.psql("SELECT 1 FROM pg_database WHERE datname = 'ecommerce'").strip() != "1":
-        server.psql("CREATE DATABASE ecommerce")
-    return server.url("ecommerce")
+    return LocalPostgres(settings.local_db_dir)
+
+
+def _local_prefect(settings):
+    from flows.localserver import LocalPrefectServer
+
+    return LocalPrefectServer(settings.local_dir.resolve(), settings.prefect_port, _local_postgres(settings))
+
+
+@dataclass
+class Target:
+    settings: object  # flows.settings.Settings, with the run's overrides applied
+    database: str  # where the data goes, for people
+    embedded_db: bool
+    ui_url: str | None  # the Prefect UI the run is shown in
+
+
+def _with_database(settings, args) -> tuple[object, str, bool]:
+    """The settings with the run's database: --database-url, the configured one, or the embedded server."""
+    from pydantic import SecretStr
+
+    from flows.settings import normalise_database_url
+
+    if args.database_url:
+        url = normalise_database_url(args.database_url, "--database-url")
+        return settings.model_copy(update={"database_url": SecretStr(url)}), "the PostgreSQL of --database-url", False
+    if settings.resolved_database_url():
+        return settings, "the configured PostgreSQL", False
+    server = _local_postgres(settings).start()
+    server.ensure_database("ecommerce")
+    url = server.url("ecommerce")
+    where = f"the embedded PostgreSQL in {settings.local_db_dir.resolve()} (database ecommerce)"
+    return settings.model_copy(update={"database_url": SecretStr(url)}), where, True
+
+
+def _prefect_ui(settings) -> str:
+    """Point Prefect at the user's server, or at the local one (started or reused); returns the UI URL.
+
+    This runs before anything imports prefect, which reads PREFECT_API_URL once, on import."""
+    from flows.localserver import configured_api_url
+
+    api = configured_api_url()
+    if api:
+        return api.rstrip("/").removesuffix("/api")
+    server = _local_prefect(settings)
+    if not server.is_running():
+        print(f"Starting the local Prefect server on {server.ui_url} (the first start sets up its database; "
+              f"log: {server.log_file})", file=sys.stderr)
+    server.ensure_running()
+    os.environ["PREFECT_API_URL"] = server.api_url
+    return server.ui_url
+
+
+def _check_database(settings) -> None:
+    """One connection before anything starts: a wrong or unreachable database fails now, clearly."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(settings.resolved_database_url(), connect_args={"connect_timeout": 10})
+    try:
+        with engine.connect():
+            pass
+    except sa.exc.OperationalError as exc:
+        reason = " ".join(str(exc.orig).split())
+        from flows.errors import ConfigError
+
+        raise ConfigError(f"cannot use the database: {reason} "
+                          "(check DATABASE_URL or PGHOST/PGPORT/PGUSER/PGPASSWORD/PGDATABASE)") from None
+    finally:
+        engine.dispose()
+
+
+def _prepare(args) -> Target:
+    """Every check that needs no Prefect, then the servers; raises ConfigError naming the setting."""
+    from flows.settings import get_settings
+    from flows.sources import check_arguments, kaggle_login
+
+    settings = get_settings()
+    settings.checked_names()
+    if args.table:
+        from flows.schema import check_identifier
+
+        check_identifier(args.table, "--table")
+    check_arguments(args.source, args.path, args.url)
+    if args.source == "kaggle":
+        kaggle_login(settings)  # fail now, not after starting servers
+    settings, where, embedded = _with_database(settings, args)
+    _check_database(settings)
+    ui_url = _prefect_ui(settings)
+    return Target(settings=settings, database=where, embedded_db=embedded, ui_url=ui_url)
+
+
+# --- output ------------------------------------------------------------------------------------
 
 
 @contextlib.contextmanager
 def _progress_bars(enabled: bool):
-    """Rich progress bars fed by the load stage (on stderr, so --json stays clean)."""
-    from flows import etl
-
+    """Rich progress bars, one per file, fed by the load stage (on stderr, so --json stays clean);
+    yields the callback for RunOptions.progress, or None."""
     if not enabled:
-        yield
+        yield None
         return
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
@@ -93,82 +197,106 @@ def _progress_bars(enabled: bool):
                     TimeRemainingColumn(), console=Console(stderr=True), transient=False)
     tasks: dict[str, int] = {}
 
-    def sink(name: str, done: int, total: int) -> None:
+    def update(name: str, done: int, total: int) -> None:
         if name not in tasks:
             tasks[name] = bars.add_task(name, total=total or None)
         bars.update(tasks[name], completed=done)
 
-    etl.progress_sink = sink
-    try:
-        with bars:
-            yield
-    finally:
-        etl.progress_sink = None
+    with bars:
+        yield update
 
 
-def _print_summary(summary: dict) -> None:
+def _print_table(report) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from flows.report import SUMMARY_COLUMNS
+
     table = Table(title="ecommerce-etl")
-    for column in ("file", "status", "rows read", "rows loaded", "rows quarantined", "error"):
-        table.add_column(column)
-    for f in summary["files"]:
-        table.add_row(f["file"], f["status"], f"{f['rows_read']:,}", f"{f['rows_loaded']:,}",
-                      f"{f['rows_quarantined']:,}", f["error"] or "")
-    table.add_row("total", "", f"{summary['rows_read']:,}", f"{summary['rows_loaded']:,}",
-                  f"{summary['rows_quarantined']:,}", "")
-    Console(stderr=True).print(table)
+    for title, _ in SUMMARY_COLUMNS:
+        table.add_column(title, justify="left" if title in ("file", "status", "error") else "right")
+    for row in report.summary_rows():
+        table.add_row(*(f"{v:,}" if isinstance(v, int) else str(v) for v in row.values()))
+    totals = report.totals
+    table.add_row("total", "", *(f"{totals[k]:,}" for k in ("rows_read", "rows_loaded", "rows_quarantined",
+                                                             "rows_skipped")), "", "", "")
+    # a log file or pipe has no width of its own: wide enough that numbers are never cut
+    Console(stderr=True, width=None if sys.stderr.isatty() else 160).print(table)
+
+
+@dataclass
+class Outcome:
+    code: int
+    report: object | None = None  # flows.report.RunReport
+    error: str | None = None
+    flow_run_url: str | None = None
+
+    def as_json(self) -> dict:
+        from flows.settings import redact
+
+        status = {EXIT_OK: "ok", EXIT_FILE_FAILED: "failed"}.get(self.code, "error")
+        body = self.report.as_json() if self.report else {"files": [], "rows_read": 0, "rows_loaded": 0,
+                                                          "rows_quarantined": 0, "rows_skipped": 0}
+        return {"status": status, "exit_code": self.code, "error": redact(self.error) if self.error else None,
+                "flow_run_url": self.flow_run_url, **body}
+
+
+def _emit(outcome: Outcome, as_json: bool, target: Target | None, table: str) -> int:
+    if as_json:
+        print(json.dumps(outcome.as_json()))
+    if outcome.error:
+        _fail(outcome.error, outcome.code)
+    if as_json:
+        return outcome.code
+    if outcome.report:
+        _print_table(outcome.report)
+    if target:
+        query = f"`{PSQL_HINT}`" if target.embedded_db else "psql with your DATABASE_URL"
+        print(f"Data: {target.database}, table {table}; query it with {query}", file=sys.stderr)
+    if outcome.flow_run_url:
+        print(f"Flow run in the Prefect UI: {outcome.flow_run_url}", file=sys.stderr)
+    return outcome.code
+
+
+# --- commands ----------------------------------------------------------------------------------
+
+
+def _run_flow(args, target: Target, progress) -> Outcome:
+    from flows.etl import LoadFailed, RunOptions, make_flows
+    from flows.errors import ConfigError
+
+    files = [f.strip() for f in args.files.split(",") if f.strip()] if args.files else None
+    pipeline = make_flows(RunOptions(settings=target.settings, progress=progress)).pipeline
+    state = pipeline(source=args.source, path=args.path, url=args.url, files=files, table=args.table,
+                     rows_per_file=args.rows_per_file, return_state=True)
+    url = f"{target.ui_url}/runs/flow-run/{state.state_details.flow_run_id}" if target.ui_url else None
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, LoadFailed):
+        return Outcome(EXIT_FILE_FAILED, report=result.report, flow_run_url=url)
+    if isinstance(result, ConfigError):
+        return Outcome(EXIT_CONFIG, error=str(result), flow_run_url=url)
+    if isinstance(result, BaseException):  # the source failed (404, corrupt archive...) or retries ran out
+        return Outcome(EXIT_FILE_FAILED, error=f"{type(result).__name__}: {result}", flow_run_url=url)
+    from flows.report import RunReport, file_result
+
+    report = RunReport(files=[file_result(f) for f in result["files"]], source=args.source)
+    return Outcome(EXIT_OK, report=report, flow_run_url=url)
 
 
 def cmd_run(args) -> int:
     from flows.errors import ConfigError
-    from flows.settings import get_settings, normalise_database_url
 
+    target = None
     try:
-        if args.database_url:
-            os.environ["DATABASE_URL"] = normalise_database_url(args.database_url, "--database-url")
-        settings = get_settings()
-        settings.checked_names()
-        if args.table:
-            from flows.schema import check_identifier
-
-            check_identifier(args.table, "--table")
-        from flows.sources import check_arguments, kaggle_login
-
-        check_arguments(args.source, args.path, args.url)
-        if args.source == "kaggle":
-            kaggle_login(settings)  # fail now, not after starting servers
-        if settings.resolved_database_url() is None:
-            os.environ["DATABASE_URL"] = _local_database(settings)
-            where_db = f"embedded PostgreSQL in {settings.local_db_dir.resolve()} (database ecommerce)"
-        else:
-            where_db = "the configured PostgreSQL"
-        files = [f.strip() for f in args.files.split(",") if f.strip()] if args.files else None
+        target = _prepare(args)
+        with contextlib.redirect_stdout(sys.stderr), _progress_bars(not args.json and sys.stderr.isatty()) as bars:
+            outcome = _run_flow(args, target, bars)
     except ConfigError as exc:
-        return _fail(str(exc))
-
-    from flows.etl import LoadFailed, ecommerce_etl
-
-    code = EXIT_OK
-    with contextlib.redirect_stdout(sys.stderr), _progress_bars(not args.json and sys.stderr.isatty()):
-        try:
-            summary = ecommerce_etl(source=args.source, path=args.path, url=args.url, files=files,
-                                    table=args.table, rows_per_file=args.rows_per_file)
-        except LoadFailed as exc:
-            summary, code = exc.summary, EXIT_FILE_FAILED
-        except ConfigError as exc:
-            return _fail(str(exc))
-    if args.json:
-        print(json.dumps(summary))
-    else:
-        _print_summary(summary)
-        api = os.environ.get("PREFECT_API_URL")
-        print(f"Data: {where_db}, table {args.table or settings.table}", file=sys.stderr)
-        print(f"Prefect UI: {api.removesuffix('/api')}" if api else
-              "Prefect: ran on an ephemeral local server; start `make server` and set "
-              "PREFECT_API_URL=http://127.0.0.1:4200/api to keep runs in a UI", file=sys.stderr)
-    return code
+        outcome = Outcome(EXIT_CONFIG, error=str(exc))
+    except Exception as exc:  # noqa: BLE001 - --json promises one object on every path
+        outcome = Outcome(EXIT_FILE_FAILED, error=f"{type(exc).__name__}: {exc}")
+    table = args.table or (target.settings.table if target else "ecommerce_events")
+    return _emit(outcome, args.json, target, table)
 
 
 def cmd_sample(args) -> int:
@@ -193,24 +321,53 @@ def cmd_deploy(args) -> int:
     return EXIT_OK
 
 
+def cmd_server(args) -> int:
+    from flows.errors import ConfigError
+    from flows.settings import get_settings
+
+    try:
+        server = _local_prefect(get_settings())
+        action = server.ensure_running()
+    except ConfigError as exc:
+        return _fail(str(exc))
+    print(f"Prefect UI ({action}): {server.ui_url}  (log: {server.log_file}; stop it with `make stop`)")
+    return EXIT_OK
+
+
+def cmd_stop(args) -> int:
+    from flows.errors import ConfigError
+    from flows.settings import get_settings
+
+    try:
+        settings = get_settings()
+    except ConfigError as exc:
+        return _fail(str(exc))
+    server_was_up = _local_prefect(settings).stop()
+    postgres = _local_postgres(settings)
+    db_was_up = postgres.is_running()
+    postgres.stop()
+    print(f"local Prefect server: {'stopped' if server_was_up else 'was not running'}; "
+          f"embedded PostgreSQL: {'stopped' if db_was_up else 'was not running'}")
+    return EXIT_OK
+
+
 def cmd_forget(args) -> int:
     """Remove one file's rows through the ledger, in one transaction under the file's lock."""
     import sqlalchemy as sa
 
     from flows.errors import ConfigError
     from flows.load import forget_file
-    from flows.settings import get_settings, normalise_database_url
+    from flows.settings import get_settings
     from flows.sql import Names
 
     try:
         settings = get_settings()
         schema, default_table = settings.checked_names()
         names = Names(schema, args.table or default_table, table_setting="--table" if args.table else "ETL_TABLE")
-        url = (normalise_database_url(args.database_url, "--database-url") if args.database_url
-               else settings.resolved_database_url() or _local_database(settings))
+        settings, _where, _embedded = _with_database(settings, args)
     except ConfigError as exc:
         return _fail(str(exc))
-    engine = sa.create_engine(url)
+    engine = sa.create_engine(settings.resolved_database_url())
     try:
         forgotten = forget_file(engine, names, Path(args.file).name)
     except sa.exc.ProgrammingError as exc:  # no ledger table: nothing was ever loaded into this target
@@ -229,7 +386,9 @@ def cmd_forget(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     args = build_parser().parse_args(argv)
-    return {"run": cmd_run, "sample": cmd_sample, "deploy": cmd_deploy, "forget": cmd_forget}[args.command](args)
+    commands = {"run": cmd_run, "sample": cmd_sample, "deploy": cmd_deploy, "server": cmd_server, "stop": cmd_stop,
+                "forget": cmd_forget}
+    return commands[args.command](args)
 
 
 if __name__ == "__main__":

@@ -37,14 +37,19 @@ class LocalPostgres:
     Always listens on a unix socket inside `pgdata`; with `port`, also on 127.0.0.1 with
     scram password auth (the superuser's password is `password`), so containers on the
     host network can reach it like a real server.
+
+    `durable=False` turns fsync and full-page writes off: only for throw-away test and
+    benchmark servers. The server of `make run` holds the user's data and run history.
     """
 
     SYSTEM_USER = "embedded_postgres"  # postgres refuses to run as root
 
-    def __init__(self, pgdata: Path | str, port: int | None = None, password: str | None = None):
+    def __init__(self, pgdata: Path | str, port: int | None = None, password: str | None = None,
+                 durable: bool = True):
         self.pgdata = Path(pgdata).expanduser().resolve()
         self.port = port
         self.password = password
+        self.durable = durable
         self.socket_dir = self.pgdata
         self._run_as = self.SYSTEM_USER if os.geteuid() == 0 else None
 
@@ -104,7 +109,9 @@ class LocalPostgres:
         if self.is_running():
             return self
         listen = f"-h 127.0.0.1 -p {self.port}" if self.port else "-h '' -p 5432"
-        options = f"{listen} -k {self.socket_dir} -c fsync=off -c full_page_writes=off"
+        options = f"{listen} -k {self.socket_dir}"
+        if not self.durable:
+            options += " -c fsync=off -c full_page_writes=off"
         self._cmd(
             "pg_ctl", "-D", str(self.pgdata), "-w", "-t", "60", "-o", options,
             "-l", str(self.pgdata / "server.log"), "start", timeout=90,
@@ -114,6 +121,10 @@ class LocalPostgres:
     def stop(self, mode: str = "fast") -> None:
         if self.is_running():
             self._cmd("pg_ctl", "-D", str(self.pgdata), "-w", "-m", mode, "stop")
+
+    def ensure_database(self, name: str) -> None:
+        if self.psql(f"SELECT 1 FROM pg_database WHERE datname = '{name}'").strip() != "1":
+            self.psql(f'CREATE DATABASE "{name}"')
 
     def restart(self) -> None:
         self.stop()

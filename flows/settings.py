@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import quote
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -30,7 +30,11 @@ class Settings(BaseSettings):
     table: str = Field("ecommerce_events", validation_alias="ETL_TABLE")
     db_schema: str = Field("public", validation_alias=AliasChoices("ETL_SCHEMA"))
     data_dir: Path = Field(Path("data"), validation_alias="ETL_DATA_DIR")
-    local_db_dir: Path = Field(Path(".data/postgres"), validation_alias="ETL_LOCAL_DB_DIR")
+    # `make run`'s local state: the embedded PostgreSQL and the local Prefect server's pid, log and home
+    local_dir: Path = Field(Path(".data"), validation_alias="ETL_LOCAL_DIR")
+    local_db_dir_override: Path | None = Field(None, validation_alias="ETL_LOCAL_DB_DIR")
+    # the local Prefect server's UI and API (127.0.0.1), started when PREFECT_API_URL is not set
+    prefect_port: int = Field(4200, ge=1, le=65535, validation_alias="ETL_PREFECT_PORT")
     sample_rows_per_file: int = Field(20_000, ge=1, validation_alias="ETL_SAMPLE_ROWS_PER_FILE")
     # COPY connections per file; the database server needs that many free cores to gain
     copy_parallelism: int = Field(2, ge=1, le=16, validation_alias="ETL_COPY_PARALLELISM")
@@ -52,6 +56,10 @@ class Settings(BaseSettings):
             auth = quote(self.pguser) + (":" + quote(password, safe="") if password else "")
             return f"postgresql+psycopg2://{auth}@{self.pghost}:{self.pgport}/{quote(self.pgdatabase)}"
         return None
+
+    @property
+    def local_db_dir(self) -> Path:
+        return self.local_db_dir_override or self.local_dir / "postgres"
 
     def checked_names(self) -> tuple[str, str]:
         return check_identifier(self.db_schema, "ETL_SCHEMA"), check_identifier(self.table, "ETL_TABLE")
@@ -96,4 +104,23 @@ def redact(text: str, settings: Settings | None = None) -> str:
 
 
 def get_settings() -> Settings:
-    return Settings()
+    """The settings from the environment and .env; a bad value is a ConfigError naming the variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else ""
+            variable = _ENV_NAMES.get(field, field or "a setting")
+            shown = "" if variable in _SECRET_VARIABLES else f" (got {error.get('input')!r})"
+            problems.append(f"{variable}: {error['msg']}{shown}")
+        raise ConfigError("invalid setting: " + "; ".join(problems)) from None
+
+
+# field name -> its environment variable, for error messages
+_ENV_NAMES = {
+    name: str(f.validation_alias.choices[0] if isinstance(f.validation_alias, AliasChoices) else f.validation_alias)
+    for name, f in Settings.model_fields.items()
+}
+_SECRET_VARIABLES = {_ENV_NAMES[name] for name, f in Settings.model_fields.items() if "SecretStr" in str(f.annotation)}
+_ENV_NAMES.update({v: v for v in list(_ENV_NAMES.values())})  # pydantic may report the alias itself

@@ -58,7 +58,7 @@ def postgres() -> PostgresHandle:
     """The session's PostgreSQL, in a folder outside pytest's base temp (see pg_home.py)."""
     password = secrets.token_urlsafe(16)
     with postgres_home("session") as home:
-        server = LocalPostgres(home / "data", port=free_port(), password=password).start()
+        server = LocalPostgres(home / "data", port=free_port(), password=password, durable=False).start()
         try:
             yield PostgresHandle(server=server, password=password)
         finally:

@@ -214,7 +214,7 @@ def test_duplicate_file_names_in_one_run_fail_the_second(prefect_api, data_db, t
     (folder / "2019-Nov.csv").write_bytes(lines())
     with pytest.raises(etl.LoadFailed) as failed:
         etl.ecommerce_etl(source="local", path=str(folder), files=["2019-Oct.csv", "2019-Oct.csv", "2019-Nov.csv"])
-    files = failed.value.summary["files"]
+    files = [f.as_dict() for f in failed.value.report.files]
     _record(record_property, "duplicate-file-name", f"file failed: {files[1]['error']}")
     assert [(f["file"], f["status"]) for f in files] == [
         ("2019-Oct.csv", "loaded"), ("2019-Oct.csv", "failed"), ("2019-Nov.csv", "loaded")]

@@ -27,6 +27,7 @@ from flows import etl
 from flows.load import Tuning, ensure_schema, load_file
 from flows.localdb import LocalPostgres, free_port
 from flows.sample import write_sample
+from flows.settings import get_settings
 
 TOOLS = Path(__file__).with_name("fault_tools.py")
 CLI = str(Path(sys.executable).parent / "ecommerce-etl")
@@ -210,7 +211,7 @@ class OwnPostgres:
 @pytest.fixture(scope="module")
 def own_pg():
     with postgres_home("restarts") as home:
-        server = LocalPostgres(home / "data", port=free_port(), password="restart-Pw-7781")
+        server = LocalPostgres(home / "data", port=free_port(), password="restart-Pw-7781", durable=False)
         server.start()
         try:
             yield OwnPostgres(server, "restart-Pw-7781")
@@ -236,8 +237,8 @@ def test_postgres_restart_mid_copy_is_retried_by_the_task(own_pg, source, refere
             restarts.append(done)
             own_pg.server.restart()
 
-    flow_env.setattr(etl, "progress_sink", restart_mid_copy)
-    summary = etl.ecommerce_etl(source="local", path=str(source[0].parent))
+    pipeline = etl.make_flows(etl.RunOptions(get_settings(), progress=restart_mid_copy)).pipeline
+    summary = pipeline(source="local", path=str(source[0].parent))
     assert restarts and own_pg.started_at() != before  # the server really went down mid-COPY
     record_property("restarts", len(restarts))
     assert [f["status"] for f in summary["files"]] == ["loaded"] * 3

@@ -14,6 +14,7 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, Fl
 
 from flows import etl
 from flows.sample import write_sample
+from flows.settings import get_settings
 
 CLI = str(Path(sys.executable).parent / "ecommerce-etl")
 
@@ -76,9 +77,9 @@ def test_task_retry_after_a_failure_mid_load_leaves_no_duplicates(pipeline_env, 
             failures.append(name)
             raise ConnectionResetError("injected: connection lost mid-COPY")
 
-    monkeypatch.setattr(etl, "progress_sink", fail_once)
     monkeypatch.setattr(etl.copy_file, "retry_delay_seconds", [0])
-    summary = etl.ecommerce_etl(source="local", path=str(tmp_path / "in"))
+    pipeline = etl.make_flows(etl.RunOptions(get_settings(), progress=fail_once)).pipeline
+    summary = pipeline(source="local", path=str(tmp_path / "in"))
     assert failures == ["2019-Oct.csv"]  # the first attempt really failed...
     assert summary["files"][0]["status"] == "loaded"  # ...and the retry loaded it
     assert rows(pipeline_env, "select count(*), count(distinct source_line) from ecommerce_events") == [(40_000, 40_000)]
@@ -124,3 +125,55 @@ def test_cli_config_errors_exit_2_and_name_the_setting(args, env_extra, message,
     assert done.returncode == 2, (done.stdout, done.stderr)
     assert message in done.stderr
     assert "hunter2" not in done.stderr + done.stdout
+
+
+def _one_json_object(done: subprocess.CompletedProcess) -> dict:
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 1, done.stdout
+    return json.loads(lines[0])
+
+
+def test_cli_json_is_one_object_when_the_database_is_unreachable(prefect_server, tmp_path):
+    import socket
+    import time
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # nothing listens once the socket is closed
+    started = time.monotonic()
+    done = _cli(["run", "--json", "--database-url", f"postgresql://etl:pw@127.0.0.1:{port}/ecommerce"],
+                {**prefect_server.env, "ETL_DATA_DIR": str(tmp_path / "data")})
+    out = _one_json_object(done)
+    assert done.returncode == 2 and out["status"] == "error" and out["exit_code"] == 2, done.stderr[-2000:]
+    assert "cannot use the database" in out["error"] and "DATABASE_URL" in out["error"]
+    assert "pw@" not in done.stdout + done.stderr
+    assert time.monotonic() - started < 60  # no retry storm before the answer
+
+
+def test_cli_json_is_one_object_when_the_source_fails(prefect_server, data_db, tmp_path):
+    import http.server
+    import threading
+
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            self.send_error(404)
+
+        def log_message(self, *args):
+            pass
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotFound) as web:
+        threading.Thread(target=web.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{web.server_address[1]}/2019-Oct.csv"
+        done = _cli(["run", "--source", "url", "--url", url, "--database-url", data_db, "--json"],
+                    {**prefect_server.env, "ETL_DATA_DIR": str(tmp_path / "data")})
+        web.shutdown()
+    out = _one_json_object(done)
+    assert done.returncode == 1 and out["status"] == "failed", done.stderr[-2000:]
+    assert "HTTP 404" in out["error"] and out["files"] == []
+    assert out["flow_run_url"].startswith(prefect_server.api_url.removesuffix("/api") + "/runs/flow-run/")
+
+
+@pytest.mark.parametrize("value", ["-5", "0", "ten"])
+def test_cli_refuses_a_non_positive_row_count_before_anything_starts(value):
+    done = _cli(["run", "--json", "--rows-per-file", value], {})
+    assert done.returncode == 2 and "--rows-per-file" in done.stderr and "Traceback" not in done.stderr

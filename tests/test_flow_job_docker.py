@@ -251,7 +251,7 @@ def _release(stack: contextlib.ExitStack, tmp_path_factory):
     db_secret = cr.find(rendered.docs, "Secret", _fullname("db"))["metadata"]["name"]
     pg_home = stack.enter_context(postgres_home("t4"))  # outside pytest's base temp: see pg_home.py
     pg = LocalPostgres(pg_home / "data", port=free_port(),
-                       password=rendered.secrets[f"{db_secret}/postgres-password"]).start()
+                       password=rendered.secrets[f"{db_secret}/postgres-password"], durable=False).start()
     server_port = free_port()
     loopback = Loopback({pg_svc: (5432, pg.port), f"{pg_svc}-hl": (5432, pg.port),
                          server_svc: (4200, server_port)})
@@ -406,6 +406,20 @@ def _summary_artifact(api_url: str, flow_run_id) -> list[dict]:
     return json.loads(data) if isinstance(data, str) else data
 
 
+def _file_events(api_url: str, flow_run_id) -> list[dict]:
+    """The ecommerce.file.* events related to a flow run (the server persists them in batches)."""
+    import httpx
+
+    body = {"filter": {"event": {"prefix": ["ecommerce.file."]},
+                       "related": {"id": [f"prefect.flow-run.{flow_run_id}"]}}, "limit": 50}
+    deadline = time.monotonic() + 90
+    while True:
+        events = httpx.post(f"{api_url}/events/filter", json=body, timeout=30).json()["events"]
+        if events or time.monotonic() > deadline:
+            return events
+        time.sleep(2)
+
+
 def _row_count(url: str) -> int:
     engine = sa.create_engine(url)
     try:
@@ -443,6 +457,14 @@ def test_flow_run_job_runs_from_image_and_reruns_skip(release, registered):
     assert env["PREFECT_HOME"] == "/tmp/prefect"
     # The label T5 (and operators) find a flow run's Job by.
     assert manifest["metadata"]["labels"]["prefect.io/flow-run-id"] == str(final.id)
+    # One event per file, related to the run and to the deployment it ran from.
+    events = _file_events(release["api_url"], final.id)
+    assert sorted(e["resource"]["ecommerce.file"] for e in events) == sorted(r["file"] for r in rows)
+    for event in events:
+        assert event["event"] == "ecommerce.file.loaded"
+        deployment = [r for r in event["related"] if r["prefect.resource.role"] == "deployment"]
+        assert [r["prefect.resource.id"] for r in deployment] == [
+            f"prefect.deployment.{registered['deployments']['sample']}"], event["related"]
 
     # Second run of the same deployment: every file is unchanged, so it skips.
     _, _, again = _run_sample_deployment(release, registered)

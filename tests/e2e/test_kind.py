@@ -14,6 +14,7 @@ import base64
 import contextlib
 import json
 import os
+import re
 import secrets
 import shlex
 import shutil
@@ -26,6 +27,7 @@ import httpx
 import pytest
 import yaml
 
+import browser
 from flows.localdb import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(3600)]
@@ -43,6 +45,9 @@ SAMPLE_ROWS = 500
 SERVER_SVC = f"{RELEASE}-ecommerce-etl-prefect-server"
 PG_STS = f"{RELEASE}-ecommerce-etl-postgresql"
 DB_SECRET = f"{RELEASE}-ecommerce-etl-db"
+PGADMIN_SVC = f"{RELEASE}-ecommerce-etl-pgadmin"
+PGADMIN_SECRET = f"{RELEASE}-ecommerce-etl-pgadmin"
+UI_PORT = free_port()  # the local end of the browser's port-forward to the Prefect UI
 KEEP = os.environ.get("ETL_E2E_KEEP") == "1"  # leave everything running for debugging
 # NetworkPolicy check, at the end of the run: ETL_E2E_NETPOL=1 where the cluster's network
 # plugin enforces policies; ETL_E2E_NETPOL_SETUP is a command that turns enforcement on first
@@ -133,8 +138,11 @@ def installed(image):
         "uninstall it (or `make kind-down`) before running the e2e test")
     ns_created = sh("kubectl", "--context", CONTEXT, "get", "namespace", NAMESPACE, check=False).strip() == ""
     sh("kubectl", "--context", CONTEXT, "apply", "-f", str(REPO / "k8s" / "namespace.yaml"))
+    # The browser reaches the UI through a port-forward on UI_PORT, so the UI's API URL names that port
+    # (the chart's default names 4200, what the README's port-forward uses).
     args = ["-f", str(VALUES), "--set", f"image.repository={IMAGE_REPO}", "--set", f"image.tag={IMAGE_TAG}",
-            "--set", f"deployments.sampleRows={SAMPLE_ROWS}"]
+            "--set", f"deployments.sampleRows={SAMPLE_ROWS}",
+            "--set", f"prefectServer.uiApiUrl=http://127.0.0.1:{UI_PORT}/api"]
     try:
         with dump_on_failure():
             helm("install", RELEASE, str(CHART), *args, "--wait", "--timeout", "15m", timeout=1200)
@@ -148,8 +156,9 @@ def installed(image):
 
 
 @contextlib.contextmanager
-def port_forward(service: str, port: int):
-    local = free_port()
+def port_forward(service: str, port: int, local: int | None = None, health: str = "/api/health"):
+    """kubectl port-forward as the README tells users; yields the local base URL + '/api'."""
+    local = local or free_port()
     proc = subprocess.Popen(
         ["kubectl", "--context", CONTEXT, "-n", NAMESPACE, "port-forward", "--address", "127.0.0.1",
          f"svc/{service}", f"{local}:{port}"],
@@ -161,11 +170,11 @@ def port_forward(service: str, port: int):
         while True:
             assert proc.poll() is None, f"port-forward exited: {proc.stdout.read()}"
             try:
-                if httpx.get(f"{url}/api/health", timeout=3).status_code == 200:
+                if httpx.get(f"{url}{health}", timeout=3).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
-            assert time.monotonic() < deadline, "Prefect API not reachable through port-forward"
+            assert time.monotonic() < deadline, f"{service} not reachable through port-forward"
             time.sleep(1)
         yield f"{url}/api"
     finally:
@@ -258,16 +267,52 @@ def postgres_reachable_from(name: str, labels: dict[str, str]) -> bool:
         kubectl("delete", "pod", name, "--wait=false", check=False)
 
 
+def look_at_the_run_in_the_ui(ui_url: str, flow_run_id: str) -> None:
+    """Through the port-forward, as the README tells users: the run Completed, with its artifact."""
+    with browser.browser_page() as page:
+        browser.open_flow_run(page, ui_url, flow_run_id, "Completed")
+        browser.screenshot(page, "kind-flow-run-completed")
+        browser.open_tab(page, "Artifacts")
+        page.get_by_text("ecommerce-etl-summary", exact=True).first.click()
+        page.get_by_text("rows loaded").first.wait_for()
+        for name in ("2019-Oct.csv", "2020-Feb.csv"):
+            assert str(SAMPLE_ROWS) in page.locator("tr", has_text=name).first.inner_text()
+        browser.screenshot(page, "kind-summary-artifact")
+
+
+def log_in_to_pgadmin() -> None:
+    """pgAdmin accepts the generated login, and lists the server the chart pre-registered."""
+    secret = json.loads(kubectl("get", "secret", PGADMIN_SECRET, "-o", "json"))["data"]
+    password = base64.b64decode(secret["pgadmin-password"]).decode()
+    values = yaml.safe_load(VALUES.read_text()) or {}
+    email = (values.get("pgadmin") or {}).get("email") or yaml.safe_load(
+        (CHART / "values.yaml").read_text())["pgadmin"]["email"]
+    with port_forward(PGADMIN_SVC, 80, health="/misc/ping") as api_url, browser.browser_page() as page:
+        page.goto(api_url.removesuffix("/api") + "/login", wait_until="networkidle")
+        page.locator("input[name=email]").fill(email)
+        page.locator("input[name=password]").fill(password)
+        browser.screenshot(page, "kind-pgadmin-login")
+        page.get_by_role("button", name=re.compile("^Login$", re.I)).click()
+        page.get_by_text("Servers", exact=False).first.wait_for(timeout=120_000)
+        tree = page.get_by_text("ecommerce-etl", exact=True).first  # the chart's server group
+        tree.wait_for(timeout=60_000)
+        tree.dblclick()
+        page.get_by_text(f"ecommerce ({RELEASE})", exact=True).first.wait_for(timeout=60_000)
+        browser.screenshot(page, "kind-pgadmin-servers")
+
+
 def test_install_run_upgrade_on_kind(installed):
     with dump_on_failure():
         helm("test", RELEASE, "--logs", "--timeout", "10m", timeout=900)
 
 
-        with port_forward(SERVER_SVC, 4200) as api_url:
-            run_sample(api_url)
+        with port_forward(SERVER_SVC, 4200, local=UI_PORT) as api_url:
+            run = run_sample(api_url)
+            look_at_the_run_in_the_ui(api_url.removesuffix("/api"), str(run.id))
         rows = row_count()
         assert rows > 0
         passwords = db_secret()
+        log_in_to_pgadmin()
 
         # Upgrade: the generated passwords must be kept (the chart looks them up), the data stays.
         helm("upgrade", RELEASE, str(CHART), *installed, "--wait", "--timeout", "15m", timeout=1200)

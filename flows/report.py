@@ -1,0 +1,99 @@
+"""One run's results, and every way they are shown: the CLI's JSON and table, and the UI's artifacts.
+
+Pure functions of the per-file results; the columns are listed once, here.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable
+
+from flows.load import FileResult
+
+# (column title, how to read it from a FileResult): the summary artifact and the CLI table
+SUMMARY_COLUMNS: tuple[tuple[str, Callable[[FileResult], Any]], ...] = (
+    ("file", lambda r: r.file),
+    ("status", lambda r: r.status),
+    ("rows read", lambda r: r.rows_read),
+    ("rows loaded", lambda r: r.rows_loaded),
+    ("rows quarantined", lambda r: r.rows_quarantined),
+    ("rows skipped", lambda r: r.rows_skipped),
+    ("seconds", lambda r: round(r.seconds, 2)),
+    ("rows/s", lambda r: round(r.rows_per_second) if r.status == "loaded" else 0),
+    ("error", lambda r: r.error or ""),
+)
+TOTALS = ("rows_read", "rows_loaded", "rows_quarantined", "rows_skipped")
+RAW_TEXT_CHARS = 200  # of a quarantined line in the report
+
+
+def file_result(data: dict) -> FileResult:
+    """A FileResult back from its as_dict() form (how results cross a flow-run boundary)."""
+    known = {f.name for f in fields(FileResult)}
+    return FileResult(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
+class RunReport:
+    files: list[FileResult] = field(default_factory=list)
+    source: str = ""
+    table: str = ""
+
+    @property
+    def totals(self) -> dict[str, int]:
+        return {key: sum(getattr(f, key) for f in self.files) for key in TOTALS}
+
+    @property
+    def failed(self) -> list[FileResult]:
+        return [f for f in self.files if f.status == "failed"]
+
+    def as_json(self) -> dict:
+        return {"files": [f.as_dict() for f in self.files], **self.totals}
+
+    def summary_rows(self) -> list[dict[str, Any]]:
+        return [{title: read(f) for title, read in SUMMARY_COLUMNS} for f in self.files]
+
+    def quarantine_markdown(self) -> str:
+        lines = [f"# Quarantine report: source `{self.source}`, table `{self.table}`", ""]
+        quarantined = sum(f.rows_quarantined for f in self.files)
+        if not quarantined:
+            lines.append("Nothing quarantined: every row read was loaded.")
+        for f in self.files:
+            lines += _file_section(f)
+        return "\n".join(lines) + "\n"
+
+
+def _file_section(result: FileResult) -> list[str]:
+    name = _inline(result.file)
+    if result.status == "failed":
+        return ["", f"## {name}: failed", "", _inline(result.error or "")]
+    if result.status == "skipped":
+        return ["", f"## {name}: skipped", "", "Unchanged since its last load; its quarantine rows are from that load."]
+    if not result.rows_quarantined:
+        return ["", f"## {name}: nothing quarantined", "", f"{result.rows_loaded:,} rows loaded."]
+    out = ["", f"## {name}: {result.rows_quarantined:,} of {result.rows_read:,} rows quarantined", "",
+           "| reason | rows |", "|---|---:|"]
+    out += [f"| {_cell(reason)} | {count:,} |" for reason, count in sorted(result.quarantine_by_reason.items())]
+    out += ["", "| line | reason | raw text |", "|---:|---|---|"]
+    out += [f"| {e['line']} | {_cell(e['reason'])} | {_code(e['raw'])} |" for e in result.quarantine_examples]
+    return out
+
+
+def _inline(text: str) -> str:
+    return text.replace("\n", " ").replace("\r", " ")
+
+
+def _cell(text: str) -> str:
+    return _inline(text).replace("|", "\\|")
+
+
+def _code(raw: str) -> str:
+    """Raw text as a code span: shortened, and safe inside a table cell."""
+    text = raw if len(raw) <= RAW_TEXT_CHARS else raw[:RAW_TEXT_CHARS] + "…"
+    text = _cell(text)  # GFM keeps an escaped pipe inside a code span in a table
+    if not text.strip():
+        return "(empty)"
+    if "`" not in text:
+        return f"`{text}`"
+    fence = "`" * (max(len(run) for run in re.findall("`+", text)) + 1)  # longer than any run inside
+    return f"{fence} {text} {fence}"
