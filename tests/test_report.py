@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from flows.errors import ConfigError
 from flows.events import QUARANTINE_HIGH, file_event_names, file_resource
 from flows.load import FileResult, summarise_quarantine
 from flows.localserver import configured_api_url
 from flows.report import SUMMARY_COLUMNS, RunReport, file_result
-from flows.schema import ConfigError
 from flows.settings import get_settings
 
 

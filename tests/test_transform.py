@@ -5,9 +5,9 @@ import io
 import pandas as pd
 import pytest
 
-from flows.errors import FileRejected
+from flows.errors import ConfigError, FileRejected
 from flows.sample import generate_month, write_sample
-from flows.schema import CSV_HEADER, ConfigError, check_identifier
+from flows.schema import CSV_HEADER, check_identifier
 from flows.settings import Settings, normalise_database_url, redact
 from flows.transform import (
     MAX_FIELD_CHARS,
