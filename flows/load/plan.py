@@ -23,7 +23,7 @@ class Tuning:
     path: str = "auto"  # auto: the fast path when the file allows it | careful: always parse in Python
     min_segment_bytes: int = 16 << 20  # below this a second connection costs more than it saves
     block_bytes: int = 4 << 20  # checksum block; part of the checksum's name
-    chunk_bytes: int = 1 << 20
+    chunk_bytes: int = 256 << 10  # per read: bounds the memory of the byte-level checks (numpy arrays per chunk)
 
 
 @dataclass(frozen=True)
