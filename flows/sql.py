@@ -336,6 +336,11 @@ def upsert_ledger(names: Names) -> sql.Composable:
     ).format(names.ledger)
 
 
+def deliver_notices() -> sql.Composable:
+    """Any statement: COPY's notices reach the client with the next one."""
+    return sql.SQL("SELECT 1")
+
+
 def session_setup() -> sql.Composable:
     # Timestamps carry " UTC"; the session zone only affects display.
     return sql.SQL("SET TIME ZONE 'UTC'")

@@ -16,11 +16,12 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from conftest import engine_with_schema
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from oracle import COLUMNS, EVENT_TYPES, expected_fate
 
-from flows.load import Tuning, ensure_schema, forget_file, load_file
+from flows.load import Tuning, forget_file, load_file
 from flows.sql import Names
 from flows.transform import reason_class
 
@@ -175,10 +176,8 @@ def csv_file(draw) -> tuple[bytes, bool]:
 
 @pytest.fixture(scope="module")
 def engine(postgres):
-    engine = sa.create_engine(postgres.create_database("differential"))
-    ensure_schema(engine, NAMES)
-    yield engine
-    engine.dispose()
+    with engine_with_schema(postgres.create_database("differential"), NAMES) as engine:
+        yield engine
 
 
 _names = (f"f{n:06d}.csv" for n in itertools.count())

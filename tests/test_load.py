@@ -6,7 +6,7 @@ import psycopg2
 import pytest
 import sqlalchemy as sa
 
-from flows.load import Tuning, ensure_schema, load_file
+from flows.load import Tuning, load_file
 from flows.sample import write_sample
 from flows.schema import CSV_HEADER
 from flows.sql import Names
@@ -14,14 +14,6 @@ from flows.sql import Names
 NAMES = Names("public", "ecommerce_events")
 HEADER = ",".join(CSV_HEADER) + "\n"
 ROW = "2019-10-01 00:00:{s:02d} UTC,view,5773203,1487580005134238553,,runail,2.62,463240011,26dd6e6e-4dac-4778-8d2c-92e149dab885\n"
-
-
-@pytest.fixture
-def engine(data_db):
-    engine = sa.create_engine(data_db)
-    ensure_schema(engine, NAMES)
-    yield engine
-    engine.dispose()
 
 
 def q(engine, sql, **params):

@@ -28,14 +28,6 @@ PATHS = {"careful": Tuning(path="careful"), "auto": Tuning()}
 CLI = str(Path(sys.executable).parent / "ecommerce-etl")
 
 
-@pytest.fixture
-def engine(data_db):
-    engine = sa.create_engine(data_db)
-    ensure_schema(engine, NAMES)
-    yield engine
-    engine.dispose()
-
-
 def rows(engine, sql: str, **params) -> list[tuple]:
     with engine.connect() as conn:
         return [tuple(r) for r in conn.execute(sa.text(sql), params).all()]

@@ -41,7 +41,7 @@ def transaction(engine: sa.Engine) -> Iterator[tuple[Any, Any]]:
 
 def drain_skips(conn: Any, cur: Any) -> list[SkippedRow]:
     """The rows COPY skipped: its notices reach psycopg2 with the next statement."""
-    cur.execute("SELECT 1")
+    cur.execute(q.deliver_notices())
     notices = list(conn.notices)
     conn.notices.clear()
     return [s for s in map(parse_skip_notice, notices) if s]

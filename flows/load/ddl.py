@@ -4,6 +4,8 @@ waits behind a running load."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 
 from flows import sql as q
@@ -28,7 +30,7 @@ _SIGNATURES = {
 
 def ensure_schema(engine: sa.Engine, names: Names, checkpoint: Checkpoint | None = None) -> None:
     # through SQLAlchemy's connection, so that a refused login arrives as sa.exc.OperationalError
-    with engine.begin() as connection, connection.connection.dbapi_connection.cursor() as cur:
+    with engine.begin() as connection, _cursor(connection) as cur:
         cur.execute(q.lock_timeout(LOCK_TIMEOUT_SECONDS))
         cur.execute(*q.advisory_xact_lock(names.lock_key("ddl")))
         cur.execute(q.schema_exists(names))
@@ -52,6 +54,11 @@ def ensure_schema(engine: sa.Engine, names: Names, checkpoint: Checkpoint | None
         ledger_columns = next((d for kind, name, _, d in found if kind == "relation" and name == ledger), None)
         if ledger_columns is not None and "size_bytes" not in ledger_columns:
             cur.execute(q.add_ledger_size_column(names))
+
+
+def _cursor(connection: sa.Connection) -> Any:
+    dbapi: Any = connection.connection.dbapi_connection
+    return dbapi.cursor()
 
 
 def _conflict(names: Names, namespace: str, name: str, kind: str, details: list[str]) -> str | None:
