@@ -178,8 +178,8 @@ def test_an_empty_selection_is_a_config_error_naming_what_was_looked_for(tmp_pat
         local_files(tmp_path)
 
 
-FAST = ("2019-10-01 00:00:11 UTC,view,5198631,2079068294815440474,,,6.2,285067975,"
-        "08bc8129-47d2-4310-bae8-f7f371752917\n").encode()
+FAST = (b"2019-10-01 00:00:11 UTC,view,5198631,2079068294815440474,,,6.2,285067975,"
+        b"08bc8129-47d2-4310-bae8-f7f371752917\n")
 
 
 @pytest.mark.parametrize("change, lines", [
