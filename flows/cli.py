@@ -30,7 +30,7 @@ def _positive_int(text: str) -> int:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive number of rows")
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number")
     return value
 
 
@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="fetch a source and load it into PostgreSQL")
     run.add_argument("--source", choices=SOURCES, default="sample")
     run.add_argument("--path", help="folder of .csv files (--source local)")
-    run.add_argument("--url", help="http(s) .csv, .csv.gz or .zip (--source url)")
+    run.add_argument("--url", action="append", help="http(s) .csv, .csv.gz or .zip (--source url); "
+                                                    "repeat it for several files (one URL per file)")
     run.add_argument("--files", help="comma-separated file names to load, e.g. 2019-Oct.csv,2019-Nov.csv")
     run.add_argument("--rows-per-file", type=_positive_int, help="sample rows per monthly file (--source sample)")
     run.add_argument("--database-url", help="PostgreSQL URL; default DATABASE_URL, then PG* variables, "
@@ -62,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument("--schedule", help="cron schedule for the kaggle deployment, e.g. '0 3 * * *'")
     deploy.add_argument("--timezone", default="UTC")
     deploy.add_argument("--sample-rows", type=int, default=20_000)
+    deploy.add_argument("--max-parallel-files", type=_positive_int, default=3,
+                        help="concurrency limit of the load-file deployment: at most this many file Jobs at once")
     deploy.add_argument("--wait", type=float, default=120, help="seconds to wait for the Prefect API")
 
     commands.add_parser("server", help="start (or reuse) the local Prefect server and UI on 127.0.0.1:ETL_PREFECT_PORT")
@@ -106,22 +109,28 @@ class Target:
     ui_url: str | None  # the Prefect UI the run is shown in
 
 
-def _with_database(settings, args) -> tuple[object, str, bool]:
-    """The settings with the run's database: --database-url, the configured one, or the embedded server."""
+def _external_database(settings, args) -> tuple[object, str] | None:
+    """The settings with the run's database when one is configured: --database-url, else DATABASE_URL/PG*."""
     from pydantic import SecretStr
 
     from flows.settings import normalise_database_url
 
     if args.database_url:
         url = normalise_database_url(args.database_url, "--database-url")
-        return settings.model_copy(update={"database_url": SecretStr(url)}), "the PostgreSQL of --database-url", False
+        return settings.model_copy(update={"database_url": SecretStr(url)}), "the PostgreSQL of --database-url"
     if settings.resolved_database_url():
-        return settings, "the configured PostgreSQL", False
+        return settings, "the configured PostgreSQL"
+    return None
+
+
+def _embedded_database(settings) -> tuple[object, str, bool]:
+    """No database configured: the embedded server under ETL_LOCAL_DIR, database ecommerce."""
+    from pydantic import SecretStr
+
     server = _local_postgres(settings).start()
     server.ensure_database("ecommerce")
-    url = server.url("ecommerce")
     where = f"the embedded PostgreSQL in {settings.local_db_dir.resolve()} (database ecommerce)"
-    return settings.model_copy(update={"database_url": SecretStr(url)}), where, True
+    return settings.model_copy(update={"database_url": SecretStr(server.url("ecommerce"))}), where, True
 
 
 def _prefect_ui(settings) -> str:
@@ -174,9 +183,11 @@ def _prepare(args) -> Target:
     check_arguments(args.source, args.path, args.url)
     if args.source == "kaggle":
         kaggle_login(settings)  # fail now, not after starting servers
-    settings, where, embedded = _with_database(settings, args)
-    _check_database(settings)
-    ui_url = _prefect_ui(settings)
+    external = _external_database(settings, args)
+    if external:
+        _check_database(external[0])
+    ui_url = _prefect_ui(settings)  # refuses a foreign program on its port before starting anything
+    settings, where, embedded = (*external, False) if external else _embedded_database(settings)
     return Target(settings=settings, database=where, embedded_db=embedded, ui_url=ui_url)
 
 
@@ -267,7 +278,8 @@ def _run_flow(args, target: Target, progress) -> Outcome:
 
     files = [f.strip() for f in args.files.split(",") if f.strip()] if args.files else None
     pipeline = make_flows(RunOptions(settings=target.settings, progress=progress)).pipeline
-    state = pipeline(source=args.source, path=args.path, url=args.url, files=files, table=args.table,
+    url = args.url[0] if args.url and len(args.url) == 1 else args.url
+    state = pipeline(source=args.source, path=args.path, url=url, files=files, table=args.table,
                      rows_per_file=args.rows_per_file, return_state=True)
     url = f"{target.ui_url}/runs/flow-run/{state.state_details.flow_run_id}" if target.ui_url else None
     result = state.result(raise_on_failure=False)
@@ -314,7 +326,8 @@ def cmd_deploy(args) -> int:
     try:
         template = read_base_job_template(args.base_job_template)
         result = asyncio.run(register(args.pool, template, schedule=args.schedule, timezone=args.timezone,
-                                      sample_rows=args.sample_rows, wait_seconds=args.wait))
+                                      sample_rows=args.sample_rows, max_parallel_files=args.max_parallel_files,
+                                      wait_seconds=args.wait))
     except ConfigError as exc:
         return _fail(str(exc))
     print(json.dumps(result))

@@ -87,10 +87,15 @@ def _uuid_pool(rng: np.random.Generator, size: int) -> np.ndarray:
 
 def write_sample(out_dir: Path, rows_per_file: int = 20_000, seed: int = 20191001,
                  files: tuple[str, ...] = MONTH_FILES) -> list[Path]:
-    """Write the five monthly files (deterministic for a seed); returns their paths."""
+    """Write the monthly files (the five by default), deterministic for a seed; returns their paths.
+
+    A month's seed comes from its place among the dataset's five months, so one month written
+    alone (a `load-file` Job fetching only its file) has the same bytes as in the whole sample.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for index, name in enumerate(files):
+    for position, name in enumerate(files):
+        index = MONTH_FILES.index(name) if name in MONTH_FILES else position
         frame = generate_month(name, rows_per_file, seed + index)
         table = pa.Table.from_pandas(frame, preserve_index=False)
         target = out_dir / name

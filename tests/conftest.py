@@ -89,6 +89,9 @@ def prefect_server(postgres, tmp_path_factory) -> PrefectServerHandle:
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_UI_ENABLED": "false",
         "PREFECT_LOGGING_LEVEL": "WARNING",
+        # a file run held back by a deployment concurrency limit is offered again after this
+        # (default 30 s): the fan-out tests wait less
+        "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": "2",
     }
     log = home / "server.log"
     with log.open("w") as out:

@@ -186,6 +186,13 @@ variables:
   value: /tmp/prefect
 - name: PREFECT_SERVER_ANALYTICS_ENABLED
   value: "false"
+- name: ETL_MAX_PARALLEL_FILES
+  value: {{ .Values.flowRun.maxParallelFiles | quote }}
+{{- if .Values.flowRun.fanOut }}
+# One load-file deployment run (its own Job) per file; the name `ecommerce-etl deploy` registers.
+- name: ETL_FILE_DEPLOYMENT
+  value: "load-file/load-file"
+{{- end }}
 {{- with .Values.kaggle.existingSecret }}
 - name: KAGGLE_USERNAME
   valueFrom:
