@@ -377,7 +377,8 @@ def cmd_forget(args) -> int:
         settings = get_settings()
         schema, default_table = settings.checked_names()
         names = Names(schema, args.table or default_table, table_setting="--table" if args.table else "ETL_TABLE")
-        settings, _where, _embedded = _with_database(settings, args)
+        external = _external_database(settings, args)
+        settings = external[0] if external else _embedded_database(settings)[0]
     except ConfigError as exc:
         return _fail(str(exc))
     engine = sa.create_engine(settings.resolved_database_url())
