@@ -39,6 +39,9 @@ lint: venv ## ruff check, ruff format --check, mypy flows/, shellcheck on every 
 	echo "== shellcheck"; SHELLCHECK=$(VENV)/bin/shellcheck scripts/lint-shell.sh || rc=1; \
 	exit $$rc
 
+fuzz: venv ## differential fuzzing: FUZZ_EXAMPLES (2000) generated files, both load paths against tests/oracle.py
+	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q tests/test_differential.py -k oracle --hypothesis-show-statistics
+
 bench: venv ## time psql \copy vs our loader vs the tutorial's to_sql (BENCH_ROWS=1000000)
 	$(PY) -m benchmarks.load --rows $(BENCH_ROWS)
 
@@ -58,7 +61,7 @@ lock: ## re-resolve requirements*.lock from pyproject.toml
 clean: stop ## stop the local servers, remove the venv, downloaded data and the embedded database
 	rm -rf $(VENV) data .data
 
-.PHONY: help venv run stop test lint bench bench-full psql server lock clean
+.PHONY: help venv run stop test lint fuzz bench bench-full psql server lock clean
 
 # Component targets (kind, image, e2e...) live beside this file.
 -include mk/*.mk

@@ -72,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("server", help="start (or reuse) the local Prefect server and UI on 127.0.0.1:ETL_PREFECT_PORT")
     commands.add_parser("stop", help="stop the local Prefect server and the embedded PostgreSQL")
+
+    forget = commands.add_parser(
+        "forget", help="remove a file's rows, quarantine rows and ledger entry (a renamed or deleted file's rows stay "
+                       "until then: exactly-once is keyed by file name)")
+    forget.add_argument("file", help="the file's name as loaded (a path is fine: its last part is the name)")
+    forget.add_argument("--table", help="target table (default ETL_TABLE or ecommerce_events)")
+    forget.add_argument("--database-url", help="PostgreSQL URL; default as for `run`")
     return parser
 
 
@@ -157,7 +164,7 @@ def _check_database(settings) -> None:
             pass
     except sa.exc.OperationalError as exc:
         reason = " ".join(str(exc.orig).split())
-        from flows.schema import ConfigError
+        from flows.errors import ConfigError
 
         raise ConfigError(f"cannot use the database: {reason} "
                           "(check DATABASE_URL or PGHOST/PGPORT/PGUSER/PGPASSWORD/PGDATABASE)") from None
@@ -270,7 +277,7 @@ def _emit(outcome: Outcome, as_json: bool, target: Target | None, table: str) ->
 
 def _run_flow(args, target: Target, progress) -> Outcome:
     from flows.etl import LoadFailed, RunOptions, make_flows
-    from flows.schema import ConfigError
+    from flows.errors import ConfigError
 
     files = [f.strip() for f in args.files.split(",") if f.strip()] if args.files else None
     pipeline = make_flows(RunOptions(settings=target.settings, progress=progress)).pipeline
@@ -292,7 +299,7 @@ def _run_flow(args, target: Target, progress) -> Outcome:
 
 
 def cmd_run(args) -> int:
-    from flows.schema import ConfigError
+    from flows.errors import ConfigError
 
     target = None
     try:
@@ -327,7 +334,7 @@ def cmd_sample(args) -> int:
 
 def cmd_deploy(args) -> int:
     from flows.deploy import read_base_job_template, register
-    from flows.schema import ConfigError
+    from flows.errors import ConfigError
 
     try:
         template = read_base_job_template(args.base_job_template)
@@ -341,7 +348,7 @@ def cmd_deploy(args) -> int:
 
 
 def cmd_server(args) -> int:
-    from flows.schema import ConfigError
+    from flows.errors import ConfigError
     from flows.settings import get_settings
 
     try:
@@ -354,7 +361,7 @@ def cmd_server(args) -> int:
 
 
 def cmd_stop(args) -> int:
-    from flows.schema import ConfigError
+    from flows.errors import ConfigError
     from flows.settings import get_settings
 
     try:
@@ -370,10 +377,44 @@ def cmd_stop(args) -> int:
     return EXIT_OK
 
 
+def cmd_forget(args) -> int:
+    """Remove one file's rows through the ledger, in one transaction under the file's lock."""
+    import sqlalchemy as sa
+
+    from flows.errors import ConfigError
+    from flows.load import forget_file
+    from flows.settings import get_settings
+    from flows.sql import Names
+
+    try:
+        settings = get_settings()
+        schema, default_table = settings.checked_names()
+        names = Names(schema, args.table or default_table, table_setting="--table" if args.table else "ETL_TABLE")
+        external = _external_database(settings, args)
+        settings = external[0] if external else _embedded_database(settings)[0]
+    except ConfigError as exc:
+        return _fail(str(exc))
+    engine = sa.create_engine(settings.resolved_database_url())
+    try:
+        forgotten = forget_file(engine, names, Path(args.file).name)
+    except sa.exc.ProgrammingError as exc:  # no ledger table: nothing was ever loaded into this target
+        return _fail(f"{names.schema}.{names.table} has no ledger to forget {args.file} from "
+                     f"({' '.join(str(exc.orig).split())})", EXIT_FILE_FAILED)
+    finally:
+        engine.dispose()
+    if not forgotten.found:
+        return _fail(f"{forgotten.file} is not in the ledger of {names.schema}.{names.table}: nothing to forget",
+                     EXIT_FILE_FAILED)
+    print(f"forgot {forgotten.file}: {forgotten.rows_loaded} rows and {forgotten.rows_quarantined} quarantined rows "
+          f"removed from {names.schema}.{names.table}, ledger entry deleted")
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     args = build_parser().parse_args(argv)
-    commands = {"run": cmd_run, "sample": cmd_sample, "deploy": cmd_deploy, "server": cmd_server, "stop": cmd_stop}
+    commands = {"run": cmd_run, "sample": cmd_sample, "deploy": cmd_deploy, "server": cmd_server, "stop": cmd_stop,
+                "forget": cmd_forget}
     return commands[args.command](args)
 
 

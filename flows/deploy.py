@@ -20,7 +20,7 @@ from prefect.client.schemas.schedules import CronSchedule
 from prefect.exceptions import ObjectNotFound
 from prefect.utilities.callables import parameter_schema
 
-from flows.schema import ConfigError
+from flows.errors import ConfigError
 
 FLOW_NAME = "ecommerce-etl"
 ENTRYPOINT = "flows/etl.py:ecommerce_etl"

@@ -51,12 +51,12 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
 
 from flows import events, sources
+from flows.errors import ConfigError, FileRejected
 from flows.load import FileResult, ensure_schema, load_file
 from flows.report import RunReport, file_result
-from flows.schema import ConfigError
 from flows.settings import Settings, redact
 from flows.sql import Names
-from flows.transform import FileRejected, printable
+from flows.transform import printable
 
 SUMMARY_ARTIFACT_KEY = "ecommerce-etl-summary"
 QUARANTINE_ARTIFACT_KEY = "ecommerce-etl-quarantine"
@@ -103,7 +103,8 @@ def _engine(settings: Settings) -> sa.Engine:
 
 def _names(settings: Settings, table: str | None) -> Names:
     schema, default_table = settings.checked_names()
-    return Names(schema, table or default_table)
+    # a bad name is blamed on where it came from: the flow's `table` parameter or ETL_TABLE
+    return Names(schema, table or default_table, table_setting="the flow's table parameter" if table else "ETL_TABLE")
 
 
 # Refusals no retry can fix. libpq reports them as connection failures with only a message,
@@ -215,7 +216,7 @@ class _ProgressLog:
 @task(name="copy-file-to-postgres", retries=3, retry_delay_seconds=[2, 10, 30], log_prints=True,
       cache_policy=NO_CACHE, retry_condition_fn=_retry_unless_config_error)
 def copy_file(options: RunOptions, path: str, table: str | None, run_id: str) -> dict:
-    """One transaction per attempt, so a retry starts clean (see flows/load.py)."""
+    """One transaction per attempt, so a retry starts clean (see flows/load/)."""
     settings = options.settings
     file = Path(path)
     names = _names(settings, table)

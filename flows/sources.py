@@ -12,18 +12,18 @@ import os
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Callable
 from urllib.parse import urlparse
 
 import httpx
 
+from flows.errors import ConfigError, FileRejected
 from flows.sample import write_sample
-from flows.schema import MONTH_FILES, ConfigError
+from flows.schema import MONTH_FILES
 from flows.settings import Settings
-from flows.transform import FileRejected
 
 SOURCES = ("sample", "local", "url", "kaggle")
 DownloadProgress = Callable[[int, int | None], None]  # (bytes just received, total bytes or None)
@@ -38,7 +38,9 @@ def _chronological(path: Path) -> tuple:
 
 
 def select_files(paths: list[Path], names: list[str] | None) -> list[Path]:
-    """Keep the files named in --files (in that order); unknown names are a config error."""
+    """Keep the files named in --files (in that order); unknown names, or nothing at all, are a config error."""
+    if not paths:
+        raise ConfigError("the source has no .csv file to load")
     if not names:
         return sorted(paths, key=_chronological)
     by_name = {p.name: p for p in paths}
@@ -52,9 +54,16 @@ def select_files(paths: list[Path], names: list[str] | None) -> list[Path]:
 
 
 def local_files(folder: Path) -> list[Path]:
+    """The folder's *.csv files; none is an error that says what was looked for and what is there."""
     if not folder.is_dir():
         raise ConfigError(f"--path {folder} is not a folder: point it at a folder of .csv files")
-    return sorted(p for p in folder.iterdir() if p.suffix == ".csv" and p.is_file())
+    files = sorted(p for p in folder.iterdir() if p.suffix == ".csv" and p.is_file())
+    if not files:
+        others = sorted(p.name for p in folder.iterdir() if p.is_file())
+        found = f"it holds {', '.join(others[:5])}{' ...' if len(others) > 5 else ''}" if others else "it is empty"
+        raise ConfigError(f"--path {folder}: no file to load, looked for *.csv (lower-case extension, as the dataset "
+                          f"names its files, e.g. 2019-Oct.csv); {found}")
+    return files
 
 
 def sample_files(settings: Settings, rows_per_file: int | None) -> list[Path]:

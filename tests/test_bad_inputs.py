@@ -17,13 +17,15 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-
+from conftest import engine_with_schema
 from fault_tools import NAMES, audit
+
 from flows import etl
-from flows.load import ensure_schema, load_file
+from flows.errors import FileRejected
+from flows.load import load_file
 from flows.schema import CSV_HEADER
 from flows.sources import _unpack
-from flows.transform import MAX_FIELD_CHARS, FileRejected
+from flows.transform import MAX_FIELD_CHARS
 
 HEADER = ",".join(CSV_HEADER)
 GOOD = dict(zip(CSV_HEADER, ["2019-10-01 00:00:00 UTC", "view", "5773203", "1487580005134238553", "", "runail",
@@ -137,10 +139,8 @@ CASES: dict[str, tuple[str, bytes | None, Rows | Fails]] = {
 
 @pytest.fixture(scope="module")
 def engine(postgres):
-    engine = sa.create_engine(postgres.create_database("bad_inputs"))
-    ensure_schema(engine, NAMES)
-    yield engine
-    engine.dispose()
+    with engine_with_schema(postgres.create_database("bad_inputs"), NAMES) as engine:
+        yield engine
 
 
 def run(engine, folder: Path, inputs: list[Path]) -> list:

@@ -12,6 +12,7 @@ kubelet itself are what only T5 (kind) covers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -29,6 +30,7 @@ import sqlalchemy as sa
 import chart_render as cr
 from concurrency import overlap
 from flows.localdb import LocalPostgres, free_port
+from pg_home import postgres_home
 from server_health import wait_healthy
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(2400)]
@@ -237,6 +239,11 @@ def _tail(results: list[dict], n: int = 6000) -> str:
 def release(flow_image, tmp_path_factory):
     """The chart rendered for the test image, its Postgres (initialised by the chart's own
     script) and its Prefect server (with the chart's connection URL), both on 127.0.0.1."""
+    with contextlib.ExitStack() as stack:
+        yield from _release(stack, tmp_path_factory)
+
+
+def _release(stack: contextlib.ExitStack, tmp_path_factory):
     work = tmp_path_factory.mktemp("t4")
     values = {"image": {"repository": IMAGE_REPO, "tag": IMAGE_TAG, "pullPolicy": "Never"},
               "deployments": {"sampleRows": SAMPLE_ROWS},
@@ -247,7 +254,8 @@ def release(flow_image, tmp_path_factory):
     pg_svc, server_svc = _fullname("postgresql"), _fullname("prefect-server")
 
     db_secret = cr.find(rendered.docs, "Secret", _fullname("db"))["metadata"]["name"]
-    pg = LocalPostgres(work / "pg" / "data", port=free_port(),
+    pg_home = stack.enter_context(postgres_home("t4"))  # outside pytest's base temp: see pg_home.py
+    pg = LocalPostgres(pg_home / "data", port=free_port(),
                        password=rendered.secrets[f"{db_secret}/postgres-password"], durable=False).start()
     server_port = free_port()
     loopback = Loopback({pg_svc: (5432, pg.port), f"{pg_svc}-hl": (5432, pg.port),

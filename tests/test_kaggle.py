@@ -3,7 +3,7 @@
 The only stand-in in the project: Kaggle's API itself (no internet here). kaggle 2.2.5 sends
 `POST /api/v1/datasets.DatasetApiService/DownloadDataset` with HTTP Basic auth to
 http://localhost:80 when KAGGLE_API_ENVIRONMENT=LOCALHOST (its TEST mode, port 7777, is not
-honoured on this path: see ../shared/FACTS.md), and expects the dataset's zip in the response.
+honoured on this path, as measured with kaggle 2.2.5), and expects the dataset's zip in the response.
 With a `fileName` in the body the same call downloads one file (Kaggle redirects to it, wrapped
 in <file>.zip): what each `load-file` Job of a fanned-out run does; `ListDatasetFiles` lists
 the files the run plans by. The stand-in serves all five months and honours the file name, so
@@ -26,7 +26,8 @@ from pathlib import Path
 import pytest
 
 from flows.sample import write_sample
-from flows.schema import MONTH_FILES, ConfigError
+from flows.errors import ConfigError
+from flows.schema import MONTH_FILES
 from flows.settings import Settings
 from flows.sources import download_kaggle, download_kaggle_file, plan_files
 
