@@ -30,8 +30,23 @@ stop: ## stop the local Prefect server and the embedded PostgreSQL that `make ru
 test: venv checkov ## run every test rung (T1-T4; T5 kind skips without a cluster toolchain)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
+LINT_PATHS ?= .
+lint: venv ## ruff check, ruff format --check, mypy flows/, shellcheck on every script (LINT_PATHS=. for ruff)
+	@rc=0; \
+	echo "== ruff check $(LINT_PATHS)"; $(VENV)/bin/ruff check $(LINT_PATHS) || rc=1; \
+	echo "== ruff format --check $(LINT_PATHS)"; $(VENV)/bin/ruff format --check $(LINT_PATHS) || rc=1; \
+	echo "== mypy (flows/, pyproject.toml)"; $(VENV)/bin/mypy || rc=1; \
+	echo "== shellcheck"; SHELLCHECK=$(VENV)/bin/shellcheck scripts/lint-shell.sh || rc=1; \
+	exit $$rc
+
+fuzz: venv ## differential fuzzing: FUZZ_EXAMPLES (2000) generated files, both load paths against tests/oracle.py
+	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q tests/test_differential.py -k oracle --hypothesis-show-statistics
+
 bench: venv ## time psql \copy vs our loader vs the tutorial's to_sql (BENCH_ROWS=1000000)
 	$(PY) -m benchmarks.load --rows $(BENCH_ROWS)
+
+bench-full: venv ## the full 20.7 M rows: psql \copy x5 vs the whole `ecommerce-etl run` (files cached outside git)
+	$(PY) -m benchmarks.full $(BENCH_FULL_ARGS)
 
 psql: venv ## open psql on the embedded database that `make run` loads
 	$(PY) -c "from flows.localdb import LocalPostgres; from flows.settings import get_settings; import os; s=LocalPostgres(get_settings().local_db_dir).start(); os.execv(str(s.bin_dir/'psql'), ['psql','-h',str(s.socket_dir),'-U','postgres','ecommerce'])"
@@ -46,7 +61,7 @@ lock: ## re-resolve requirements*.lock from pyproject.toml
 clean: stop ## stop the local servers, remove the venv, downloaded data and the embedded database
 	rm -rf $(VENV) data .data
 
-.PHONY: help venv run stop test bench psql server lock clean
+.PHONY: help venv run stop test lint fuzz bench bench-full psql server lock clean
 
 # Component targets (kind, image, e2e...) live beside this file.
 -include mk/*.mk

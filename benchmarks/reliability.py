@@ -52,8 +52,10 @@ def summarise(tests: list[tuple[str, str, dict]]) -> tuple[list[str], dict]:
     checkov = passed_with("checkov_failed") or [p for _, _, p in tests if "checkov_failed" in p]
     outcomes = Counter(outcome for _, outcome, _ in tests)
     lines = [f"tests: {', '.join(f'{n} {o}' for o, n in sorted(outcomes.items()))}"]
-    lines.append(f"kills survived (SIGKILL + rerun): {figures['kills']}: "
-                 + ", ".join(p["kill_point"][0] for p in passed_with("kill_point")))
+    lines.append(
+        f"kills survived (SIGKILL + rerun): {figures['kills']}: "
+        + ", ".join(p["kill_point"][0] for p in passed_with("kill_point"))
+    )
     lines.append(f"Postgres restarts survived: {figures['restarts']}")
     lines.append(f"concurrent runs (exactly once, one loaded + one skipped per file): {figures['concurrent']}")
     lines.append(f"bad-input cases with their expected outcome: {figures['bad_inputs']}")
@@ -63,16 +65,21 @@ def summarise(tests: list[tuple[str, str, dict]]) -> tuple[list[str], dict]:
     if checkov:
         c = checkov[0]
         figures["checkov_failed"] = c["checkov_failed"][0]
-        lines.append(f"checkov ({c['checkov_value_sets'][0]} value sets of the chart, each with its flow-run Job): "
-                     f"{c['checkov_passed'][0]} passed, {c['checkov_failed'][0]} failed, "
-                     f"{c['checkov_skipped'][0]} skipped by the chart's checkov.io/skip annotations (each with its reason)")
+        lines.append(
+            f"checkov ({c['checkov_value_sets'][0]} value sets of the chart, each with its flow-run Job): "
+            f"{c['checkov_passed'][0]} passed, {c['checkov_failed'][0]} failed, "
+            f"{c['checkov_skipped'][0]} skipped by the chart's checkov.io/skip annotations (each with its reason)"
+        )
     else:
         figures["checkov_failed"] = "not-run"
         lines.append("checkov: not run (make checkov)")
     failures = [nodeid for nodeid, outcome, _ in tests if outcome == "failed"]
     lines += [f"FAILED {f}" for f in failures]
-    lines.append(" ".join(f"{k}={figures[k]}" for k in
-                          ("kills", "restarts", "bad_inputs", "lost", "duplicated", "checkov_failed")))
+    lines.append(
+        " ".join(
+            f"{k}={figures[k]}" for k in ("kills", "restarts", "bad_inputs", "lost", "duplicated", "checkov_failed")
+        )
+    )
     return lines, figures
 
 
@@ -81,8 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments, e.g. -k sigkill")
     args = parser.parse_args(argv)
     collector = Collector()
-    code = pytest.main(["-q", "-p", "no:cacheprovider", *(str(REPO / m) for m in MODULES), *args.pytest_args],
-                       plugins=[collector])
+    code = pytest.main(
+        ["-q", "-p", "no:cacheprovider", *(str(REPO / m) for m in MODULES), *args.pytest_args], plugins=[collector]
+    )
     lines, _ = summarise(collector.tests)
     print("\n== reliability ==")
     print("\n".join(lines), flush=True)

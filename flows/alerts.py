@@ -29,7 +29,7 @@ from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from flows.events import QUARANTINE_HIGH
-from flows.schema import ConfigError
+from flows.errors import ConfigError
 
 PARENT_FLOW = "ecommerce-etl"
 TAG = "ecommerce-etl-alerts"  # marks the automations this module owns

@@ -30,7 +30,7 @@ def _positive_int(text: str) -> int:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive number of rows")
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number")
     return value
 
 
@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="fetch a source and load it into PostgreSQL")
     run.add_argument("--source", choices=SOURCES, default="sample")
     run.add_argument("--path", help="folder of .csv files (--source local)")
-    run.add_argument("--url", help="http(s) .csv, .csv.gz or .zip (--source url)")
+    run.add_argument("--url", action="append", help="http(s) .csv, .csv.gz or .zip (--source url); "
+                                                    "repeat it for several files (one URL per file)")
     run.add_argument("--files", help="comma-separated file names to load, e.g. 2019-Oct.csv,2019-Nov.csv")
     run.add_argument("--rows-per-file", type=_positive_int, help="sample rows per monthly file (--source sample)")
     run.add_argument("--database-url", help="PostgreSQL URL; default DATABASE_URL, then PG* variables, "
@@ -53,7 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sample = commands.add_parser("sample", help="write the deterministic sample CSVs")
     sample.add_argument("--out", required=True, type=Path)
-    sample.add_argument("--rows-per-file", type=_positive_int, default=20_000)
+    size = sample.add_mutually_exclusive_group()
+    size.add_argument("--rows-per-file", type=_positive_int, default=20_000)
+    size.add_argument("--full", action="store_true",
+                      help="the real dataset's row counts: 20,692,840 rows in five files, about 2.4 GB")
     sample.add_argument("--seed", type=int, default=20191001)
 
     deploy = commands.add_parser("deploy", help="create/update the Kubernetes work pool and deployments")
@@ -62,12 +66,21 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument("--schedule", help="cron schedule for the kaggle deployment, e.g. '0 3 * * *'")
     deploy.add_argument("--timezone", default="UTC")
     deploy.add_argument("--sample-rows", type=int, default=20_000)
+    deploy.add_argument("--max-parallel-files", type=_positive_int, default=3,
+                        help="concurrency limit of the load-file deployment: at most this many file Jobs at once")
     deploy.add_argument("--concurrency-limit", type=int, default=0,
-                        help="running flow runs per deployment, enforced by the server (0: no limit)")
+                        help="running pipeline runs per deployment (sample, kaggle), enforced by the server (0: no limit)")
     deploy.add_argument("--wait", type=float, default=120, help="seconds to wait for the Prefect API")
 
     commands.add_parser("server", help="start (or reuse) the local Prefect server and UI on 127.0.0.1:ETL_PREFECT_PORT")
     commands.add_parser("stop", help="stop the local Prefect server and the embedded PostgreSQL")
+
+    forget = commands.add_parser(
+        "forget", help="remove a file's rows, quarantine rows and ledger entry (a renamed or deleted file's rows stay "
+                       "until then: exactly-once is keyed by file name)")
+    forget.add_argument("file", help="the file's name as loaded (a path is fine: its last part is the name)")
+    forget.add_argument("--table", help="target table (default ETL_TABLE or ecommerce_events)")
+    forget.add_argument("--database-url", help="PostgreSQL URL; default as for `run`")
     return parser
 
 
@@ -101,22 +114,28 @@ class Target:
     ui_url: str | None  # the Prefect UI the run is shown in
 
 
-def _with_database(settings, args) -> tuple[object, str, bool]:
-    """The settings with the run's database: --database-url, the configured one, or the embedded server."""
+def _external_database(settings, args) -> tuple[object, str] | None:
+    """The settings with the run's database when one is configured: --database-url, else DATABASE_URL/PG*."""
     from pydantic import SecretStr
 
     from flows.settings import normalise_database_url
 
     if args.database_url:
         url = normalise_database_url(args.database_url, "--database-url")
-        return settings.model_copy(update={"database_url": SecretStr(url)}), "the PostgreSQL of --database-url", False
+        return settings.model_copy(update={"database_url": SecretStr(url)}), "the PostgreSQL of --database-url"
     if settings.resolved_database_url():
-        return settings, "the configured PostgreSQL", False
+        return settings, "the configured PostgreSQL"
+    return None
+
+
+def _embedded_database(settings) -> tuple[object, str, bool]:
+    """No database configured: the embedded server under ETL_LOCAL_DIR, database ecommerce."""
+    from pydantic import SecretStr
+
     server = _local_postgres(settings).start()
     server.ensure_database("ecommerce")
-    url = server.url("ecommerce")
     where = f"the embedded PostgreSQL in {settings.local_db_dir.resolve()} (database ecommerce)"
-    return settings.model_copy(update={"database_url": SecretStr(url)}), where, True
+    return settings.model_copy(update={"database_url": SecretStr(server.url("ecommerce"))}), where, True
 
 
 def _prefect_ui(settings) -> str:
@@ -147,7 +166,7 @@ def _check_database(settings) -> None:
             pass
     except sa.exc.OperationalError as exc:
         reason = " ".join(str(exc.orig).split())
-        from flows.schema import ConfigError
+        from flows.errors import ConfigError
 
         raise ConfigError(f"cannot use the database: {reason} "
                           "(check DATABASE_URL or PGHOST/PGPORT/PGUSER/PGPASSWORD/PGDATABASE)") from None
@@ -169,9 +188,11 @@ def _prepare(args) -> Target:
     check_arguments(args.source, args.path, args.url)
     if args.source == "kaggle":
         kaggle_login(settings)  # fail now, not after starting servers
-    settings, where, embedded = _with_database(settings, args)
-    _check_database(settings)
-    ui_url = _prefect_ui(settings)
+    external = _external_database(settings, args)
+    if external:
+        _check_database(external[0])
+    ui_url = _prefect_ui(settings)  # refuses a foreign program on its port before starting anything
+    settings, where, embedded = (*external, False) if external else _embedded_database(settings)
     return Target(settings=settings, database=where, embedded_db=embedded, ui_url=ui_url)
 
 
@@ -258,11 +279,12 @@ def _emit(outcome: Outcome, as_json: bool, target: Target | None, table: str) ->
 
 def _run_flow(args, target: Target, progress) -> Outcome:
     from flows.etl import LoadFailed, RunOptions, make_flows
-    from flows.schema import ConfigError
+    from flows.errors import ConfigError
 
     files = [f.strip() for f in args.files.split(",") if f.strip()] if args.files else None
     pipeline = make_flows(RunOptions(settings=target.settings, progress=progress)).pipeline
-    state = pipeline(source=args.source, path=args.path, url=args.url, files=files, table=args.table,
+    url = args.url[0] if args.url and len(args.url) == 1 else args.url
+    state = pipeline(source=args.source, path=args.path, url=url, files=files, table=args.table,
                      rows_per_file=args.rows_per_file, return_state=True)
     url = f"{target.ui_url}/runs/flow-run/{state.state_details.flow_run_id}" if target.ui_url else None
     result = state.result(raise_on_failure=False)
@@ -279,7 +301,7 @@ def _run_flow(args, target: Target, progress) -> Outcome:
 
 
 def cmd_run(args) -> int:
-    from flows.schema import ConfigError
+    from flows.errors import ConfigError
 
     target = None
     try:
@@ -295,9 +317,19 @@ def cmd_run(args) -> int:
 
 
 def cmd_sample(args) -> int:
-    from flows.sample import write_sample
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    for path in write_sample(args.out, args.rows_per_file, args.seed):
+    from flows.sample import FULL_ROWS, write_sample
+    from flows.schema import MONTH_FILES
+
+    rows = FULL_ROWS if args.full else dict.fromkeys(MONTH_FILES, args.rows_per_file)
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                   console=Console(stderr=True))
+    with bar:
+        tasks = {name: bar.add_task(f"sample {name}", total=n) for name, n in rows.items()}
+        paths = write_sample(args.out, rows, args.seed, progress=lambda name, n: bar.advance(tasks[name], n))
+    for path in paths:
         print(path)
     return EXIT_OK
 
@@ -306,14 +338,14 @@ def cmd_deploy(args) -> int:
     """Alerts come from the environment (ETL_ALERT_WEBHOOK_URL is a secret): flows/alerts.py."""
     from flows.alerts import load_alert_settings
     from flows.deploy import read_base_job_template, register
-    from flows.schema import ConfigError
+    from flows.errors import ConfigError
 
     try:
         template = read_base_job_template(args.base_job_template)
         alerts = load_alert_settings()
         result = asyncio.run(register(args.pool, template, schedule=args.schedule, timezone=args.timezone,
-                                      sample_rows=args.sample_rows, concurrency_limit=args.concurrency_limit,
-                                      alerts=alerts, wait_seconds=args.wait))
+                                      sample_rows=args.sample_rows, max_parallel_files=args.max_parallel_files,
+                                      concurrency_limit=args.concurrency_limit, alerts=alerts, wait_seconds=args.wait))
     except ConfigError as exc:
         return _fail(str(exc))
     print(json.dumps(result))
@@ -321,7 +353,7 @@ def cmd_deploy(args) -> int:
 
 
 def cmd_server(args) -> int:
-    from flows.schema import ConfigError
+    from flows.errors import ConfigError
     from flows.settings import get_settings
 
     try:
@@ -334,7 +366,7 @@ def cmd_server(args) -> int:
 
 
 def cmd_stop(args) -> int:
-    from flows.schema import ConfigError
+    from flows.errors import ConfigError
     from flows.settings import get_settings
 
     try:
@@ -350,10 +382,44 @@ def cmd_stop(args) -> int:
     return EXIT_OK
 
 
+def cmd_forget(args) -> int:
+    """Remove one file's rows through the ledger, in one transaction under the file's lock."""
+    import sqlalchemy as sa
+
+    from flows.errors import ConfigError
+    from flows.load import forget_file
+    from flows.settings import get_settings
+    from flows.sql import Names
+
+    try:
+        settings = get_settings()
+        schema, default_table = settings.checked_names()
+        names = Names(schema, args.table or default_table, table_setting="--table" if args.table else "ETL_TABLE")
+        external = _external_database(settings, args)
+        settings = external[0] if external else _embedded_database(settings)[0]
+    except ConfigError as exc:
+        return _fail(str(exc))
+    engine = sa.create_engine(settings.resolved_database_url())
+    try:
+        forgotten = forget_file(engine, names, Path(args.file).name)
+    except sa.exc.ProgrammingError as exc:  # no ledger table: nothing was ever loaded into this target
+        return _fail(f"{names.schema}.{names.table} has no ledger to forget {args.file} from "
+                     f"({' '.join(str(exc.orig).split())})", EXIT_FILE_FAILED)
+    finally:
+        engine.dispose()
+    if not forgotten.found:
+        return _fail(f"{forgotten.file} is not in the ledger of {names.schema}.{names.table}: nothing to forget",
+                     EXIT_FILE_FAILED)
+    print(f"forgot {forgotten.file}: {forgotten.rows_loaded} rows and {forgotten.rows_quarantined} quarantined rows "
+          f"removed from {names.schema}.{names.table}, ledger entry deleted")
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     args = build_parser().parse_args(argv)
-    commands = {"run": cmd_run, "sample": cmd_sample, "deploy": cmd_deploy, "server": cmd_server, "stop": cmd_stop}
+    commands = {"run": cmd_run, "sample": cmd_sample, "deploy": cmd_deploy, "server": cmd_server, "stop": cmd_stop,
+                "forget": cmd_forget}
     return commands[args.command](args)
 
 

@@ -4,10 +4,11 @@ automations (flows/alerts.py), idempotently.
 The Helm chart runs this in a post-install/post-upgrade hook Job with the same base job
 template the worker uses, so the UI shows ready-to-run deployments right after `helm install`.
 
-A burst of runs is bounded by a deployment concurrency limit: the server holds extra runs in
-AwaitingConcurrencySlot before any Job exists (the worker's own --limit cannot, because
-prefect-kubernetes returns as soon as a Job is created). The pool itself gets no limit, so a
-parent run never waits for a slot its own child runs would need.
+Bursts are bounded by deployment concurrency limits, which the server enforces before any Job
+exists (the worker's own --limit cannot: prefect-kubernetes returns as soon as a Job is
+created): the pipeline deployments by --concurrency-limit, the load-file deployment by
+max_parallel_files. The pool itself gets no limit, so a waiting parent run never holds a slot
+its own file runs need.
 """
 
 from __future__ import annotations
@@ -21,15 +22,20 @@ from pathlib import Path
 import httpx
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import DeploymentScheduleCreate, WorkPoolCreate, WorkPoolUpdate
+from prefect.client.schemas.objects import ConcurrencyLimitStrategy, ConcurrencyOptions
 from prefect.client.schemas.schedules import CronSchedule
 from prefect.exceptions import ObjectNotFound
 from prefect.utilities.callables import parameter_schema
 
 from flows.alerts import AlertSettings, register_alerts
-from flows.schema import ConfigError
+from flows.errors import ConfigError
 
 FLOW_NAME = "ecommerce-etl"
 ENTRYPOINT = "flows/etl.py:ecommerce_etl"
+LOAD_FILE_FLOW = "load-file"
+LOAD_FILE_ENTRYPOINT = "flows/etl.py:load_one_file"
+# What the chart puts in ETL_FILE_DEPLOYMENT: the pipeline runs start one flow run of it per file.
+LOAD_FILE_DEPLOYMENT = f"{LOAD_FILE_FLOW}/load-file"
 IMAGE_WORKDIR = "/opt/ecommerce-etl"  # where the Dockerfile puts the code; the entrypoint is relative to it
 
 
@@ -39,14 +45,29 @@ class DeploymentSpec:
     description: str
     parameters: dict
     scheduled: bool
+    flow: str = FLOW_NAME
+    entrypoint: str = ENTRYPOINT
+    # at most this many flow runs of the deployment at once (server-enforced before the worker
+    # creates a Job); None: no limit
+    concurrency_limit: int | None = None
 
 
-def deployment_specs(sample_rows: int) -> list[DeploymentSpec]:
+def deployment_specs(sample_rows: int, max_parallel_files: int = 3,
+                     concurrency_limit: int | None = None) -> list[DeploymentSpec]:
+    """concurrency_limit: pipeline runs (sample, kaggle) of each deployment at once; None: no limit."""
     return [
         DeploymentSpec("sample", "Load the bundled deterministic sample (no credentials needed).",
-                       {"source": "sample", "rows_per_file": sample_rows}, scheduled=False),
+                       {"source": "sample", "rows_per_file": sample_rows}, scheduled=False,
+                       concurrency_limit=concurrency_limit),
         DeploymentSpec("kaggle", "Download the Kaggle dataset (credentials from the kaggle Secret) and load every row.",
-                       {"source": "kaggle"}, scheduled=True),
+                       {"source": "kaggle"}, scheduled=True, concurrency_limit=concurrency_limit),
+        # No limit on the work pool instead: it would count the pipeline runs waiting for their
+        # files too, and those could hold every slot while their files wait (a deadlock).
+        DeploymentSpec(LOAD_FILE_DEPLOYMENT.split("/", 1)[1],
+                       "One file of a source, in its own Job: what the sample and kaggle runs start per file. "
+                       "Run it alone to reload one file (e.g. file_name=2019-Oct.csv, source=sample).",
+                       {}, scheduled=False, flow=LOAD_FILE_FLOW, entrypoint=LOAD_FILE_ENTRYPOINT,
+                       concurrency_limit=max_parallel_files),
     ]
 
 
@@ -77,13 +98,16 @@ async def _wait_for_api(client, timeout: float) -> None:
 
 
 async def register(pool: str, base_job_template: dict, *, schedule: str | None = None,
-                   timezone: str = "UTC", sample_rows: int = 20_000, concurrency_limit: int | None = None,
-                   alerts: AlertSettings | None = None, wait_seconds: float = 120) -> dict:
-    """concurrency_limit: running flow runs per deployment (None or 0: unlimited); alerts: the
+                   timezone: str = "UTC", sample_rows: int = 20_000, max_parallel_files: int = 3,
+                   concurrency_limit: int | None = None, alerts: AlertSettings | None = None,
+                   wait_seconds: float = 120) -> dict:
+    """concurrency_limit: running pipeline runs per deployment (None or 0: unlimited); alerts: the
     automations to keep in step (None leaves them alone)."""
     if concurrency_limit is not None and concurrency_limit < 0:
         raise ConfigError(f"--concurrency-limit {concurrency_limit}: use 0 (no limit) or a positive number")
-    from flows.etl import ecommerce_etl
+    from flows.etl import ecommerce_etl, load_one_file
+
+    flows = {FLOW_NAME: ecommerce_etl, LOAD_FILE_FLOW: load_one_file}
 
     async with get_client() as client:
         await _wait_for_api(client, wait_seconds)
@@ -96,10 +120,10 @@ async def register(pool: str, base_job_template: dict, *, schedule: str | None =
                 WorkPoolCreate(name=pool, type="kubernetes", base_job_template=base_job_template)
             )
             pool_action = "created"
-        flow_id = await client.create_flow_from_name(FLOW_NAME)
-        schema = parameter_schema(ecommerce_etl)
         deployments = {}
-        for spec in deployment_specs(sample_rows):
+        for spec in deployment_specs(sample_rows, max_parallel_files, concurrency_limit or None):
+            flow_id = await client.create_flow_from_name(spec.flow)
+            schema = parameter_schema(flows[spec.flow])
             schedules = (
                 [DeploymentScheduleCreate(schedule=CronSchedule(cron=schedule, timezone=timezone), active=True)]
                 if schedule and spec.scheduled else []
@@ -108,7 +132,7 @@ async def register(pool: str, base_job_template: dict, *, schedule: str | None =
                 flow_id=flow_id,
                 name=spec.name,
                 work_pool_name=pool,
-                entrypoint=ENTRYPOINT,
+                entrypoint=spec.entrypoint,
                 pull_steps=[{"prefect.deployments.steps.set_working_directory": {"directory": IMAGE_WORKDIR}}],
                 parameters=spec.parameters,
                 parameter_openapi_schema=schema.model_dump_for_openapi(),
@@ -116,7 +140,10 @@ async def register(pool: str, base_job_template: dict, *, schedule: str | None =
                 tags=["ecommerce-etl"],
                 schedules=schedules,
                 enforce_parameter_schema=True,
-                concurrency_limit=concurrency_limit or None,
+                concurrency_limit=spec.concurrency_limit,
+                # a file beyond the limit waits (AwaitingConcurrencySlot) instead of being cancelled
+                concurrency_options=ConcurrencyOptions(collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
+                if spec.concurrency_limit else None,
             )
             deployment = await client.read_deployment(deployment_id)
             # create_deployment upserts the deployment but adds schedules; keep exactly ours

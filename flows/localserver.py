@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 
 from flows.localdb import LocalPostgres
-from flows.schema import ConfigError
+from flows.errors import ConfigError
 
 PREFECT_DATABASE = "prefect"
 LOG_TAIL_CHARS = 4000

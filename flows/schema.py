@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from flows.errors import ConfigError
+
 MONTH_FILES = ("2019-Oct.csv", "2019-Nov.csv", "2019-Dec.csv", "2020-Jan.csv", "2020-Feb.csv")
 
 EVENT_TYPES = ("view", "cart", "remove_from_cart", "purchase")
@@ -13,7 +15,7 @@ EVENT_TYPES = ("view", "cart", "remove_from_cart", "purchase")
 @dataclass(frozen=True)
 class Column:
     name: str
-    sql_type: str  # type in the loaded table; {schema}/{table} are filled by flows.sql
+    sql_type: str  # type in the loaded table; "{event_type}" and "{price}" are the table's own types (flows.sql)
     required: bool
     kept: bool = True  # False: read and checked, but not loaded (category_code)
 
@@ -33,7 +35,6 @@ CSV_COLUMNS: tuple[Column, ...] = (
 CSV_HEADER: tuple[str, ...] = tuple(c.name for c in CSV_COLUMNS)
 COLUMNS_BY_NAME = {c.name: c for c in CSV_COLUMNS}
 LOADED_COLUMNS: tuple[Column, ...] = tuple(c for c in CSV_COLUMNS if c.kept)
-LINEAGE_COLUMNS = ("source_file", "source_line")
 
 # The dataset writes every timestamp as "YYYY-MM-DD HH:MM:SS UTC"; a value without an explicit
 # zone would silently take the session's zone, so it is quarantined instead.
@@ -41,10 +42,6 @@ EVENT_TIME_SUFFIX = " UTC"
 
 # 40 leaves room for the suffixes of the tables a table owns within Postgres's 63-byte names
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,39}$")
-
-
-class ConfigError(ValueError):
-    """A setting is wrong; the message names the setting and the fix."""
 
 
 def check_identifier(value: str, setting: str) -> str:

@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import quote
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from flows.schema import ConfigError, check_identifier
+from flows.errors import ConfigError
+from flows.schema import check_identifier
 
 KAGGLE_DATASET_URL = "https://www.kaggle.com/datasets/mkechinov/ecommerce-events-history-in-cosmetics-shop"
 
@@ -38,6 +39,13 @@ class Settings(BaseSettings):
     # COPY connections per file; the database server needs that many free cores to gain
     copy_parallelism: int = Field(2, ge=1, le=16, validation_alias="ETL_COPY_PARALLELISM")
 
+    # Files loaded at once by one run: in-process subflows (the CLI), or the Job count the chart's
+    # load-file deployment concurrency limit allows (flowRun.maxParallelFiles, the same value).
+    max_parallel_files: int = Field(3, ge=1, le=64, validation_alias="ETL_MAX_PARALLEL_FILES")
+    # "<flow>/<deployment>" of the load-file deployment: set (by the chart), a run starts one
+    # flow run of it per file, each its own Job; unset, the run loads its files in-process.
+    file_deployment: str | None = Field(None, pattern=r"^[^/]+/[^/]+$", validation_alias="ETL_FILE_DEPLOYMENT")
+
     # A loaded file whose quarantined share is above this emits ecommerce.file.quarantine-high
     # (the chart's alerts.quarantineRatio); unset: no such event.
     alert_quarantine_ratio: float | None = Field(None, ge=0, le=1, validation_alias="ETL_ALERT_QUARANTINE_RATIO")
@@ -45,6 +53,11 @@ class Settings(BaseSettings):
     kaggle_dataset: str = Field(KAGGLE_DATASET_URL, validation_alias="ETL_KAGGLE_DATASET")
     kaggle_username: SecretStr | None = Field(None, validation_alias="KAGGLE_USERNAME")
     kaggle_key: SecretStr | None = Field(None, validation_alias="KAGGLE_KEY")
+
+    @field_validator("file_deployment", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return value or None
 
     # Secrets as files (what the chart mounts from its Secrets): <VARIABLE>_FILE names a file
     # holding the value, so it never enters the environment; the variable itself wins.

@@ -2,27 +2,36 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, field
 
 from psycopg2 import sql
 
-from flows.schema import CSV_COLUMNS, CSV_HEADER, EVENT_TYPES, LOADED_COLUMNS, check_identifier
+from flows.schema import CSV_COLUMNS, EVENT_TYPES, LOADED_COLUMNS, check_identifier
 
 COPY_OPTIONS = sql.SQL("(FORMAT csv, ON_ERROR ignore, LOG_VERBOSITY verbose)")
 
 
 @dataclass(frozen=True)
 class Names:
-    """Qualified names of everything one target table owns."""
+    """Qualified names of everything one target table owns.
+
+    Public objects are <table>, <table>_quarantine, <table>_ledger and the types <table>_event_type
+    and <table>_price; flows.load.ddl refuses a table name whose objects would meet another's.
+    Internal objects (a file's partition, its segments and their line-number sequences) carry a "$",
+    which no table name may contain, so they cannot meet anything a table name derives.
+    `table_setting` names where the table name came from, for error messages.
+    """
 
     schema: str
     table: str
+    table_setting: str = field(default="ETL_TABLE", compare=False)
 
     def __post_init__(self):
         check_identifier(self.schema, "ETL_SCHEMA")
-        check_identifier(self.table, "ETL_TABLE")
+        check_identifier(self.table, self.table_setting)
 
-    def ident(self, suffix: str = "") -> sql.Composed:
+    def ident(self, suffix: str = "") -> sql.Composable:
         return sql.Identifier(self.schema, self.table + suffix)
 
     @property
@@ -48,6 +57,45 @@ class Names:
     def lock_key(self, *parts: str) -> str:
         return ":".join((self.schema, self.table, *parts))
 
+    @property
+    def public_relations(self) -> dict[str, str]:
+        """name -> what it is, for the tables this target owns"""
+        return {self.table: "events table", self.table + "_quarantine": "quarantine table",
+                self.table + "_ledger": "ledger table"}
+
+    @property
+    def public_types(self) -> dict[str, str]:
+        return {self.table + "_event_type": "event type enum", self.table + "_price": "price domain"}
+
+
+@dataclass(frozen=True)
+class FileNames:
+    """Names of the internal objects of one load of one file. The file key (from its name) lets the next
+    load of that file find what a crashed one left; the run key keeps two loads' objects apart."""
+
+    names: Names
+    file_key: str
+    run_key: str
+
+    @classmethod
+    def of(cls, names: Names, source_file: str, run_key: str) -> FileNames:
+        return cls(names, hashlib.md5(source_file.encode()).hexdigest()[:8], run_key)
+
+    @property
+    def partition(self) -> str:
+        return f"{self.names.table}$p{self.file_key}{self.run_key}"
+
+    @property
+    def staging_prefix(self) -> str:
+        """Every segment table of any load of this file starts with this."""
+        return f"{self.names.table}$s{self.file_key}"
+
+    def segment(self, index: int | str) -> str:
+        return f"{self.staging_prefix}{self.run_key}{index}"
+
+    def sequence(self, index: int) -> str:
+        return f"{self.names.table}$n{self.file_key}{self.run_key}{index}"
+
 
 def _column_type(names: Names, sql_type: str) -> sql.Composable:
     if sql_type == "{event_type}":
@@ -72,41 +120,78 @@ def advisory_xact_lock(key: str) -> tuple[sql.Composable, tuple]:
     return sql.SQL("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"), (key,)
 
 
-def create_schema(names: Names) -> list[sql.Composable]:
-    """Idempotent DDL; run under an advisory lock so concurrent first runs don't race."""
+def create_schema(names: Names) -> list[tuple[str, sql.Composable]]:
+    """(name, statement) for every object a target owns; flows.load.ddl runs those that are missing,
+    under an advisory lock so concurrent first runs don't race."""
     enum_values = sql.SQL(", ").join(sql.Literal(v) for v in EVENT_TYPES)
     return [
-        sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(names.schema)),
-        sql.SQL(
-            "DO $$ BEGIN CREATE TYPE {} AS ENUM ({}); EXCEPTION WHEN duplicate_object THEN NULL; END $$"
-        ).format(names.event_type, enum_values),
-        # A domain, not a CHECK: domain violations are soft errors, so COPY ON_ERROR ignore
-        # quarantines a NaN price instead of aborting the whole file.
-        sql.SQL(
-            "DO $$ BEGIN CREATE DOMAIN {} AS numeric CHECK (VALUE NOT IN ('NaN', 'Infinity', '-Infinity'));"
-            " EXCEPTION WHEN duplicate_object THEN NULL; END $$"
-        ).format(names.price),
-        sql.SQL(
-            "CREATE TABLE IF NOT EXISTS {} ({}, source_file text NOT NULL, source_line bigint NOT NULL)"
+        (names.table + "_event_type", sql.SQL("CREATE TYPE {} AS ENUM ({})").format(names.event_type, enum_values)),
+        # A domain, not a CHECK: domain violations are soft errors, so COPY ON_ERROR ignore would
+        # quarantine a NaN price instead of aborting the whole file (the load's own checks already keep
+        # NaN and Infinity away from COPY; this stays as the database's own guard).
+        (names.table + "_price", sql.SQL(
+            "CREATE DOMAIN {} AS numeric CHECK (VALUE NOT IN ('NaN', 'Infinity', '-Infinity'))").format(names.price)),
+        (names.table, sql.SQL(
+            "CREATE TABLE {} ({}, source_file text NOT NULL, source_line bigint NOT NULL)"
             " PARTITION BY LIST (source_file)"
-        ).format(names.events, sql.SQL(", ").join(_column_defs(names, LOADED_COLUMNS))),
-        sql.SQL(
-            "CREATE TABLE IF NOT EXISTS {} (source_file text NOT NULL, source_line bigint NOT NULL,"
+        ).format(names.events, sql.SQL(", ").join(_column_defs(names, LOADED_COLUMNS)))),
+        (names.table + "_quarantine", sql.SQL(
+            "CREATE TABLE {} (source_file text NOT NULL, source_line bigint NOT NULL,"
             " raw_line text NOT NULL, reason text NOT NULL, run_id text,"
             " quarantined_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (source_file, source_line))"
-        ).format(names.quarantine),
-        sql.SQL(
-            "CREATE TABLE IF NOT EXISTS {} (source_file text PRIMARY KEY, checksum text NOT NULL,"
+        ).format(names.quarantine)),
+        (names.table + "_ledger", sql.SQL(
+            "CREATE TABLE {} (source_file text PRIMARY KEY, checksum text NOT NULL,"
             " size_bytes bigint, partition_name text NOT NULL, rows_read bigint NOT NULL, rows_loaded bigint NOT NULL,"
             " rows_quarantined bigint NOT NULL, run_id text, loaded_at timestamptz NOT NULL DEFAULT now())"
-        ).format(names.ledger),
-        # ledgers written before size_bytes existed
-        sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS size_bytes bigint").format(names.ledger),
+        ).format(names.ledger)),
     ]
 
 
+def create_db_schema(names: Names) -> sql.Composable:
+    return sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(names.schema))
+
+
+def add_ledger_size_column(names: Names) -> sql.Composable:
+    """Ledgers written before size_bytes existed; run only when the column is missing, so that no
+    DDL ever queues behind a running load's lock on the ledger."""
+    return sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS size_bytes bigint").format(names.ledger)
+
+
+def schema_objects(names: Names) -> sql.Composable:
+    """What already holds the names a target owns: (namespace, name, kind, details).
+
+    kind is the relkind of a relation ('p' partitioned, 'r' table, ...) or the typtype of a type
+    ('c' a relation's row type, 'e' enum, 'd' domain); details are a relation's columns (and, for a
+    partitioned table, its partition key), an enum's labels or a domain's base type.
+    """
+    return sql.SQL(
+        "SELECT 'relation', c.relname, c.relkind::text,"
+        " array(SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0"
+        " AND NOT a.attisdropped ORDER BY a.attnum)"
+        " || coalesce((SELECT array['partition by ' || pg_get_partkeydef(c.oid)] FROM pg_partitioned_table p"
+        " WHERE p.partrelid = c.oid), '{{}}')"
+        " FROM pg_class c WHERE c.relnamespace = {schema}::regnamespace AND c.relname = ANY(%(relations)s)"
+        " UNION ALL"
+        " SELECT 'type', t.typname, t.typtype::text, CASE t.typtype"
+        " WHEN 'e' THEN array(SELECT e.enumlabel::text FROM pg_enum e WHERE e.enumtypid = t.oid"
+        " ORDER BY e.enumsortorder)"
+        " WHEN 'd' THEN array[format_type(t.typbasetype, NULL)]"
+        " WHEN 'c' THEN array[(SELECT r.relname::text FROM pg_class r WHERE r.oid = t.typrelid)]"
+        " ELSE array[]::text[] END"
+        " FROM pg_type t WHERE t.typnamespace = {schema}::regnamespace AND t.typname = ANY(%(types)s)"
+    ).format(schema=sql.Literal(names.schema))
+
+
+def schema_exists(names: Names) -> sql.Composable:
+    return sql.SQL("SELECT to_regnamespace({}) IS NOT NULL").format(sql.Literal(names.schema))
+
+
 def ledger_entry(names: Names) -> sql.Composable:
-    return sql.SQL("SELECT checksum, size_bytes, rows_read FROM {} WHERE source_file = %s").format(names.ledger)
+    return sql.SQL(
+        "SELECT checksum, size_bytes, rows_read, partition_name, rows_loaded, rows_quarantined FROM {}"
+        " WHERE source_file = %s"
+    ).format(names.ledger)
 
 
 def create_leaf(names: Names, leaf: str, source_file: str, first_line: int, end_line: int | None,
@@ -120,11 +205,11 @@ def create_leaf(names: Names, leaf: str, source_file: str, first_line: int, end_
     """
     leaf_id = sql.Identifier(names.schema, leaf)
     literal = sql.Literal(source_file)
-    line_range = sql.SQL("source_line >= {}").format(sql.Literal(first_line))
+    line_range: sql.Composable = sql.SQL("source_line >= {}").format(sql.Literal(first_line))
     if end_line is not None:
         line_range = sql.SQL("{} AND source_line < {}").format(line_range, sql.Literal(end_line))
-    line_default = sql.SQL("")
-    statements = []
+    line_default: sql.Composable = sql.SQL("")
+    statements: list[sql.Composable] = []
     if sequence:
         seq_id = sql.Identifier(names.schema, sequence)
         # only this transaction draws from it, so a cached sequence still gives contiguous numbers
@@ -137,6 +222,9 @@ def create_leaf(names: Names, leaf: str, source_file: str, first_line: int, end_
         ).format(leaf_id, sql.SQL(", ").join(_column_defs(names, CSV_COLUMNS)), literal, literal,
                  line_default, line_range)
     )
+    if sequence:  # dropped with the table, whenever that happens
+        statements.append(sql.SQL("ALTER SEQUENCE {} OWNED BY {}.source_line").format(
+            sql.Identifier(names.schema, sequence), leaf_id))
     return statements
 
 
@@ -149,18 +237,18 @@ def copy_raw(names: Names, leaf: str, file_columns: tuple[str, ...]) -> sql.Comp
     )
 
 
-def copy_checked(names: Names, leaf: str) -> sql.Composable:
-    """Careful path: records re-serialized in CSV_HEADER order with their source line."""
+def copy_checked(names: Names, leaf: str, file_columns: tuple[str, ...]) -> sql.Composable:
+    """Careful path: records re-serialized, columns in the file's order, then their source line."""
     return sql.SQL("COPY {} ({}, source_line) FROM STDIN WITH {}").format(
         sql.Identifier(names.schema, leaf),
-        sql.SQL(", ").join(map(sql.Identifier, CSV_HEADER)),
+        sql.SQL(", ").join(map(sql.Identifier, file_columns)),
         COPY_OPTIONS,
     )
 
 
 def finish_leaf(names: Names, leaf: str, sequence: str | None) -> list[sql.Composable]:
     """DROP COLUMN only marks category_code dropped: no rewrite, whatever the size."""
-    statements = [
+    statements: list[sql.Composable] = [
         sql.SQL(
             "ALTER TABLE {} DROP COLUMN category_code, ALTER COLUMN source_file DROP DEFAULT,"
             " ALTER COLUMN source_line DROP DEFAULT"
@@ -175,6 +263,10 @@ def drop_table(names: Names, table: str) -> sql.Composable:
     return sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(names.schema, table))
 
 
+def count_rows(names: Names, table: str) -> sql.Composable:
+    return sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(names.schema, table))
+
+
 def unattached_tables(names: Names) -> sql.Composable:
     """Committed segment tables of a crashed load (name prefix as parameter): never attached."""
     return sql.SQL(
@@ -183,21 +275,21 @@ def unattached_tables(names: Names) -> sql.Composable:
     ).format(sql.Literal(names.schema))
 
 
-def existing_partition(names: Names) -> sql.Composable:
+def attached_partition(names: Names) -> sql.Composable:
+    """The partition the ledger names, if it is attached to the events table (a name, not a value:
+    partition bounds are never compared as printed literals)."""
     return sql.SQL(
         "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
-        " WHERE i.inhparent = {}::regclass AND pg_get_expr(c.relpartbound, c.oid) = format('FOR VALUES IN (%%L)', %s)"
+        " WHERE i.inhparent = {}::regclass AND c.relname = %s"
     ).format(sql.Literal(f'"{names.schema}"."{names.table}"'))
 
 
-def swap_partition(names: Names, file_partition: str, leaves: list[tuple[str, int, int | None]],
-                   old_partition: str | None, source_file: str) -> list[sql.Composable]:
-    """Assemble the file's partition from its segment tables and swap it in for the old one.
-
-    Every ATTACH is proven by the leaves' CHECK constraints, so the swap costs milliseconds.
-    """
+def assemble_partition(names: Names, file_partition: str,
+                       leaves: list[tuple[str, int, int | None]]) -> list[sql.Composable]:
+    """The file's partition, made of its segment tables. Every ATTACH is proven by the leaves' CHECK
+    constraints, so this costs milliseconds."""
     part_id = sql.Identifier(names.schema, file_partition)
-    statements = [
+    statements: list[sql.Composable] = [
         sql.SQL("CREATE TABLE {} ({}, source_file text NOT NULL, source_line bigint NOT NULL)"
                 " PARTITION BY RANGE (source_line)").format(
             part_id, sql.SQL(", ").join(_column_defs(names, LOADED_COLUMNS))),
@@ -208,13 +300,20 @@ def swap_partition(names: Names, file_partition: str, leaves: list[tuple[str, in
             sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES FROM ({}) TO ({})").format(
                 part_id, sql.Identifier(names.schema, leaf), sql.Literal(first_line), upper)
         )
-    if old_partition:
-        statements.append(sql.SQL("DROP TABLE {}").format(sql.Identifier(names.schema, old_partition)))
-    statements.append(
-        sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES IN ({})").format(
-            names.events, part_id, sql.Literal(source_file))
-    )
     return statements
+
+
+def attach_file_partition(names: Names, file_partition: str, source_file: str) -> sql.Composable:
+    return sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES IN ({})").format(
+        names.events, sql.Identifier(names.schema, file_partition), sql.Literal(source_file))
+
+
+def delete_ledger_entry(names: Names) -> sql.Composable:
+    return sql.SQL("DELETE FROM {} WHERE source_file = %s").format(names.ledger)
+
+
+def lock_timeout(seconds: int) -> sql.Composable:
+    return sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{seconds}s"))
 
 
 def delete_quarantine(names: Names) -> sql.Composable:
@@ -235,6 +334,11 @@ def upsert_ledger(names: Names) -> sql.Composable:
         " rows_read = EXCLUDED.rows_read, rows_loaded = EXCLUDED.rows_loaded,"
         " rows_quarantined = EXCLUDED.rows_quarantined, run_id = EXCLUDED.run_id, loaded_at = now()"
     ).format(names.ledger)
+
+
+def deliver_notices() -> sql.Composable:
+    """Any statement: COPY's notices reach the client with the next one."""
+    return sql.SQL("SELECT 1")
 
 
 def session_setup() -> sql.Composable:

@@ -25,13 +25,7 @@ if [ -z "${BASE_IMAGE:-}" ]; then
 fi
 
 # pip inside the build must trust the same CAs as the host (TLS interception).
-ca_dir="$ROOT/.cache/build"
-mkdir -p "$ca_dir"
-if ca=$(host_ca_bundle); then
-  cp "$ca" "$ca_dir/ca-bundle.crt"
-else
-  rm -f "$ca_dir/ca-bundle.crt"
-fi
+stage_ca_bundle "$ROOT"
 
 # The image's uid is the chart's image.uid, so pods and image agree (a YAML parser reads it:
 # the project's venv has PyYAML). APP_UID overrides it.

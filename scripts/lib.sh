@@ -28,3 +28,11 @@ host_ca_bundle() {
   done
   return 1
 }
+
+# The host CA bundle at ROOT/.cache/build/ca-bundle.crt, where the Dockerfile's build stage picks it up for
+# pip (TLS interception); removed where there is none. Used by build-image.sh and the skaffold builds.
+stage_ca_bundle() {
+  local dir="$1/.cache/build" ca
+  mkdir -p "$dir"
+  if ca=$(host_ca_bundle); then cp "$ca" "$dir/ca-bundle.crt"; else rm -f "$dir/ca-bundle.crt"; fi
+}

@@ -5,18 +5,21 @@ Nothing of ours is faked: tests load into a real server and run flows against a 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from pg_home import postgres_home
+from server_health import wait_healthy
 
 from flows.localdb import LocalPostgres, free_port
-from server_health import wait_healthy
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -53,12 +56,15 @@ class PostgresHandle:
 
 
 @pytest.fixture(scope="session")
-def postgres(tmp_path_factory) -> PostgresHandle:
-    base = tmp_path_factory.mktemp("pg")
+def postgres() -> PostgresHandle:
+    """The session's PostgreSQL, in a folder outside pytest's base temp (see pg_home.py)."""
     password = secrets.token_urlsafe(16)
-    server = LocalPostgres(base / "data", port=free_port(), password=password, durable=False).start()
-    yield PostgresHandle(server=server, password=password)
-    server.stop(mode="immediate")
+    with postgres_home("session") as home:
+        server = LocalPostgres(home / "data", port=free_port(), password=password, durable=False).start()
+        try:
+            yield PostgresHandle(server=server, password=password)
+        finally:
+            server.stop(mode="immediate")
 
 
 @dataclass
@@ -83,6 +89,9 @@ def prefect_server(postgres, tmp_path_factory) -> PrefectServerHandle:
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_UI_ENABLED": "false",
         "PREFECT_LOGGING_LEVEL": "WARNING",
+        # a file run held back by a deployment concurrency limit is offered again after this
+        # (default 30 s): the fan-out tests wait less
+        "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": "2",
     }
     log = home / "server.log"
     with log.open("w") as out:
@@ -127,6 +136,27 @@ def data_db(postgres, request) -> str:
     """A fresh database for one test; returns its superuser SQLAlchemy URL."""
     name = "t_" + request.node.name.lower().replace("[", "_").replace("]", "").replace("-", "_")[:50]
     return postgres.create_database(name)
+
+
+@contextlib.contextmanager
+def engine_with_schema(url: str, names=None) -> Iterator[sa.Engine]:
+    """An engine on `url` whose target (default public.ecommerce_events) has its tables and types."""
+    from flows.load import ensure_schema
+    from flows.sql import Names
+
+    engine = sa.create_engine(url)
+    try:
+        ensure_schema(engine, names or Names("public", "ecommerce_events"))
+        yield engine
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def engine(data_db) -> Iterator[sa.Engine]:
+    """A fresh database with the default target's schema, for one test."""
+    with engine_with_schema(data_db) as engine:
+        yield engine
 
 
 def scalar(url: str, sql: str, **params):

@@ -1,10 +1,11 @@
-"""Shared by the fault and bad-input tests: a statement trap for psycopg2, an audit of what the
+"""Shared by the fault and bad-input tests: a trap on the load's named phases, an audit of what the
 loader left in the database, and the child process that loads files and gets SIGKILLed.
 
-No hooks in production code: the trap is a psycopg2 connection/cursor subclass handed to the
-engine through `connect_args`, so flows/load.py runs unchanged.
+The trap uses the hook the phases expose (load_file's and ensure_schema's `checkpoint`), so kill
+points are named by phase ("commit.attach", "stage-fast.copy", ...), not by SQL text.
 
-    python tests/fault_tools.py '{"url": ..., "files": [...], "steps": ["SELECT checksum, size_bytes, rows_read FROM", "COPY"]}'
+    python tests/fault_tools.py '{"url": ..., "files": [...],
+                                  "trap": {"file": 2, "step": "commit.attach", "when": "before"}}'
 """
 
 from __future__ import annotations
@@ -13,75 +14,34 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
-import psycopg2.extensions
 import sqlalchemy as sa
-from psycopg2 import sql
 
 from flows.sql import Names
 
 NAMES = Names("public", "ecommerce_events")
-FILE_ANCHOR = "SELECT checksum, size_bytes, rows_read FROM"  # the ledger check: runs once per file, right after the file's lock
 
 
 @dataclass
 class Trap:
-    """Calls `action` when the statements containing `steps` have run in this order; the last
-    step fires `phase` ("before" or "after") its statement. COMMIT counts as a statement."""
+    """Calls `action` once, `when` ("before" or "after") the named step of the load of file number
+    `file` (1-based, in load order; 0 is ensure_schema)."""
 
-    steps: list[str]
+    step: str
     action: Callable[[], None]
-    phase: str = "before"
-    position: int = 0
+    file: int = 1
+    when: str = "before"
     fired: bool = False
 
-    def event(self, text: str, phase: str) -> None:
-        if self.fired or not self.steps or self.steps[self.position] not in text:
-            return
-        if self.position < len(self.steps) - 1:
-            if phase == "after":  # a step counts once its statement has run
-                self.position += 1
-        elif phase == self.phase:
-            self.fired = True
-            self.action()
-
-
-def trapped_engine(url: str, trap: Trap | None, **engine_kw) -> sa.Engine:
-    if trap is None:
-        return sa.create_engine(url, **engine_kw)
-
-    def text_of(query, cur) -> str:
-        return query.as_string(cur) if isinstance(query, sql.Composable) else str(query)
-
-    class Cursor(psycopg2.extensions.cursor):
-        def execute(self, query, vars=None):
-            text = text_of(query, self)
-            trap.event(text, "before")
-            result = super().execute(query, vars)
-            trap.event(text, "after")
-            return result
-
-        def copy_expert(self, query, file, size=8192):
-            text = text_of(query, self)
-            trap.event(text, "before")
-            result = super().copy_expert(query, file, size)
-            trap.event(text, "after")
-            return result
-
-    class Connection(psycopg2.extensions.connection):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            self.cursor_factory = Cursor
-
-        def commit(self):
-            trap.event("COMMIT", "before")
-            super().commit()
-            trap.event("COMMIT", "after")
-
-    return sa.create_engine(url, connect_args={"connection_factory": Connection}, **engine_kw)
+    def checkpoint(self, file: int) -> Callable[[str, str], None]:
+        def hook(step: str, when: str) -> None:
+            if not self.fired and (file, step, when) == (self.file, self.step, self.when):
+                self.fired = True
+                self.action()
+        return hook
 
 
 def sigkill() -> None:
@@ -118,13 +78,14 @@ def audit(url: str, names: Names = NAMES) -> Audit:
             problems = []
             if len(present) not in (0, 3):
                 problems.append(f"half-created schema: only {present}")
-            # anything else named <table>_... that is not part of the events table's partition tree
+            # anything else named <table>_... or <table>$... that is not part of the events table's partition tree
             leftovers = [f"{'sequence' if kind == 'S' else 'table'} {name}" for name, kind in rows(
                 "select c.relname, c.relkind from pg_class c join pg_namespace n on n.oid = c.relnamespace"
-                " where n.nspname = :s and starts_with(c.relname, :p) and c.relkind in ('r', 'p', 'S')"
+                " where n.nspname = :s and (starts_with(c.relname, :p) or starts_with(c.relname, :internal))"
+                " and c.relkind in ('r', 'p', 'S')"
                 " and c.relname <> all(:own) and (to_regclass(:events) is null or c.oid not in"
                 " (select relid from pg_partition_tree(to_regclass(:events))))",
-                s=names.schema, p=prefix + "_", own=[prefix + "_quarantine", prefix + "_ledger"],
+                s=names.schema, p=prefix + "_", internal=prefix + "$", own=[prefix + "_quarantine", prefix + "_ledger"],
                 events=f'"{names.schema}"."{prefix}"')]
             if len(present) != 3:
                 return Audit({}, {}, {}, 0, problems, leftovers)
@@ -162,9 +123,9 @@ def child_main(spec: dict) -> None:
     file, or after a file. Prints one JSON line per finished file."""
     from flows.load import ensure_schema, load_file
 
-    trap = Trap(spec["steps"], sigkill, spec.get("phase", "before")) if spec.get("steps") else None
-    engine = trapped_engine(spec["url"], trap)
-    ensure_schema(engine, NAMES)
+    trap = Trap(action=sigkill, **spec["trap"]) if spec.get("trap") else None
+    engine = sa.create_engine(spec["url"])
+    ensure_schema(engine, NAMES, checkpoint=trap.checkpoint(0) if trap else None)
     for number, path in enumerate(map(Path, spec["files"]), start=1):
         progress = None
         if spec.get("byte") and spec["byte"][0] == number:
@@ -176,7 +137,7 @@ def child_main(spec: dict) -> None:
                 if done >= limit:
                     sigkill()
 
-        result = load_file(engine, NAMES, path, progress=progress)
+        result = load_file(engine, NAMES, path, progress=progress, checkpoint=trap.checkpoint(number) if trap else None)
         print(json.dumps({"file": result.file, "status": result.status}), flush=True)
         if spec.get("after_file") == number:
             sigkill()

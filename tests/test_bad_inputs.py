@@ -17,13 +17,15 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-
+from conftest import engine_with_schema
 from fault_tools import NAMES, audit
+
 from flows import etl
-from flows.load import ensure_schema, load_file
+from flows.errors import FileRejected
+from flows.load import load_file
 from flows.schema import CSV_HEADER
 from flows.sources import _unpack
-from flows.transform import MAX_FIELD_CHARS, FileRejected
+from flows.transform import MAX_FIELD_CHARS
 
 HEADER = ",".join(CSV_HEADER)
 GOOD = dict(zip(CSV_HEADER, ["2019-10-01 00:00:00 UTC", "view", "5773203", "1487580005134238553", "", "runail",
@@ -137,10 +139,8 @@ CASES: dict[str, tuple[str, bytes | None, Rows | Fails]] = {
 
 @pytest.fixture(scope="module")
 def engine(postgres):
-    engine = sa.create_engine(postgres.create_database("bad_inputs"))
-    ensure_schema(engine, NAMES)
-    yield engine
-    engine.dispose()
+    with engine_with_schema(postgres.create_database("bad_inputs"), NAMES) as engine:
+        yield engine
 
 
 def run(engine, folder: Path, inputs: list[Path]) -> list:
@@ -221,3 +221,51 @@ def test_duplicate_file_names_in_one_run_fail_the_second(prefect_api, data_db, t
     state = audit(data_db)
     assert {f: state.counts(f) for f in state.ledger} == {"2019-Oct.csv": (3, 3, 0), "2019-Nov.csv": (2, 2, 0)}
     assert state.duplicated == 0
+
+
+def test_the_corpus_through_the_concurrent_flow_has_the_same_outcomes(prefect_api, data_db, tmp_path, monkeypatch,
+                                                                      record_property):
+    """Every CSV case in one folder, loaded by the pipeline three files at once (one subflow
+    each): the same outcome per file as one at a time above, and nothing lost or doubled."""
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    expected: dict[str, Rows | Fails] = {}
+    for name, (file_name, content, outcome) in CASES.items():
+        if file_name.endswith(".csv") and content is not None:  # archives and absent files need a url source
+            target = folder / file_name.replace("c.", f"{name}.", 1)
+            target.write_bytes(content)
+            expected[target.name] = outcome
+    monkeypatch.setenv("DATABASE_URL", data_db)
+    monkeypatch.setenv("ETL_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("ETL_MAX_PARALLEL_FILES", "3")
+    state = etl.ecommerce_etl(source="local", path=str(folder), return_state=True)
+    failure = state.result(raise_on_failure=False)
+    assert isinstance(failure, etl.LoadFailed), state
+    by_file = {f.file: f for f in failure.report.files}
+    assert set(by_file) == set(expected)
+    after = audit(data_db)
+    assert after.problems == after.leftovers == [] and after.duplicated == 0
+    for file, outcome in expected.items():
+        result = by_file[file]
+        if isinstance(outcome, Fails):
+            assert (result.status, file in after.ledger) == ("failed", False), file
+            assert outcome.message in (result.error or ""), file
+            continue
+        assert result.status == "loaded", (file, result.error)
+        assert result.rows_read == result.rows_loaded + result.rows_quarantined, file
+        assert after.counts(file) == (result.rows_read, result.rows_loaded, result.rows_quarantined), file
+        assert (result.rows_loaded, after.quarantine.get(file, {})) == (outcome.loaded, outcome.quarantined), file
+        if outcome.check:
+            query, want = outcome.check
+            rows_of_file = "(select * from ecommerce_events where source_file = :f) r"
+            assert [tuple(r) for r in sa_rows(data_db, query.format(t=rows_of_file), f=file)] == want, file
+    record_property("concurrent_corpus_files", len(expected))
+
+
+def sa_rows(url: str, sql: str, **params) -> list:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sa.text(sql), params).all()
+    finally:
+        engine.dispose()

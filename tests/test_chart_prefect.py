@@ -16,6 +16,7 @@ import kubernetes_validate
 import pytest
 import sqlalchemy as sa
 
+from flows.deploy import LOAD_FILE_DEPLOYMENT
 from chart_render import (
     base_job_template,
     find,
@@ -198,6 +199,7 @@ def test_deploy_command_registers_pool_and_deployments_idempotently(prefect_serv
         for name in ("sample", "kaggle"):
             d = await client.read_deployment_by_name(f"ecommerce-etl/{name}")
             deps[name] = d
+        deps["load-file"] = await client.read_deployment_by_name(LOAD_FILE_DEPLOYMENT)
         return wp, deps
 
     first = _deploy(prefect_server, template_path, *args)
@@ -213,10 +215,25 @@ def test_deploy_command_registers_pool_and_deployments_idempotently(prefect_serv
     assert {n: d.global_concurrency_limit.limit for n, d in deps.items()} == {"sample": 1, "kaggle": 1}
     assert [(s.schedule.cron, s.schedule.timezone) for s in deps["kaggle"].schedules] == [("0 3 * * *", "Europe/Berlin")]
     assert deps["sample"].schedules == []
+    # One Job per file: the load-file deployment the chart's ETL_FILE_DEPLOYMENT names, limited to
+    # flowRun.maxParallelFiles runs at once by the server (a file beyond it waits, never cancelled).
+    load_file = deps["load-file"]
+    assert load_file.work_pool_name == pool and load_file.entrypoint == "flows/etl.py:load_one_file"
+    assert load_file.global_concurrency_limit.limit == 3
+    assert load_file.concurrency_options.collision_strategy.value == "ENQUEUE"
+    assert deps["sample"].global_concurrency_limit is None  # not limited by the fan-out setting
+    env = {e["name"]: e.get("value") for e in
+           template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["ETL_FILE_DEPLOYMENT"] == LOAD_FILE_DEPLOYMENT and env["ETL_MAX_PARALLEL_FILES"] == "3"
+    assert set(load_file.parameter_openapi_schema["properties"]) == {
+        "file_name", "source", "path", "url", "rows_per_file", "table", "run_id"}
 
+    # A second install with another flowRun.maxParallelFiles updates the limit in place.
+    args[args.index("--max-parallel-files") + 1] = "5"
     second = _deploy(prefect_server, template_path, *args)
     assert second.returncode == 0, second.stdout + second.stderr
     wp2, deps2 = _client_call(prefect_server.api_url, state)
+    assert deps2["load-file"].global_concurrency_limit.limit == 5
     assert wp2.id == wp.id and wp2.base_job_template == template
     assert {n: d.id for n, d in deps2.items()} == {n: d.id for n, d in deps.items()}
     assert len(deps2["kaggle"].schedules) == 1
@@ -224,7 +241,7 @@ def test_deploy_command_registers_pool_and_deployments_idempotently(prefect_serv
     async def count(client):
         from prefect.client.schemas.filters import WorkPoolFilter, WorkPoolFilterName
         return len(await client.read_deployments(work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[pool]))))
-    assert _client_call(prefect_server.api_url, count) == 2
+    assert _client_call(prefect_server.api_url, count) == 3
 
     # What the worker would run for the hook-registered sample deployment.
     flow_run = _client_call(prefect_server.api_url,
@@ -235,6 +252,22 @@ def test_deploy_command_registers_pool_and_deployments_idempotently(prefect_serv
     env = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["PREFECT__FLOW_RUN_ID"]["value"] == str(flow_run.id)
     assert "PGPASSWORD" not in env and env["PGPASSWORD_FILE"]["value"].startswith("/etc/ecommerce-etl/secrets/")
+
+    # A file's run, as the pipeline run creates it (run_deployment with one file's parameters):
+    # the worker builds its Job from the same template, with its own flow run id.
+    child = _client_call(prefect_server.api_url, lambda c: c.create_flow_run_from_deployment(
+        deps2["load-file"].id, parameters={"file_name": "2019-Oct.csv", "source": "sample", "rows_per_file": 500}))
+    child_job = asyncio.run(job_manifest_for_flow_run(prefect_server.api_url, wp2.base_job_template,
+                                                      deps2["load-file"].id, child.id))
+    _validate_job(child_job)
+    pod = child_job["spec"]["template"]["spec"]
+    assert restricted_violations(pod) == []
+    child_env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    assert child_env["PREFECT__FLOW_RUN_ID"]["value"] == str(child.id)
+    assert child_job["metadata"]["labels"]["prefect.io/flow-run-id"] == str(child.id)
+    assert pod["containers"][0]["args"][:3] == ["prefect", "flow-run", "execute"]
+    assert {k: v for k, v in pod.items() if k != "containers"} == {
+        k: v for k, v in job["spec"]["template"]["spec"].items() if k != "containers"}  # same template
 
 
 def test_deploy_command_fails_clearly_on_a_bad_template(prefect_server, tmp_path):

@@ -438,7 +438,8 @@ def test_deploy_hook_job():
     assert c["command"] == [
         "ecommerce-etl", "deploy", "--pool", "kubernetes",
         "--base-job-template", "/etc/ecommerce-etl/pool/base-job-template.json", "--concurrency-limit", "1",
-        "--schedule", "0 3 * * *", "--timezone", "Europe/Berlin", "--sample-rows", "5000",
+        "--schedule", "0 3 * * *", "--timezone", "Europe/Berlin", "--max-parallel-files", "3",
+        "--sample-rows", "5000",
     ]
     assert {e["name"]: e["value"] for e in c["env"]}["PREFECT_API_URL"] == f"http://{FULL}-prefect-server:4200/api"
     assert spec["initContainers"][0]["name"] == "wait-for-prefect-server"
@@ -574,3 +575,20 @@ def test_chart_metadata_and_layout():
     }, folders
     images = {c["image"] for d in render() if pod_spec(d) for c in pod_spec(d)["containers"]}
     assert not [i for i in images if "bitnami" in i or i.endswith(":latest") or ":" not in i], images
+
+
+@pytest.mark.parametrize("flow_run, fan_out_env, limit", [
+    ({}, "load-file/load-file", "3"),
+    ({"maxParallelFiles": 5}, "load-file/load-file", "5"),
+    ({"fanOut": False, "maxParallelFiles": 2}, None, "2"),
+])
+def test_fan_out_values_reach_the_flow_run_env_and_the_hook(flow_run, fan_out_env, limit):
+    from flows.deploy import LOAD_FILE_DEPLOYMENT
+
+    docs = render({"flowRun": flow_run})
+    pod = base_job_template(docs)["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env.get("ETL_FILE_DEPLOYMENT") == fan_out_env and env["ETL_MAX_PARALLEL_FILES"] == limit
+    assert fan_out_env in (None, LOAD_FILE_DEPLOYMENT)  # the deployment `ecommerce-etl deploy` registers
+    command = find(docs, "Job", f"{FULL}-deploy")["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[command.index("--max-parallel-files") + 1] == limit

@@ -20,23 +20,25 @@ from pathlib import Path
 import psycopg2
 import pytest
 import sqlalchemy as sa
+from fault_tools import NAMES, Trap, audit
+from pg_home import postgres_home
 
-from fault_tools import FILE_ANCHOR, NAMES, Trap, audit, trapped_engine
 from flows import etl
-from flows.settings import get_settings
-from flows.load import CHUNK_BYTES, ensure_schema, load_file
+from flows.load import Tuning, ensure_schema, load_file
 from flows.localdb import LocalPostgres, free_port
 from flows.sample import write_sample
+from flows.settings import get_settings
 
 TOOLS = Path(__file__).with_name("fault_tools.py")
 CLI = str(Path(sys.executable).parent / "ecommerce-etl")
 FILES = ("2019-Oct.csv", "2019-Nov.csv", "2019-Dec.csv")
+CHUNK_BYTES = Tuning().chunk_bytes
 # Nov is larger than one COPY chunk, so a kill at a byte offset lands mid-COPY.
 ROWS = {"2019-Oct.csv": 1500, "2019-Nov.csv": 10_000, "2019-Dec.csv": 800}
-# (file, line, replacement): one type error on the fast path (Nov), structural errors that force
-# the careful path (Dec).
+# (file, line, replacement): a value COPY refuses on the fast path (31 November, Nov), structural errors
+# that force the careful path (Dec).
 BAD_LINES = {
-    "2019-Nov.csv": {500: lambda l: l.replace(l.split(",")[-1], "not-a-uuid\n")},
+    "2019-Nov.csv": {500: lambda l: "2019-11-31" + l[10:]},
     "2019-Dec.csv": {
         10: lambda l: "only,three,fields\n",
         20: lambda l: l.replace(" UTC", ""),
@@ -106,50 +108,54 @@ def check_final(url: str, reference, record_property, changed: dict | None = Non
     assert state.quarantine == reference.quarantine  # same lines, same reasons
 
 
-# --- SIGKILL ------------------------------------------------------------------------------------
+# --- SIGKILL ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class KillPoint:
-    steps: tuple[str, ...] = ()  # statements (substrings) to pass, in order; the last one fires
-    phase: str = "before"
+    file: int = 0  # which file's load (1-based; 0 = ensure_schema)
+    step: str | None = None  # the named step of the load (flows/load/pipeline.py) where the kill lands
+    when: str = "before"
     byte: tuple[int, int] | None = None  # (file number, byte offset) within the COPY stream
     after_file: int | None = None
     committed: int = 0  # files of this run committed when the kill lands
     edit_first: bool = False  # file 1 was loaded before and changed since: the kill hits its replacement
 
 
-def at(file: int, *steps: str, phase: str = "before", committed: int | None = None, **kw) -> KillPoint:
-    return KillPoint((FILE_ANCHOR,) * file + steps, phase, committed=file - 1 if committed is None else committed, **kw)
+def at(file: int, step: str, when: str = "before", committed: int | None = None, **kw) -> KillPoint:
+    return KillPoint(file, step, when, committed=file - 1 if committed is None else committed, **kw)
 
 
 KILL_POINTS = {
-    "schema-ddl": KillPoint(("CREATE TABLE IF NOT EXISTS",)),
-    "f1-after-lock-and-ledger-check": at(1, phase="after"),
-    "f1-before-create-sequence": at(1, "CREATE SEQUENCE"),
-    "f1-before-create-staging": at(1, "CREATE TABLE"),
-    "f1-before-copy": at(1, "COPY"),
-    "f1-after-segment-commit": at(1, "DROP COLUMN category_code", "COMMIT", phase="after"),
-    "f1-after-commit": at(1, "INSERT INTO", "COMMIT", phase="after", committed=1),
+    "schema-ddl": KillPoint(0, "schema.create"),
+    "f1-after-lock-and-ledger-check": at(1, "check-ledger", "after"),
+    "f1-after-dropping-orphans": at(1, "drop-orphans", "after"),
+    "f1-before-create-segment": at(1, "stage-fast.create"),
+    "f1-before-copy": at(1, "stage-fast.copy"),
+    "f1-after-segment-commit": at(1, "stage-fast.commit", "after"),
+    "f1-after-commit": at(1, "commit.transaction", "after", committed=1),
     "f2-mid-copy": KillPoint(byte=(2, CHUNK_BYTES + 4096), committed=1),
-    "f2-after-copy": at(2, "COPY", phase="after"),
-    "f2-before-drop-category-column": at(2, "DROP COLUMN category_code"),
-    "f2-before-attach-partition": at(2, "ATTACH PARTITION"),
-    "f2-after-attach-partition": at(2, "ATTACH PARTITION", phase="after"),
+    "f2-after-copy": at(2, "stage-fast.copy", "after"),
+    "f2-before-drop-category-column": at(2, "stage-fast.finish"),
+    "f2-before-assemble-partition": at(2, "commit.assemble"),
+    "f2-before-attach-partition": at(2, "commit.attach"),
+    "f2-after-attach-partition": at(2, "commit.attach", "after"),
     "between-f2-and-f3": KillPoint(after_file=2, committed=2),
-    "f3-before-careful-copy": at(3, ", source_line) FROM STDIN"),
-    "f3-after-quarantine-write": at(3, "_quarantine", "_quarantine", phase="after"),
-    "f3-before-ledger-insert": at(3, "INSERT INTO"),
-    "f3-after-ledger-insert": at(3, "INSERT INTO", phase="after"),
-    "f3-before-commit": at(3, "INSERT INTO", "COMMIT"),
-    "f1-replace-before-drop-old-partition": at(1, "DROP TABLE", edit_first=True),
-    "f1-replace-after-attach": at(1, "ATTACH PARTITION", phase="after", edit_first=True),
+    "f3-before-careful-copy": at(3, "stage-careful.copy"),
+    "f3-after-careful-copy": at(3, "stage-careful.copy", "after"),
+    "f3-after-quarantine-write": at(3, "commit.quarantine", "after"),
+    "f3-before-ledger-insert": at(3, "commit.ledger"),
+    "f3-after-ledger-insert": at(3, "commit.ledger", "after"),
+    "f3-before-commit": at(3, "commit.transaction"),
+    "f1-replace-before-drop-old-partition": at(1, "commit.drop-old", edit_first=True),
+    "f1-replace-after-attach": at(1, "commit.attach", "after", edit_first=True),
 }
 EDIT_ROWS = 5
 
 
 def run_child(url: str, paths: list[Path], point: KillPoint) -> subprocess.CompletedProcess:
-    spec = {"url": url, "files": [str(p) for p in paths], "steps": list(point.steps), "phase": point.phase,
-            "byte": point.byte, "after_file": point.after_file}
-    return subprocess.run([sys.executable, str(TOOLS), json.dumps(spec)], capture_output=True, text=True, timeout=120)
+    trap = {"file": point.file, "step": point.step, "when": point.when} if point.step else None
+    spec = {"url": url, "files": [str(p) for p in paths], "trap": trap, "byte": point.byte, "after_file": point.after_file}
+    return subprocess.run([sys.executable, str(TOOLS), json.dumps(spec)], capture_output=True, text=True, timeout=120,
+                          check=False)
 
 
 @pytest.mark.parametrize("name", list(KILL_POINTS))
@@ -203,12 +209,14 @@ class OwnPostgres:
 
 
 @pytest.fixture(scope="module")
-def own_pg(tmp_path_factory):
-    server = LocalPostgres(tmp_path_factory.mktemp("own-pg") / "data", port=free_port(), password="restart-Pw-7781",
-                           durable=False)
-    server.start()
-    yield OwnPostgres(server, "restart-Pw-7781")
-    server.stop(mode="immediate")
+def own_pg():
+    with postgres_home("restarts") as home:
+        server = LocalPostgres(home / "data", port=free_port(), password="restart-Pw-7781", durable=False)
+        server.start()
+        try:
+            yield OwnPostgres(server, "restart-Pw-7781")
+        finally:
+            server.stop(mode="immediate")
 
 
 @pytest.fixture
@@ -237,23 +245,24 @@ def test_postgres_restart_mid_copy_is_retried_by_the_task(own_pg, source, refere
     check_final(url, reference, record_property)
 
 
-@pytest.mark.parametrize("steps, phase", [
-    ((FILE_ANCHOR, FILE_ANCHOR, "ATTACH PARTITION"), "before"),
-    ((FILE_ANCHOR, FILE_ANCHOR, FILE_ANCHOR, "INSERT INTO"), "after"),
-    ((FILE_ANCHOR, "INSERT INTO", "COMMIT"), "before"),
+@pytest.mark.parametrize("file, step, when", [
+    (2, "commit.attach", "before"),
+    (3, "commit.ledger", "after"),
+    (1, "commit.transaction", "before"),
 ], ids=["f2-attach", "f3-after-ledger-insert", "f1-commit"])
-def test_postgres_restart_in_a_transaction_then_load_file_again(own_pg, source, reference, steps, phase, record_property):
-    url = own_pg.database("restart_" + steps[-1].split()[0].lower() + str(len(steps)))
+def test_postgres_restart_in_a_transaction_then_load_file_again(own_pg, source, reference, file, step, when,
+                                                                record_property):
+    url = own_pg.database(f"restart_f{file}_" + step.replace(".", "_").replace("-", "_"))
     before = own_pg.started_at()
-    trap = Trap(list(steps), own_pg.server.restart, phase)
-    engine = trapped_engine(url, trap)  # no pre-ping: the dead connection must not be pooled again
+    trap = Trap(step, own_pg.server.restart, file, when)
+    engine = sa.create_engine(url)  # no pre-ping: the dead connection must not be pooled again
     ensure_schema(engine, NAMES)
     failures = []
     try:
-        for path in source:
+        for number, path in enumerate(source, start=1):
             for _attempt in range(2):  # what the task's retry does: call load_file again
                 try:
-                    assert load_file(engine, NAMES, path).status == "loaded"
+                    assert load_file(engine, NAMES, path, checkpoint=trap.checkpoint(number)).status == "loaded"
                     break
                 except (psycopg2.Error, sa.exc.DBAPIError) as exc:  # load_file raises the driver's errors raw
                     failures.append(exc)
@@ -312,7 +321,7 @@ def test_permanent_connection_errors_fail_fast_with_a_clear_message(own_pg, pref
     attempts = own_pg.log_count(message)
     env = {**os.environ, **prefect_server.env, "ETL_DATA_DIR": str(tmp_path / "data")}
     done = subprocess.run([CLI, "run", "--source", "local", "--path", str(source[0].parent), "--database-url", url, "--json"],
-                          capture_output=True, text=True, env=env, timeout=120)
+                          capture_output=True, text=True, env=env, timeout=120, check=False)
     assert done.returncode == 2, done.stderr[-3000:]
     last = done.stderr.strip().splitlines()[-1]  # Prefect logs the failed run above it
     assert last.startswith("ecommerce-etl: error: cannot use the database:") and message in last, last

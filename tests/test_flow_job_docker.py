@@ -12,6 +12,7 @@ kubelet itself are what only T5 (kind) covers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -19,6 +20,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -26,7 +28,9 @@ import pytest
 import sqlalchemy as sa
 
 import chart_render as cr
+from concurrency import overlap
 from flows.localdb import LocalPostgres, free_port
+from pg_home import postgres_home
 from server_health import wait_healthy
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(2400)]
@@ -249,14 +253,23 @@ def _tail(results: list[dict], n: int = 6000) -> str:
 def release(flow_image, tmp_path_factory):
     """The chart rendered for the test image, its Postgres (initialised by the chart's own
     script) and its Prefect server (with the chart's connection URL), both on 127.0.0.1."""
+    with contextlib.ExitStack() as stack:
+        yield from _release(stack, tmp_path_factory)
+
+
+def _release(stack: contextlib.ExitStack, tmp_path_factory):
     work = tmp_path_factory.mktemp("t4")
     values = {"image": {"repository": IMAGE_REPO, "tag": IMAGE_TAG, "pullPolicy": "Never"},
-              "deployments": {"sampleRows": SAMPLE_ROWS}}
+              "deployments": {"sampleRows": SAMPLE_ROWS},
+              # a file run held back by the load-file concurrency limit is offered again after 2 s, not 30
+              "prefectServer": {"extraEnv": [
+                  {"name": "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS", "value": "2"}]}}
     rendered = Rendered(cr.render(values, RELEASE, NAMESPACE))
     pg_svc, server_svc = _fullname("postgresql"), _fullname("prefect-server")
 
     db_secret = _fullname("db")
-    pg = LocalPostgres(work / "pg" / "data", port=free_port(),
+    pg_home = stack.enter_context(postgres_home("t4"))  # outside pytest's base temp: see pg_home.py
+    pg = LocalPostgres(pg_home / "data", port=free_port(),
                        password=rendered.secrets[f"{db_secret}/postgres-password"], durable=False).start()
     server_port = free_port()
     loopback = Loopback({pg_svc: (5432, pg.port), f"{pg_svc}-hl": (5432, pg.port),
@@ -347,14 +360,117 @@ def registered(release):
     assert results and all(r["rc"] == 0 for r in results), _tail(results)
     print(f"\nT4 hook Job: {time.monotonic() - started:.1f}s", file=sys.stderr)
     out = json.loads(results[-1]["logs"].strip().splitlines()[-1])
-    assert set(out["deployments"]) >= {"sample", "kaggle"}, out
+    assert set(out["deployments"]) >= {"sample", "kaggle", "load-file"}, out
     return out
 
 
-def _run_sample_deployment(release, registered) -> tuple[dict, list[dict], object]:
-    """Create a flow run of `sample`, build its Job as the worker would, run that Job."""
-    from prefect.client.schemas.objects import StateType
+def _job_manifest(release, pool, deployment_id, flow_run_id) -> dict:
+    """The Job the worker would create, built in the worker's settings (its PREFECT_* env, e.g.
+    PREFECT_HOME), so nothing from this test process leaks into the Job's env."""
     from prefect.settings import PREFECT_HOME, temporary_settings
+
+    worker = cr.find(release["rendered"].docs, "Deployment", _fullname("worker"))
+    worker_env = release["rendered"].env(worker["spec"]["template"]["spec"]["containers"][0])
+    import prefect.settings as ps
+
+    updates = {}
+    for k, v in worker_env.items():
+        if k.startswith("PREFECT_") and k != "PREFECT_API_URL":
+            try:
+                updates[getattr(ps, k)] = v
+            except AttributeError:  # integration settings (prefect-kubernetes) are not core ones
+                pass
+    updates.setdefault(PREFECT_HOME, "/tmp/prefect")
+    with temporary_settings(updates=updates):
+        manifest = asyncio.run(cr.job_manifest_for_flow_run(release["api_url"], pool.base_job_template,
+                                                             deployment_id, flow_run_id))
+    assert manifest["kind"] == "Job" and manifest["apiVersion"] == "batch/v1"
+    assert manifest["spec"]["template"]["spec"]["containers"][0]["image"] == IMAGE
+    return manifest
+
+
+def _docker_time(text: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(text[:26].rstrip("Z") + "+00:00").timestamp()
+
+
+class FileJobs:
+    """The worker's part for the `load-file` runs a fanned-out parent creates: take each due
+    scheduled run, propose Pending (the server applies the deployment's concurrency limit here,
+    as it does for the chart's worker, and holds the rest back as AwaitingConcurrencySlot), build
+    the Job from the pool's template with prefect-kubernetes, and run it under Docker."""
+
+    def __init__(self, release, registered):
+        self.release, self.registered = release, registered
+        self.jobs: list[dict] = []  # {flow_run_id, manifest, results, start, end}
+        self.rejected = 0
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._loop = threading.Thread(target=self._poll, daemon=True)
+
+    def __enter__(self):
+        self._loop.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._loop.join(60)
+        for t in self._threads:
+            t.join(900)
+
+    def containers_at_most(self) -> int:
+        """Containers alive at once, a finished flow run's exit included (docker's own times)."""
+        return overlap([(_docker_time(j["results"][-1]["inspect"]["State"]["StartedAt"]),
+                          _docker_time(j["results"][-1]["inspect"]["State"]["FinishedAt"])) for j in self.jobs])
+
+    def _poll(self) -> None:
+        from prefect.client.schemas.filters import (
+            DeploymentFilter, DeploymentFilterId, FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType)
+        from prefect.client.schemas.objects import StateType
+        from prefect.client.schemas.responses import SetStateStatus
+        from prefect.states import Pending
+
+        deployment_id = self.registered["deployments"]["load-file"]
+
+        async def due(client):
+            runs = await client.read_flow_runs(
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
+                flow_run_filter=FlowRunFilter(state=FlowRunFilterState(
+                    type=FlowRunFilterStateType(any_=[StateType.SCHEDULED]))))
+            now = time.time()
+            return [r for r in runs if r.state.state_details.scheduled_time is None
+                    or r.state.state_details.scheduled_time.timestamp() <= now]
+
+        while not self._stop.is_set():
+            for flow_run in asyncio.run(_client_call(self.release["api_url"], due)):
+                answer = asyncio.run(_client_call(self.release["api_url"],
+                                                  lambda c, r=flow_run: c.set_flow_run_state(r.id, Pending())))
+                if answer.status != SetStateStatus.ACCEPT:
+                    self.rejected += 1  # no slot: the server rescheduled it, no Job is created
+                    continue
+                thread = threading.Thread(target=self._run, args=(flow_run, deployment_id), daemon=True)
+                self._threads.append(thread)
+                thread.start()
+            self._stop.wait(1)
+
+    def _run(self, flow_run, deployment_id) -> None:
+        async def pool(client):
+            return await client.read_work_pool(self.registered["work_pool"])
+
+        manifest = _job_manifest(self.release, asyncio.run(_client_call(self.release["api_url"], pool)),
+                                 deployment_id, flow_run.id)
+        job = {"flow_run_id": flow_run.id, "manifest": manifest, "start": time.monotonic()}
+        job["results"] = run_pod(manifest["spec"]["template"]["spec"], self.release["rendered"],
+                                 self.release["loopback"], self.release["work"], f"t4-file-{flow_run.id.hex[:8]}")
+        job["end"] = time.monotonic()
+        self.jobs.append(job)
+
+
+def _run_sample_deployment(release, registered) -> tuple[dict, list[dict], object, FileJobs]:
+    """Create a flow run of `sample`, build its Job as the worker would, run that Job; its file
+    runs' Jobs run beside it (FileJobs)."""
+    from prefect.client.schemas.objects import StateType
     from prefect.states import Pending
 
     api_url, pool_name = release["api_url"], registered["work_pool"]
@@ -370,30 +486,12 @@ def _run_sample_deployment(release, registered) -> tuple[dict, list[dict], objec
     deployment, flow_run, pool = asyncio.run(_client_call(api_url, create))
     configmap_template = cr.base_job_template(release["rendered"].docs)
     assert pool.base_job_template == configmap_template, "the hook registered another template"
-
-    # Build the manifest in the worker's settings (its PREFECT_* env, e.g. PREFECT_HOME), so
-    # nothing from this test process leaks into the Job's env.
-    worker = cr.find(release["rendered"].docs, "Deployment", _fullname("worker"))
-    worker_env = release["rendered"].env(worker["spec"]["template"]["spec"]["containers"][0])
-    import prefect.settings as ps
-
-    updates = {}
-    for k, v in worker_env.items():
-        if k.startswith("PREFECT_") and k != "PREFECT_API_URL":
-            try:
-                updates[getattr(ps, k)] = v
-            except AttributeError:  # integration settings (prefect-kubernetes) are not core ones
-                pass
-    updates.setdefault(PREFECT_HOME, "/tmp/prefect")
-    with temporary_settings(updates=updates):
-        manifest = asyncio.run(cr.job_manifest_for_flow_run(api_url, pool.base_job_template,
-                                                             deployment.id, flow_run.id))
-    assert manifest["kind"] == "Job" and manifest["apiVersion"] == "batch/v1"
+    manifest = _job_manifest(release, pool, deployment.id, flow_run.id)
     pod = manifest["spec"]["template"]["spec"]
-    assert pod["containers"][0]["image"] == IMAGE
 
     started = time.monotonic()
-    results = run_pod(pod, release["rendered"], release["loopback"], release["work"], "t4-flow-run")
+    with FileJobs(release, registered) as file_jobs:
+        results = run_pod(pod, release["rendered"], release["loopback"], release["work"], "t4-flow-run")
     elapsed = time.monotonic() - started
 
     async def read(client):
@@ -403,8 +501,9 @@ def _run_sample_deployment(release, registered) -> tuple[dict, list[dict], objec
     detail = f"{_tail(results)}\n--- server log ---\n{release['server_log'].read_text()[-3000:]}"
     assert results[-1]["rc"] == 0, detail
     assert final.state.type == StateType.COMPLETED, f"flow run is {final.state!r}\n{detail}"
-    print(f"\nT4 flow-run Job container: {elapsed:.1f}s", file=sys.stderr)
-    return manifest, results, final
+    print(f"\nT4 flow-run Job container: {elapsed:.1f}s, {len(file_jobs.jobs)} file Jobs, {file_jobs.rejected} "
+          f"Pending proposals refused for want of a slot", file=sys.stderr)
+    return manifest, results, final, file_jobs
 
 
 def _summary_artifact(api_url: str, flow_run_id) -> list[dict]:
@@ -448,10 +547,31 @@ def _row_count(url: str) -> int:
 
 
 def test_flow_run_job_runs_from_image_and_reruns_skip(release, registered):
-    # First run: loads every sample file.
-    manifest, results, final = _run_sample_deployment(release, registered)
+    # First run: one Job per file, each Completed, at most flowRun.maxParallelFiles at once.
+    manifest, results, final, file_jobs = _run_sample_deployment(release, registered)
     rows = _summary_artifact(release["api_url"], final.id)
     assert rows and all(r["status"] == "loaded" for r in rows), rows
+    assert len(file_jobs.jobs) == len(rows) == 5
+    for job in file_jobs.jobs:
+        assert job["results"][-1]["rc"] == 0, _tail(job["results"])
+        assert job["manifest"]["metadata"]["labels"]["prefect.io/flow-run-id"] == str(job["flow_run_id"])
+        assert job["results"][-1]["env"]["PREFECT__FLOW_RUN_ID"] == str(job["flow_run_id"])
+
+    async def file_runs(client):
+        return [await client.read_flow_run(j["flow_run_id"]) for j in file_jobs.jobs]
+
+    children = asyncio.run(_client_call(release["api_url"], file_runs))
+    assert sorted(c.name for c in children) == sorted(f"load-{r['file']}" for r in rows)
+    assert {c.state.type.value for c in children} == {"COMPLETED"}
+    # What the limit bounds: file runs holding a slot (Pending through Running) at once, at most the
+    # chart's default maxParallelFiles. A finished run's container may still be exiting meanwhile.
+    runs_at_once = overlap([(c.start_time.timestamp(), c.end_time.timestamp()) for c in children])
+    tails = [_docker_time(j["results"][-1]["inspect"]["State"]["FinishedAt"]) - c.end_time.timestamp()
+             for j, c in zip(file_jobs.jobs, children)]
+    print(f"T4 file runs: at most {runs_at_once} running at once (limit 3); containers alive at once "
+          f"{file_jobs.containers_at_most()} (exits {min(tails):.1f}-{max(tails):.1f}s after their run ended)",
+          file=sys.stderr)
+    assert runs_at_once <= 3 and file_jobs.rejected > 0
     loaded = sum(r["rows loaded"] for r in rows)
     assert loaded > 0
     # Read back as the chart's etl role, over TCP with its generated password.
@@ -485,7 +605,7 @@ def test_flow_run_job_runs_from_image_and_reruns_skip(release, registered):
             f"prefect.deployment.{registered['deployments']['sample']}"], event["related"]
 
     # Second run of the same deployment: every file is unchanged, so it skips.
-    _, _, again = _run_sample_deployment(release, registered)
+    _, _, again, _ = _run_sample_deployment(release, registered)
     rows2 = _summary_artifact(release["api_url"], again.id)
     assert [r["file"] for r in rows2] == [r["file"] for r in rows]
     assert all(r["status"] == "skipped" for r in rows2), rows2

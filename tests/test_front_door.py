@@ -200,6 +200,7 @@ def test_a_foreign_program_on_the_port_is_named_not_used(front_door, tmp_path):
     out = json.loads(done.stdout)
     assert out["status"] == "error" and out["files"] == []
     assert f"port {port}" in out["error"] and "ETL_PREFECT_PORT" in out["error"]
+    assert not LocalPostgres(tmp_path / ".data" / "postgres").is_running()  # refused before starting anything
 
 
 def test_a_user_set_prefect_api_url_is_used_unchanged(front_door, first_run, prefect_server, data_db):

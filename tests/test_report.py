@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from flows.errors import ConfigError
 from flows.events import QUARANTINE_HIGH, file_event_names, file_resource
 from flows.load import FileResult, summarise_quarantine
 from flows.localserver import configured_api_url
 from flows.report import SUMMARY_COLUMNS, RunReport, file_result
-from flows.schema import ConfigError
 from flows.settings import get_settings
 
 
@@ -39,7 +39,7 @@ def test_quarantine_report_counts_each_reason_and_shows_example_lines():
             Quarantined(4, "a,b", "expected 9 fields, found 2")]
     rows += [Quarantined(n, f"row {n}", f'price: "{n}" is not a finite decimal number') for n in (20, 30, 40)]
     by_reason, examples = summarise_quarantine(rows)
-    assert by_reason == {"price: value is not a finite decimal number": 4, "expected 9 fields, found 2": 1}
+    assert by_reason == {"price: value is not a finite decimal number": 4, "expected 9 fields": 1}  # any count
     assert [e["line"] for e in examples] == [4, 9, 20, 30]  # first three of each reason, in line order
     report = RunReport(files=[_loaded(read=100, quarantined=5, quarantine_by_reason=by_reason,
                                       quarantine_examples=examples)], source="local", table="public.events")

@@ -5,14 +5,14 @@ import io
 import pandas as pd
 import pytest
 
-from flows.load import iter_records
+from flows.errors import ConfigError, FileRejected
 from flows.sample import generate_month, write_sample
-from flows.schema import CSV_HEADER, ConfigError, check_identifier
+from flows.schema import CSV_HEADER, check_identifier
 from flows.settings import Settings, get_settings, normalise_database_url, redact
 from flows.transform import (
     MAX_FIELD_CHARS,
-    FileRejected,
     check_record,
+    iter_records,
     parse_header,
     parse_skip_notice,
     printable,
@@ -26,7 +26,7 @@ GOOD = ["2019-10-01 00:00:00 UTC", "view", "5773203", "1487580005134238553", "",
 
 def test_header_accepts_bom_crlf_and_reordered_columns():
     header = parse_header(b"\xef\xbb\xbf" + HEADER_LINE.replace(b"\n", b"\r\n"))
-    assert header.columns == CSV_HEADER
+    assert header.columns == CSV_HEADER and header.canonical
     assert header.byte_length == len(HEADER_LINE) + 4
     reordered = list(reversed(CSV_HEADER))
     assert parse_header((",".join(reordered) + "\n").encode()).columns == tuple(reordered)
@@ -40,6 +40,10 @@ def test_header_accepts_bom_crlf_and_reordered_columns():
         (HEADER_LINE.replace(b"price", b"cost"), "missing price; unexpected 'cost'"),
         (HEADER_LINE.replace(b"\n", b",price\n"), "duplicated price"),
         (b"\xff\xfe" + HEADER_LINE, "not UTF-8"),
+        # item 2 of issue 13: these used to escape as csv errors and abort the whole run
+        (HEADER_LINE.replace(b"\n", b"\r") + b"2019-10-01 00:00:00 UTC,view\r", "carriage return"),
+        (b"x" * 70_000 + HEADER_LINE, "longer than 65536 bytes"),
+        (b'"event_time,' + HEADER_LINE, "not a CSV header"),
     ],
 )
 def test_header_rejections_say_what_is_wrong(line, message):
@@ -72,11 +76,11 @@ def test_optional_fields_may_be_empty_and_negative_price_is_kept():
     assert check_record(record, header) is None
 
 
-def test_copy_line_restores_canonical_order_and_quotes():
-    reordered = parse_header((",".join(reversed(CSV_HEADER)) + "\n").encode())
-    fields = list(reversed([*GOOD[:5], 'a, "b"', *GOOD[6:]]))
-    line = to_copy_line(fields, reordered, source_line=42)
-    assert line == '2019-10-01 00:00:00 UTC,view,5773203,1487580005134238553,,"a, ""b""",2.62,463240011,26dd6e6e-4dac-4778-8d2c-92e149dab885,42\n'
+def test_copy_line_quotes_every_value_and_leaves_empty_ones_bare():
+    fields = [*GOOD[:4], "", 'a, "b"\r\n', *GOOD[6:8], ""]
+    line = to_copy_line(fields, source_line=42)
+    assert line == ('"2019-10-01 00:00:00 UTC","view","5773203","1487580005134238553",,"a, ""b""\r\n",'
+                    '"2.62","463240011",,42\n')
 
 
 def test_skip_notices_become_reasons():
@@ -191,3 +195,54 @@ def test_sample_is_deterministic_and_realistic(tmp_path):
     assert frame.category_id.astype(str).str.len().eq(19).all()
     times = pd.to_datetime(frame.event_time.str.removesuffix(" UTC"))
     assert times.is_monotonic_increasing and times.dt.month.eq(10).all()
+
+
+@pytest.mark.parametrize("files, found", [([], "it is empty"), (["2019-Oct.CSV"], "it holds 2019-Oct.CSV")])
+def test_an_empty_selection_is_a_config_error_naming_what_was_looked_for(tmp_path, files, found):
+    from flows.sources import local_files
+
+    for name in files:
+        (tmp_path / name).write_text("x")
+    with pytest.raises(ConfigError, match=rf"--path {tmp_path}: no file to load, looked for \*\.csv .*; {found}"):
+        local_files(tmp_path)
+
+
+FAST = (b"2019-10-01 00:00:11 UTC,view,5198631,2079068294815440474,,,6.2,285067975,"
+        b"08bc8129-47d2-4310-bae8-f7f371752917\n")
+
+
+@pytest.mark.parametrize("change, lines", [
+    (lambda b: b, 1),
+    (lambda b: b.replace(b"\n", b"\r\n"), 1),
+    (lambda b: b[:-1], 1),  # the file's last line, without its LF
+    (lambda b: b * 3, 3),
+    (lambda b: b.replace(b"5198631", b"-5"), 1),
+    (lambda b: b.replace(b",6.2,", b",-6.25,"), 1),
+    (lambda b: b.replace(b"08bc8129-47d2-4310-bae8-f7f371752917", b"08BC8129-47D2-4310-BAE8-F7F371752917"), 1),
+    (lambda b: b.replace(b"08bc8129-47d2-4310-bae8-f7f371752917", b""), 1),
+    # the right layout, a value COPY itself refuses (quarantined on the fast path with the same reason)
+    (lambda b: b.replace(b"view", b"refund"), 1),
+    (lambda b: b.replace(b"2019-10-01", b"2019-02-30"), 1),
+    # what only the careful path may read
+    (lambda b: b.replace(b"5198631", b"0x10"), None),
+    (lambda b: b.replace(b"5198631", b"1_000"), None),
+    (lambda b: b.replace(b"5198631", b"-"), None),
+    (lambda b: b.replace(b"00:00:11", b"24:00:00"), None),
+    (lambda b: b.replace(b"00:00:11", b"00:00:60"), None),
+    (lambda b: b.replace(b"2019-10-01 00:00:11 UTC", b"today UTC"), None),
+    (lambda b: b.replace(b",6.2,", b",.5,"), None),
+    (lambda b: b.replace(b",6.2,", b",5.,"), None),
+    (lambda b: b.replace(b",6.2,", b",6e2,"), None),
+    (lambda b: b.replace(b",6.2,", b",123456789012345678901,"), None),
+    (lambda b: b.replace(b"08bc8129-47d2-4310-bae8-f7f371752917", b"08bc812947d24310bae8f7f371752917"), None),
+    (lambda b: b.replace(b",view,", b",view,x,"), None),
+    (lambda b: b.replace(b"view", b'"view"'), None),
+    (lambda b: b.replace(b"view", b"vi\rew"), None),
+    (lambda b: b + b"\n" + b, None),  # a blank line
+    (lambda b: b.replace(b"view", b""), None),
+    (lambda b: b.replace(b",,,", b",x UTC,,"), 1),  # " UTC" elsewhere is just text
+])
+def test_the_fast_path_takes_only_lines_copy_reads_as_the_specification_says(change, lines):
+    from flows.transform import FastLineCheck
+
+    assert FastLineCheck().lines(change(FAST)) == lines

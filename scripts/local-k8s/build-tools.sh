@@ -2,9 +2,10 @@
 # Build everything else a kind node runs, from Go modules by name (nothing vendored here):
 #   kind CLI, etcd, CoreDNS (only the plugins kubeadm's Corefile uses), crictl,
 #   local-path-provisioner, a pause binary, the helm CLI (the version CI pins) and
-#   kube-router (only its NetworkPolicy firewall is used, see netpol.sh).
+#   kube-router (only its NetworkPolicy firewall is used, see netpol.sh), and skaffold for
+#   the dev loop (skaffold-check.sh).
 # Binaries land in $LK_BIN/<name>-<version>/; an existing binary is reused.
-# Usage: build-tools.sh [name ...]   names: kind etcd coredns crictl local-path pause helm kube-router
+# Usage: build-tools.sh [name ...]   names: kind etcd coredns crictl local-path pause helm kube-router skaffold
 set -euo pipefail
 # shellcheck source=scripts/local-k8s/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -97,6 +98,17 @@ build_kube_router() {
     "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router@$KUBE_ROUTER_VERSION"
 }
 
+# skaffold's go.mod pins dependencies with (versioned) replace directives, so `go install
+# module@version` refuses it; build_in_module keeps those replaces. The proxy refuses
+# skaffold's version list, so SKAFFOLD_VERSION is pinned (versions.sh). It gets a Helm 3 of its own
+# (bin/shim.sh puts it first on skaffold's PATH).
+build_skaffold() {
+  HELM_VERSION=$SKAFFOLD_HELM_VERSION build_helm
+  LDFLAGS="-X github.com/GoogleContainerTools/skaffold/v2/pkg/skaffold/version.version=$SKAFFOLD_VERSION" \
+    build_in_module skaffold github.com/GoogleContainerTools/skaffold/v2 "$SKAFFOLD_VERSION" \
+    github.com/GoogleContainerTools/skaffold/v2/cmd/skaffold "$LK_BIN/skaffold-$SKAFFOLD_VERSION/skaffold"
+}
+
 build_local_path() {
   build_in_module local-path github.com/rancher/local-path-provisioner "$LOCAL_PATH_VERSION" \
     github.com/rancher/local-path-provisioner "$LK_BIN/local-path-$LOCAL_PATH_VERSION/local-path-provisioner"
@@ -145,7 +157,7 @@ for n in "${names[@]}"; do
   case $n in
     kind) build_kind ;; etcd) build_etcd ;; coredns) build_coredns ;; crictl) build_crictl ;;
     local-path) build_local_path ;; pause) build_pause ;; helm) build_helm ;;
-    kube-router) build_kube_router ;;
+    kube-router) build_kube_router ;; skaffold) build_skaffold ;;
     *) die "unknown tool $n" ;;
   esac
 done

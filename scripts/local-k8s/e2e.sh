@@ -5,11 +5,10 @@
 # At its end the test also turns on NetworkPolicy enforcement (netpol.sh) and checks the
 # chart's policies (ETL_E2E_NETPOL_SETUP); LK_NETPOL=0 leaves that out.
 set -euo pipefail
-# shellcheck source=scripts/local-k8s/env.sh
-. "$(dirname "$0")/env.sh"
-set -euo pipefail
+# shellcheck source=scripts/local-k8s/lib.sh
+. "$(dirname "$0")/lib.sh"
 
-cluster=${CLUSTER:-$(sed -n 's/^name: *//p' "$LK_ROOT/kind-config.yaml")}
+cluster=$(lk_cluster)
 existed=0
 if have kind && kind get clusters 2>/dev/null | grep -qx "$cluster"; then existed=1; fi
 # shellcheck disable=SC2329  # called by the EXIT trap

@@ -8,24 +8,8 @@ LK_ROOT=$(cd "$LK_HERE/../.." && pwd)
 # shellcheck source=scripts/lib.sh
 . "$LK_ROOT/scripts/lib.sh"
 
-# --- versions (one place) ---------------------------------------------------------------
-# Kubernetes 1.34 is the newest minor whose kubelet still starts on a cgroup v1 host by
-# default (1.35 made failCgroupV1 default to true) and supports containerd 1.6/1.7.
-: "${K8S_VERSION:=v1.34.4}"
-: "${KIND_VERSION:=v0.32.0}"
-: "${ETCD_VERSION:=v3.6.5}"            # kubeadm v1.34 expects registry.k8s.io/etcd:3.6.5-0
-: "${COREDNS_VERSION:=v1.12.1}"        # kubeadm v1.34 expects registry.k8s.io/coredns/coredns:v1.12.1
-: "${PAUSE_TAG:=3.10}"                 # kind's containerd config.toml sandbox_image
-: "${CRICTL_VERSION:=v1.34.0}"
-: "${LOCAL_PATH_VERSION:=v0.0.30}"
-: "${HELM_VERSION:=v4.2.3}"           # the Helm CI pins (.github/workflows)
-: "${KUBE_ROUTER_VERSION:=v2.1.0}"     # NetworkPolicy firewall only (netpol.sh)
-: "${DEBIAN_SUITE:=bookworm}"
-: "${DEBIAN_MIRROR:=http://deb.debian.org/debian}"
-
-: "${LK_CACHE:=${ETL_CACHE_DIR:-/var/cache/ecommerce-etl}/k8s}"
-LK_BIN="$LK_CACHE/bin"
-LK_SRC="$LK_CACHE/src"
+# shellcheck source=scripts/local-k8s/versions.sh
+. "$LK_HERE/versions.sh"
 export GOPATH="$LK_CACHE/gopath"
 export GOMODCACHE="$GOPATH/pkg/mod"
 export GOCACHE="$LK_CACHE/gocache"
@@ -51,5 +35,25 @@ NODE_IMAGE=${NODE_IMAGE:-kindest/node:${K8S_VERSION}-local}
 
 # The kind node and every image it uses live on a Docker engine of its own (engine.sh):
 # all local-k8s scripts talk to it, and so does the T5 test run by e2e.sh.
-LK_DOCKER_SOCK=${LK_DOCKER_SOCK:-/run/lk-docker/docker.sock}
 export DOCKER_HOST="unix://$LK_DOCKER_SOCK"
+# kind, kubectl, helm and skaffold: the locally built ones (bin/shim.sh).
+export PATH="$LK_HERE/bin:$PATH"
+
+# Python with PyYAML (the project's venv, `make venv`): YAML is read only through yaml_value.py.
+LK_PY=${LK_PY:-$LK_ROOT/.venv/bin/python}
+
+# yaml_value FILE KEY...: the strings at dotted paths of a YAML file, one per line.
+yaml_value() {
+  [ -x "$LK_PY" ] || die "no Python with PyYAML at $LK_PY: run \`make venv\` (or set LK_PY)"
+  "$LK_PY" "$LK_HERE/yaml_value.py" "$@"
+}
+
+# chart_image BLOCK: "repository:tag" of a values.yaml block (postgresql|pgadmin|prefectServer).
+chart_image() {
+  local v
+  v=$(yaml_value "$LK_ROOT/charts/ecommerce-etl/values.yaml" "$1.image.repository" "$1.image.tag") || return
+  printf '%s:%s\n' "${v%%$'\n'*}" "${v#*$'\n'}"
+}
+
+# The cluster: $CLUSTER, else the name in kind-config.yaml.
+lk_cluster() { if [ -n "${CLUSTER:-}" ]; then echo "$CLUSTER"; else yaml_value "$LK_ROOT/kind-config.yaml" name; fi; }

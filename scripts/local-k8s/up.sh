@@ -3,9 +3,8 @@
 # and load the chart's stand-in images into it. Builds whatever is missing first.
 # Usage: up.sh    Environment: CLUSTER (default: kind-config.yaml's name)
 set -euo pipefail
-# shellcheck source=scripts/local-k8s/env.sh
-. "$(dirname "$0")/env.sh"
-set -euo pipefail
+# shellcheck source=scripts/local-k8s/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 "$LK_HERE/engine.sh" start
 t0=$SECONDS
@@ -14,7 +13,7 @@ t0=$SECONDS
 "$LK_HERE/standin-images.sh"
 t_build=$((SECONDS - t0))
 
-cluster=${CLUSTER:-$(sed -n 's/^name: *//p' "$LK_ROOT/kind-config.yaml")}
+cluster=$(lk_cluster)
 if kind get clusters 2>/dev/null | grep -qx "$cluster"; then
   log "kind cluster $cluster exists; reusing it"
 else
@@ -25,13 +24,8 @@ else
 fi
 ctx="kind-$cluster"
 # The chart's third-party images, under the names values.yaml uses.
-VALUES="$LK_ROOT/charts/ecommerce-etl/values.yaml"
 for block in postgresql pgadmin prefectServer; do
-  ref=$(awk -v block="$block" '
-    /^[a-zA-Z]/ { inblock = ($0 ~ "^" block ":") }
-    inblock && /^    repository:/ { repo = $2 }
-    inblock && /^    tag:/ { gsub(/"/, "", $2); tag = $2 }
-    END { print repo ":" tag }' "$VALUES")
+  ref=$(chart_image "$block")
   log "kind load docker-image $ref"
   kind load docker-image "$ref" --name "$cluster" >/dev/null
 done

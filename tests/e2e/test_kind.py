@@ -1,6 +1,9 @@
 """T5: the chart on a real kind cluster. A flow run of the `sample` deployment is picked up
-by the worker, runs as a Kubernetes Job from the loaded image, and loads rows into the
-chart's Postgres; `helm test` passes; `helm upgrade` keeps the passwords and the data.
+by the worker, runs as a Kubernetes Job from the loaded image and starts one `load-file` run
+per file, each its own Job, never more than flowRun.maxParallelFiles at once; the rows in the
+chart's Postgres are exactly the sample's; a rerun adds none; a run with one bad file (the url
+source pointed at an in-cluster web server) ends Failed with the other files loaded; `helm test`
+passes; `helm upgrade` keeps the passwords and the data.
 The alerts reach a webhook receiver running in the cluster: a failed run, and a run whose pod
 can never be scheduled (reported as Pending too long); the retention settings reach the server.
 
@@ -30,6 +33,7 @@ import pytest
 import yaml
 
 import browser
+from concurrency import overlap
 from flows.localdb import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(3600)]
@@ -52,6 +56,7 @@ PGADMIN_SECRET = f"{RELEASE}-ecommerce-etl-pgadmin"
 UI_PORT = free_port()  # the local end of the browser's port-forward to the Prefect UI
 WEBHOOK = "e2e-webhook"  # the in-cluster receiver: Pod, Service and the Secret with its URL
 PENDING_MINUTES = 1
+FAILED_PIPELINE_RUNS: list[str] = []  # ids of parent runs that failed along with a file's run
 KEEP = os.environ.get("ETL_E2E_KEEP") == "1"  # leave everything running for debugging
 # NetworkPolicy check, at the end of the run: ETL_E2E_NETPOL=1 where the cluster's network
 # plugin enforces policies; ETL_E2E_NETPOL_SETUP is a command that turns enforcement on first
@@ -248,14 +253,19 @@ async def _with_client(api_url: str, fn):
             return await fn(client)
 
 
-def run_sample(api_url: str, timeout: float = 1200):
-    """Trigger `ecommerce-etl/sample` through the API and wait for the worker's Job and the run."""
-    from prefect.client.schemas.objects import StateType
+MAX_PARALLEL_FILES = yaml.safe_load((CHART / "values.yaml").read_text())["flowRun"]["maxParallelFiles"]
+SAMPLE_FILES = ("2019-Oct.csv", "2019-Nov.csv", "2019-Dec.csv", "2020-Jan.csv", "2020-Feb.csv")
+WEB = "e2e-web"  # the in-cluster web server of the failing-file run
 
+
+def run_sample(api_url: str, timeout: float = 1200, parameters: dict | None = None, expect: str = "COMPLETED"):
+    """Trigger `ecommerce-etl/sample` through the API (with parameter overrides) and wait for the
+    worker's Job and the run; returns the run and its wall time."""
     async def create(client):
         deployment = await client.read_deployment_by_name("ecommerce-etl/sample")
-        return await client.create_flow_run_from_deployment(deployment.id)
+        return await client.create_flow_run_from_deployment(deployment.id, parameters=parameters or {})
 
+    started = time.monotonic()
     flow_run = asyncio.run(_with_client(api_url, create))
 
     async def read(client):
@@ -268,14 +278,112 @@ def run_sample(api_url: str, timeout: float = 1200):
             break
         assert time.monotonic() < deadline, f"flow run still {run.state!r} after {timeout}s"
         time.sleep(5)
-    assert run.state.type == StateType.COMPLETED, f"flow run ended {run.state!r}"
+    seconds = time.monotonic() - started
+    assert run.state.type.value == expect, f"flow run ended {run.state!r}"
 
-    # The worker labels its Job with the flow run id; it must have completed.
-    jobs = json.loads(kubectl("get", "jobs", "-l", f"prefect.io/flow-run-id={flow_run.id}", "-o", "json"))["items"]
-    assert len(jobs) == 1, f"expected one Job for flow run {flow_run.id}, got {len(jobs)}"
-    kubectl("wait", "--for=condition=complete", f"job/{jobs[0]['metadata']['name']}", "--timeout=120s")
-    assert jobs[0]["spec"]["template"]["spec"]["containers"][0]["image"].endswith(f":{IMAGE_TAG}")
-    return run
+    # The worker labels its Job with the flow run id.
+    (job,) = jobs_of(flow_run.id)
+    wait_job_finished(job["metadata"]["name"], complete=expect == "COMPLETED")
+    assert job["spec"]["template"]["spec"]["containers"][0]["image"].endswith(f":{IMAGE_TAG}")
+    return run, seconds
+
+
+def wait_job_finished(name: str, complete: bool, timeout: float = 180) -> None:
+    """Completed when `complete`; else finished either way (whether a failed flow run's container
+    exits non-zero is Prefect's business, not this chart's)."""
+    if complete:
+        kubectl("wait", "--for=condition=complete", f"job/{name}", f"--timeout={int(timeout)}s", timeout=timeout + 60)
+        return
+    deadline = time.monotonic() + timeout
+    while not {"Complete", "Failed"} & {c["type"] for c in json.loads(
+            kubectl("get", "job", name, "-o", "json"))["status"].get("conditions") or [] if c["status"] == "True"}:
+        assert time.monotonic() < deadline, f"job {name} did not finish"
+        time.sleep(2)
+
+
+def jobs_of(flow_run_id) -> list[dict]:
+    return json.loads(kubectl("get", "jobs", "-l", f"prefect.io/flow-run-id={flow_run_id}", "-o", "json"))["items"]
+
+
+def file_runs(api_url: str, parent_id) -> list:
+    """The `load-file` runs a pipeline run started (linked to it through their parent task run)."""
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    async def read(client):
+        runs = await client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["load-file"])), limit=200)
+        return [r for r in runs if r.parent_task_run_id
+                and (await client.read_task_run(r.parent_task_run_id)).flow_run_id == parent_id]
+
+    return asyncio.run(_with_client(api_url, read))
+
+
+def _timestamp(text: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def check_file_jobs(api_url: str, parent, failed: tuple[str, ...] = ()) -> dict:
+    """One Job per file, each Completed (or Failed for `failed`), never more than
+    flowRun.maxParallelFiles running at once: by the runs' times (API) and the containers' (kubectl)."""
+    children = file_runs(api_url, parent.id)
+    assert sorted(c.name for c in children) == sorted(f"load-{f}" for f in SAMPLE_FILES), [c.name for c in children]
+    containers = []
+    for child in children:
+        want = "FAILED" if child.parameters["file_name"] in failed else "COMPLETED"
+        assert child.state.type.value == want, f"{child.name}: {child.state!r}"
+        (job,) = jobs_of(child.id)
+        wait_job_finished(job["metadata"]["name"], complete=want == "COMPLETED")
+        (pod,) = json.loads(kubectl("get", "pods", "-l", f"job-name={job['metadata']['name']}", "-o", "json"))["items"]
+        terminated = pod["status"]["containerStatuses"][0]["state"]["terminated"]
+        containers.append((_timestamp(terminated["startedAt"]), _timestamp(terminated["finishedAt"])))
+    runs_at_once = overlap([(c.start_time.timestamp(), c.end_time.timestamp()) for c in children])
+    containers_at_once = overlap(containers)
+    figures = {"file_jobs": len(children), "runs_at_once": runs_at_once, "containers_at_once": containers_at_once,
+               "parent_seconds": (parent.end_time - parent.start_time).total_seconds()}
+    print(f"T5 fan-out: {figures}", file=sys.stderr)
+    assert runs_at_once <= MAX_PARALLEL_FILES and containers_at_once <= MAX_PARALLEL_FILES, figures
+    return figures
+
+
+@contextlib.contextmanager
+def web_server(bad_file: str):
+    """An in-cluster web server (the flow image, restricted Pod Security) serving the sample's
+    files, with `bad_file` replaced by one with a wrong header; yields its base URL."""
+    image = f"{IMAGE_REPO}:{IMAGE_TAG}"
+    script = (f"ecommerce-etl sample --out /tmp/www --rows-per-file {SAMPLE_ROWS} >/dev/null"
+              f" && printf 'time,type\\n2020-01-01 00:00:00 UTC,view\\n' > /tmp/www/{bad_file}"
+              " && cd /tmp/www && exec python3 -m http.server 8080")
+    objects = [
+        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": WEB, "labels": {"app": WEB}},
+         "spec": {"automountServiceAccountToken": False,
+                  "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001,
+                                      "seccompProfile": {"type": "RuntimeDefault"}},
+                  "containers": [{"name": "web", "image": image, "imagePullPolicy": "IfNotPresent",
+                                  "command": ["sh", "-c", script], "ports": [{"containerPort": 8080}],
+                                  "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 2},
+                                  "securityContext": {"allowPrivilegeEscalation": False,
+                                                      "readOnlyRootFilesystem": True,
+                                                      "capabilities": {"drop": ["ALL"]}},
+                                  "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+                                  "resources": {"requests": {"cpu": "50m", "memory": "128Mi"},
+                                                "limits": {"cpu": "500m", "memory": "512Mi"}}}],
+                  "volumes": [{"name": "tmp", "emptyDir": {}}]}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": WEB},
+         "spec": {"selector": {"app": WEB}, "ports": [{"port": 80, "targetPort": 8080}]}},
+    ]
+    kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
+    try:
+        kubectl("wait", "--for=condition=ready", f"pod/{WEB}", "--timeout=300s", timeout=400)
+        yield f"http://{WEB}.{NAMESPACE}.svc"
+    finally:
+        kubectl("delete", "pod,service", WEB, "--wait=false", check=False)
+
+
+def file_row_counts(table: str = "ecommerce_events") -> dict[str, int]:
+    out = kubectl("exec", f"statefulset/{PG_STS}", "--", "psql", "-U", "postgres", "-d", "ecommerce", "-Atc",
+                  f"SELECT source_file, count(*) FROM public.{table} GROUP BY 1")
+    return {name: int(n) for name, n in (line.split("|") for line in out.split())}
 
 
 def row_count() -> int:
@@ -355,6 +463,7 @@ def log_in_to_pgadmin() -> None:
         tree.wait_for(timeout=60_000)
         tree.dblclick()
         page.get_by_text(f"ecommerce ({RELEASE})", exact=True).first.wait_for(timeout=60_000)
+        page.keyboard.press("Escape")  # pgAdmin asks for the etl password on first connect (by design)
         browser.screenshot(page, "kind-pgadmin-servers")
 
 
@@ -364,10 +473,27 @@ def test_install_run_upgrade_on_kind(installed):
 
 
         with port_forward(SERVER_SVC, 4200, local=UI_PORT) as api_url:
-            run = run_sample(api_url)
+            run, seconds = run_sample(api_url)
+            figures = check_file_jobs(api_url, run)
+            print(f"T5 fan-out run of `sample`: {seconds:.1f}s wall time (trigger to final state), "
+                  f"{figures['parent_seconds']:.1f}s running", file=sys.stderr)
             look_at_the_run_in_the_ui(api_url.removesuffix("/api"), str(run.id))
+            assert file_row_counts() == dict.fromkeys(SAMPLE_FILES, SAMPLE_ROWS)  # exactly the sample's rows
+
+            # A rerun creates no new rows: every file's Job skips it.
+            rerun, _ = run_sample(api_url)
+            check_file_jobs(api_url, rerun)
+            assert file_row_counts() == dict.fromkeys(SAMPLE_FILES, SAMPLE_ROWS)
+
+            # One bad file: the run ends Failed, the other files are loaded.
+            with web_server("2020-Jan.csv") as base:
+                failing, _ = run_sample(api_url, expect="FAILED", parameters={
+                    "source": "url", "url": [f"{base}/{f}" for f in SAMPLE_FILES], "table": "url_events"})
+            check_file_jobs(api_url, failing, failed=("2020-Jan.csv",))
+            FAILED_PIPELINE_RUNS.append(str(failing.id))  # its alert: test_alerts_and_retention_on_kind
+            assert file_row_counts("url_events") == {f: SAMPLE_ROWS for f in SAMPLE_FILES if f != "2020-Jan.csv"}
         rows = row_count()
-        assert rows > 0
+        assert rows == len(SAMPLE_FILES) * SAMPLE_ROWS
         passwords = db_secret()
         log_in_to_pgadmin()
 
@@ -380,7 +506,8 @@ def test_install_run_upgrade_on_kind(installed):
         # After the upgrade (hook re-registered the deployments) a run still completes, and skips
         # the unchanged files: exactly the same rows.
         with port_forward(SERVER_SVC, 4200) as api_url:
-            run_sample(api_url)
+            run, _ = run_sample(api_url)
+            check_file_jobs(api_url, run)
         assert row_count() == rows
 
         if NETPOL:
@@ -446,3 +573,9 @@ def test_alerts_and_retention_on_kind(installed):
             asyncio.run(_with_client(api_url, lambda c: c.set_flow_run_state(stuck.id, Cancelled(), force=True)))
             kubectl("delete", "jobs", "-l", f"prefect.io/flow-run-id={stuck.id}", "--wait=false", check=False)
         assert len([p for p in webhook_posts() if str(failed.id) in p]) == 1, "one alert per failed run"
+        # The run with one bad file (the install test): one alert for the parent, naming the file;
+        # the failed load-file run itself sent none.
+        for run_id in FAILED_PIPELINE_RUNS:
+            (post,) = wait_for_post(run_id, timeout=180)
+            assert "2020-Jan.csv" in post, post
+        assert not [p for p in webhook_posts() if "Flow run load-file/" in p], webhook_posts()

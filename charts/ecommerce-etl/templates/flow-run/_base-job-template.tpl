@@ -240,6 +240,13 @@ the quarantine alert threshold, optional Kaggle creds. */}}
   value: {{ .Values.alerts.quarantineRatio | toString | quote }}
 {{- end }}
 {{ include "ecommerce-etl.prefectBaseEnv" . }}
+- name: ETL_MAX_PARALLEL_FILES
+  value: {{ .Values.flowRun.maxParallelFiles | quote }}
+{{- if .Values.flowRun.fanOut }}
+# One load-file deployment run (its own Job) per file; the name `ecommerce-etl deploy` registers.
+- name: ETL_FILE_DEPLOYMENT
+  value: "load-file/load-file"
+{{- end }}
 {{- if .Values.kaggle.existingSecret }}
 # Files of the optional kaggle volume (absent files mean no credentials: the sample needs none).
 - name: KAGGLE_USERNAME_FILE
