@@ -28,8 +28,8 @@ from uuid import UUID
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from flows.events import QUARANTINE_HIGH
 from flows.errors import ConfigError
+from flows.events import QUARANTINE_HIGH
 
 PARENT_FLOW = "ecommerce-etl"
 TAG = "ecommerce-etl-alerts"  # marks the automations this module owns
@@ -37,8 +37,17 @@ BLOCK_NAME = "ecommerce-etl-alerts"
 PREFIX = "ecommerce-etl: "
 
 # Every state a run can leave Running for (heartbeats and log events are not among them).
-_LEFT_RUNNING = ("Completed", "Failed", "Crashed", "Cancelled", "Cancelling", "Paused", "Suspended",
-                 "AwaitingRetry", "Scheduled")
+_LEFT_RUNNING = (
+    "Completed",
+    "Failed",
+    "Crashed",
+    "Cancelled",
+    "Cancelling",
+    "Paused",
+    "Suspended",
+    "AwaitingRetry",
+    "Scheduled",
+)
 
 
 class AlertSettings(BaseSettings):
@@ -61,7 +70,12 @@ class AlertSettings(BaseSettings):
 
     @property
     def webhook(self) -> bool:
-        return bool(self.webhook_url and self.webhook_url.get_secret_value().strip())
+        return bool(self.url)
+
+    @property
+    def url(self) -> str:
+        """The webhook URL ("" when none is configured)."""
+        return self.webhook_url.get_secret_value().strip() if self.webhook_url else ""
 
 
 def load_alert_settings() -> AlertSettings:
@@ -75,16 +89,20 @@ def load_alert_settings() -> AlertSettings:
         try:
             settings.webhook_url = SecretStr(settings.webhook_url_file.read_text().strip())
         except OSError as exc:
-            raise ConfigError(f"ETL_ALERT_WEBHOOK_URL_FILE={settings.webhook_url_file}: cannot read it "
-                              f"({exc.strerror})") from None
-    for name, minutes in (("ETL_ALERT_PENDING_MINUTES", settings.pending_minutes),
-                          ("ETL_ALERT_RUNNING_MINUTES", settings.running_minutes)):
+            raise ConfigError(
+                f"ETL_ALERT_WEBHOOK_URL_FILE={settings.webhook_url_file}: cannot read it ({exc.strerror})"
+            ) from None
+    for name, minutes in (
+        ("ETL_ALERT_PENDING_MINUTES", settings.pending_minutes),
+        ("ETL_ALERT_RUNNING_MINUTES", settings.running_minutes),
+    ):
         if 0 < minutes * 60 < 10:
-            raise ConfigError(f"{name}={minutes} is below 10 seconds, the shortest wait Prefect can watch "
-                              "for: use 0.17 or more (0 switches this alert off)")
-    if settings.webhook and not settings.webhook_url.get_secret_value().startswith(("http://", "https://")):
-        raise ConfigError("ETL_ALERT_WEBHOOK_URL (or the file ETL_ALERT_WEBHOOK_URL_FILE) must hold an "
-                          "http(s):// URL")
+            raise ConfigError(
+                f"{name}={minutes} is below 10 seconds, the shortest wait Prefect can watch "
+                "for: use 0.17 or more (0 switches this alert off)"
+            )
+    if settings.webhook and not settings.url.startswith(("http://", "https://")):
+        raise ConfigError("ETL_ALERT_WEBHOOK_URL (or the file ETL_ALERT_WEBHOOK_URL_FILE) must hold an http(s):// URL")
     return settings
 
 
@@ -119,58 +137,89 @@ def alert_specs(settings: AlertSettings) -> list[AlertSpec]:
         AlertSpec(
             name=f"{PREFIX}run failed",
             description=f"A flow run of {PARENT_FLOW} entered Failed or Crashed.",
-            trigger=_parent_run_trigger(expect=["prefect.flow-run.Failed", "prefect.flow-run.Crashed"],
-                                        posture="Reactive", within=0),
+            trigger=_parent_run_trigger(
+                expect=["prefect.flow-run.Failed", "prefect.flow-run.Crashed"], posture="Reactive", within=0
+            ),
             subject="ecommerce-etl: flow run {{ flow_run.name }} {{ flow_run.state.name }}",
-            body=(f"Flow run {_RUN} entered {{{{ flow_run.state.name }}}}.\n"
-                  "{{ flow_run.state.message|truncate(800) }}\n" + _RUN_LINK),
+            body=(
+                f"Flow run {_RUN} entered {{{{ flow_run.state.name }}}}.\n"
+                "{{ flow_run.state.message|truncate(800) }}\n" + _RUN_LINK
+            ),
         ),
         AlertSpec(
             name=f"{PREFIX}quarantine high",
             description="A loaded file's quarantined share passed ETL_ALERT_QUARANTINE_RATIO.",
-            trigger={"type": "event", "match": {"prefect.resource.id": "ecommerce.file.*"},
-                     "expect": [QUARANTINE_HIGH], "for_each": ["prefect.resource.id"],
-                     "posture": "Reactive", "threshold": 1, "within": 0},
+            trigger={
+                "type": "event",
+                "match": {"prefect.resource.id": "ecommerce.file.*"},
+                "expect": [QUARANTINE_HIGH],
+                "for_each": ["prefect.resource.id"],
+                "posture": "Reactive",
+                "threshold": 1,
+                "within": 0,
+            },
             subject="ecommerce-etl: {{ event.resource.name }}: {{ event.payload.rows_quarantined }} of "
-                    "{{ event.payload.rows_read }} rows quarantined",
-            body=("File {{ event.resource.name }} ({{ event.resource['ecommerce.table'] }}): "
-                  "{{ event.payload.rows_quarantined }} of {{ event.payload.rows_read }} rows quarantined "
-                  "(share {{ event.payload.quarantine_share }}, alert above "
-                  "{{ event.payload.quarantine_alert_ratio }}), in flow run {{ flow_run.name }}.\n"
-                  "The rows, their line numbers and reasons are in the table's _quarantine table.\n"
-                  + _RUN_LINK),
+            "{{ event.payload.rows_read }} rows quarantined",
+            body=(
+                "File {{ event.resource.name }} ({{ event.resource['ecommerce.table'] }}): "
+                "{{ event.payload.rows_quarantined }} of {{ event.payload.rows_read }} rows quarantined "
+                "(share {{ event.payload.quarantine_share }}, alert above "
+                "{{ event.payload.quarantine_alert_ratio }}), in flow run {{ flow_run.name }}.\n"
+                "The rows, their line numbers and reasons are in the table's _quarantine table.\n" + _RUN_LINK
+            ),
         ),
     ]
     if settings.pending_minutes:
-        specs.append(AlertSpec(
-            name=f"{PREFIX}run not started",
-            description=(f"A flow run of {PARENT_FLOW} stayed Late (no worker polls its pool) or Pending "
-                         f"(its pod did not start) for {settings.pending_minutes:g} minutes."),
-            # prefect-kubernetes' observer moves a run whose pod stays Pending to InfrastructurePending
-            trigger=_parent_run_trigger(after=["prefect.flow-run.Late", "prefect.flow-run.Pending",
-                                               "prefect.flow-run.InfrastructurePending"],
-                                        expect=["prefect.flow-run.*"], posture="Proactive",
-                                        within=settings.pending_minutes * 60),
-            subject=(f"ecommerce-etl: flow run {{{{ flow_run.name }}}} still {{{{ flow_run.state.name }}}} "
-                     f"after {settings.pending_minutes:g} minutes"),
-            body=(f"Flow run {_RUN} is {{{{ flow_run.state.name }}}} and has not started for "
-                  f"{settings.pending_minutes:g} minutes.\n"
-                  "Late: no worker is polling work pool {{ flow_run.work_pool_name }}. "
-                  "Pending: the worker created its Job but the pod did not start (kubectl get pods -l "
-                  "prefect.io/flow-run-id={{ flow_run.id }}; the prefect.kubernetes.pod events name the reason).\n"
-                  + _RUN_LINK),
-        ))
+        specs.append(
+            AlertSpec(
+                name=f"{PREFIX}run not started",
+                description=(
+                    f"A flow run of {PARENT_FLOW} stayed Late (no worker polls its pool) or Pending "
+                    f"(its pod did not start) for {settings.pending_minutes:g} minutes."
+                ),
+                # prefect-kubernetes' observer moves a run whose pod stays Pending to InfrastructurePending
+                trigger=_parent_run_trigger(
+                    after=[
+                        "prefect.flow-run.Late",
+                        "prefect.flow-run.Pending",
+                        "prefect.flow-run.InfrastructurePending",
+                    ],
+                    expect=["prefect.flow-run.*"],
+                    posture="Proactive",
+                    within=settings.pending_minutes * 60,
+                ),
+                subject=(
+                    f"ecommerce-etl: flow run {{{{ flow_run.name }}}} still {{{{ flow_run.state.name }}}} "
+                    f"after {settings.pending_minutes:g} minutes"
+                ),
+                body=(
+                    f"Flow run {_RUN} is {{{{ flow_run.state.name }}}} and has not started for "
+                    f"{settings.pending_minutes:g} minutes.\n"
+                    "Late: no worker is polling work pool {{ flow_run.work_pool_name }}. "
+                    "Pending: the worker created its Job but the pod did not start (kubectl get pods -l "
+                    "prefect.io/flow-run-id={{ flow_run.id }}; the prefect.kubernetes.pod events name the reason).\n"
+                    + _RUN_LINK
+                ),
+            )
+        )
     if settings.running_minutes:
-        specs.append(AlertSpec(
-            name=f"{PREFIX}run too long",
-            description=f"A flow run of {PARENT_FLOW} stayed Running for {settings.running_minutes:g} minutes.",
-            trigger=_parent_run_trigger(after=["prefect.flow-run.Running"],
-                                        expect=[f"prefect.flow-run.{s}" for s in _LEFT_RUNNING],
-                                        posture="Proactive", within=settings.running_minutes * 60),
-            subject=(f"ecommerce-etl: flow run {{{{ flow_run.name }}}} still Running after "
-                     f"{settings.running_minutes:g} minutes"),
-            body=(f"Flow run {_RUN} has been Running for {settings.running_minutes:g} minutes.\n" + _RUN_LINK),
-        ))
+        specs.append(
+            AlertSpec(
+                name=f"{PREFIX}run too long",
+                description=f"A flow run of {PARENT_FLOW} stayed Running for {settings.running_minutes:g} minutes.",
+                trigger=_parent_run_trigger(
+                    after=["prefect.flow-run.Running"],
+                    expect=[f"prefect.flow-run.{s}" for s in _LEFT_RUNNING],
+                    posture="Proactive",
+                    within=settings.running_minutes * 60,
+                ),
+                subject=(
+                    f"ecommerce-etl: flow run {{{{ flow_run.name }}}} still Running after "
+                    f"{settings.running_minutes:g} minutes"
+                ),
+                body=(f"Flow run {_RUN} has been Running for {settings.running_minutes:g} minutes.\n" + _RUN_LINK),
+            )
+        )
     return specs
 
 
@@ -179,10 +228,12 @@ def automation(spec: AlertSpec, block_id: UUID | None):
     from prefect.events.schemas.automations import AutomationCore, EventTrigger
 
     trigger = EventTrigger.model_validate({**spec.trigger, "within": timedelta(seconds=spec.trigger["within"])})
-    action = (SendNotification(block_document_id=block_id, subject=spec.subject, body=spec.body)
-              if block_id else DoNothing())
-    return AutomationCore(name=spec.name, description=spec.description, enabled=True, tags=[TAG],
-                          trigger=trigger, actions=[action])
+    action = (
+        SendNotification(block_document_id=block_id, subject=spec.subject, body=spec.body) if block_id else DoNothing()
+    )
+    return AutomationCore(
+        name=spec.name, description=spec.description, enabled=True, tags=[TAG], trigger=trigger, actions=[action]
+    )
 
 
 async def _save_webhook_block(client, url: str) -> UUID:
@@ -215,7 +266,7 @@ async def register_alerts(client, settings: AlertSettings) -> dict:
     wanted = alert_specs(settings) if settings.active else []
     block_id = None
     if settings.active and settings.webhook:
-        block_id = await _save_webhook_block(client, settings.webhook_url.get_secret_value())
+        block_id = await _save_webhook_block(client, settings.url)
     else:
         await _delete_webhook_block(client)
     actions: dict[str, str] = {}
@@ -235,5 +286,4 @@ async def register_alerts(client, settings: AlertSettings) -> dict:
         if TAG in (existing.tags or []) and existing.name not in names:
             await client.delete_automation(existing.id)
             actions[existing.name] = "deleted"
-    return {"alerts": "webhook" if block_id else ("no notification" if wanted else "off"),
-            "automations": actions}
+    return {"alerts": "webhook" if block_id else ("no notification" if wanted else "off"), "automations": actions}

@@ -54,8 +54,17 @@ class KubeStandIn:
                 self.wfile.write(data)
 
             def _status(self, code: int, reason: str) -> None:
-                self._reply(code, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                                   "reason": reason, "code": code, "message": reason})
+                self._reply(
+                    code,
+                    {
+                        "kind": "Status",
+                        "apiVersion": "v1",
+                        "status": "Failure",
+                        "reason": reason,
+                        "code": code,
+                        "message": reason,
+                    },
+                )
 
             def _handle(self) -> None:
                 path = self.path.split("?", 1)[0]
@@ -113,15 +122,20 @@ class KubeStandIn:
 
     def put_secret(self, namespace: str, name: str, data: dict[str, str], annotations: dict | None = None) -> None:
         self.secrets[(namespace, name)] = {
-            "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "Opaque",
             "metadata": {"name": name, "namespace": namespace, "annotations": annotations or {}},
             "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
         }
 
     def secret_values(self) -> dict[str, str]:
         """'<secret>/<key>' -> decoded value, like chart_render.secret_values."""
-        return {f"{name}/{k}": base64.b64decode(v).decode()
-                for (_, name), obj in self.secrets.items() for k, v in (obj.get("data") or {}).items()}
+        return {
+            f"{name}/{k}": base64.b64decode(v).decode()
+            for (_, name), obj in self.secrets.items()
+            for k, v in (obj.get("data") or {}).items()
+        }
 
     def service_account_dir(self, folder: Path) -> Path:
         """A service-account folder (token) as a pod would have it mounted."""
@@ -132,9 +146,12 @@ class KubeStandIn:
     def kubeconfig(self, namespace: str) -> dict:
         """A kubeconfig (as loaded) pointing a Kubernetes client at this stand-in."""
         return {
-            "apiVersion": "v1", "kind": "Config", "current-context": "standin",
+            "apiVersion": "v1",
+            "kind": "Config",
+            "current-context": "standin",
             "clusters": [{"name": "standin", "cluster": {"server": self.url}}],
             "users": [{"name": "standin", "user": {"token": TOKEN}}],
-            "contexts": [{"name": "standin", "context": {"cluster": "standin", "user": "standin",
-                                                          "namespace": namespace}}],
+            "contexts": [
+                {"name": "standin", "context": {"cluster": "standin", "user": "standin", "namespace": namespace}}
+            ],
         }

@@ -40,8 +40,13 @@ def test_alert_settings_and_specs(monkeypatch, tmp_path):
     from flows.alerts import load_alert_settings
     from flows.schema import ConfigError
 
-    for name in ("ETL_ALERTS_ENABLED", "ETL_ALERT_WEBHOOK_URL", "ETL_ALERT_WEBHOOK_URL_FILE",
-                 "ETL_ALERT_PENDING_MINUTES", "ETL_ALERT_RUNNING_MINUTES"):
+    for name in (
+        "ETL_ALERTS_ENABLED",
+        "ETL_ALERT_WEBHOOK_URL",
+        "ETL_ALERT_WEBHOOK_URL_FILE",
+        "ETL_ALERT_PENDING_MINUTES",
+        "ETL_ALERT_RUNNING_MINUTES",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(REPO / "tests")  # no .env here
     assert load_alert_settings().active is False  # locally: only with a webhook
@@ -60,23 +65,31 @@ def test_alert_settings_and_specs(monkeypatch, tmp_path):
     with pytest.raises(ConfigError, match=r"ETL_ALERT_WEBHOOK_URL_FILE=.*absent: cannot read it"):
         load_alert_settings()
     monkeypatch.delenv("ETL_ALERT_WEBHOOK_URL_FILE")
-    for name, value, fragment in (("ETL_ALERT_PENDING_MINUTES", "0.1", r"ETL_ALERT_PENDING_MINUTES=0\.1"),
-                                  ("ETL_ALERT_RUNNING_MINUTES", "-1", "ETL_ALERT_RUNNING_MINUTES: Input should be"),
-                                  ("ETL_ALERT_WEBHOOK_URL", "hooks.example/x", r"ETL_ALERT_WEBHOOK_URL.*http")):
+    for name, value, fragment in (
+        ("ETL_ALERT_PENDING_MINUTES", "0.1", r"ETL_ALERT_PENDING_MINUTES=0\.1"),
+        ("ETL_ALERT_RUNNING_MINUTES", "-1", "ETL_ALERT_RUNNING_MINUTES: Input should be"),
+        ("ETL_ALERT_WEBHOOK_URL", "hooks.example/x", r"ETL_ALERT_WEBHOOK_URL.*http"),
+    ):
         with monkeypatch.context() as m:
             m.setenv(name, value)
             with pytest.raises(ConfigError, match=fragment):
                 load_alert_settings()
 
     specs = {s.name: s for s in alert_specs(AlertSettings(pending_minutes=5, running_minutes=0))}
-    assert set(specs) == {"ecommerce-etl: run failed", "ecommerce-etl: quarantine high",
-                          "ecommerce-etl: run not started"}  # 0 minutes switches a trigger off
+    assert set(specs) == {
+        "ecommerce-etl: run failed",
+        "ecommerce-etl: quarantine high",
+        "ecommerce-etl: run not started",
+    }  # 0 minutes switches a trigger off
     for name in ("ecommerce-etl: run failed", "ecommerce-etl: run not started"):
         related = specs[name].trigger["match_related"]
         assert related == {"prefect.resource.role": "flow", "prefect.resource.name": "ecommerce-etl"}
     assert specs["ecommerce-etl: run not started"].trigger["within"] == 300
     assert set(specs["ecommerce-etl: run not started"].trigger["after"]) == {
-        "prefect.flow-run.Late", "prefect.flow-run.Pending", "prefect.flow-run.InfrastructurePending"}
+        "prefect.flow-run.Late",
+        "prefect.flow-run.Pending",
+        "prefect.flow-run.InfrastructurePending",
+    }
 
 
 # --- a webhook receiver ------------------------------------------------------------------------
@@ -154,12 +167,21 @@ def alert_server(postgres, tmp_path_factory):
     }
     log = home / "server.log"
     with log.open("w") as out:
-        proc = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         wait_healthy(api_url, proc, log, timeout=180)
-        client_env = {**os.environ, "PREFECT_API_URL": api_url, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                      "PREFECT_HOME": str(tmp_path_factory.mktemp("alerts-client"))}
+        client_env = {
+            **os.environ,
+            "PREFECT_API_URL": api_url,
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_HOME": str(tmp_path_factory.mktemp("alerts-client")),
+        }
         yield AlertServer(api_url=api_url, env=client_env, database=database, ui_url=ui_url)
     finally:
         proc.terminate()
@@ -186,6 +208,7 @@ def _api(server: AlertServer, fn):
 def _ours(client):
     async def read():
         return [a for a in await client.read_automations() if TAG in (a.tags or [])]
+
     return read()
 
 
@@ -195,18 +218,31 @@ def deployed(alert_server, receiver, tmp_path_factory):
     folder = tmp_path_factory.mktemp("alerts-deploy")
     template = folder / "base-job-template.json"
     template.write_text(json.dumps(base_job_template(render())))
-    env = {**alert_server.env, "ETL_ALERT_WEBHOOK_URL": receiver.url,
-           "ETL_ALERT_PENDING_MINUTES": str(PENDING_MINUTES), "ETL_ALERTS_ENABLED": "true"}
-    argv = [str(BIN / "ecommerce-etl"), "deploy", "--pool", POOL, "--base-job-template", str(template),
-            "--concurrency-limit", "1"]
+    env = {
+        **alert_server.env,
+        "ETL_ALERT_WEBHOOK_URL": receiver.url,
+        "ETL_ALERT_PENDING_MINUTES": str(PENDING_MINUTES),
+        "ETL_ALERTS_ENABLED": "true",
+    }
+    argv = [
+        str(BIN / "ecommerce-etl"),
+        "deploy",
+        "--pool",
+        POOL,
+        "--base-job-template",
+        str(template),
+        "--concurrency-limit",
+        "1",
+    ]
     runs = [subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, cwd=folder) for _ in range(2)]
     for r in runs:
         assert r.returncode == 0, r.stdout + r.stderr
     return [json.loads(r.stdout) for r in runs]
 
 
-def test_deploy_registers_each_automation_once_and_keeps_the_url_out_of_the_block(deployed, alert_server,
-                                                                                   receiver, postgres):
+def test_deploy_registers_each_automation_once_and_keeps_the_url_out_of_the_block(
+    deployed, alert_server, receiver, postgres
+):
     first, second = deployed
     expected = {s.name for s in alert_specs(AlertSettings(pending_minutes=PENDING_MINUTES))}
     assert set(first["automations"].values()) == {"created"} and set(first["automations"]) == expected
@@ -225,15 +261,17 @@ def test_deploy_registers_each_automation_once_and_keeps_the_url_out_of_the_bloc
     document, deployment = _api(alert_server, block)
     assert document.data["url"] == "{{webhook_url}}"
     assert receiver.url not in json.dumps(document.model_dump(mode="json"))
-    stored = postgres.run_sql("select data::text from block_document where name = 'ecommerce-etl-alerts'",
-                              alert_server.database)
+    stored = postgres.run_sql(
+        "select data::text from block_document where name = 'ecommerce-etl-alerts'", alert_server.database
+    )
     assert stored.strip() and receiver.url not in stored and "127.0.0.1" not in stored
     # The server-side bound on concurrent runs.
     assert deployment.global_concurrency_limit.limit == 1
 
 
-def test_failed_parent_run_posts_once_naming_it_and_high_quarantine_posts(deployed, alert_server, receiver,
-                                                                          postgres, tmp_path):
+def test_failed_parent_run_posts_once_naming_it_and_high_quarantine_posts(
+    deployed, alert_server, receiver, postgres, tmp_path
+):
     folder = tmp_path / "in"
     (good,) = write_sample(folder, rows_per_file=40, files=("2019-Oct.csv",))
     # A third of the rows with a price Postgres cannot type: quarantined, share 0.33 > 0.05.
@@ -244,10 +282,19 @@ def test_failed_parent_run_posts_once_naming_it_and_high_quarantine_posts(deploy
     with (folder / "2019-Nov.csv").open("w", newline="") as out:
         csv.writer(out).writerows([header, *records])
     (folder / "broken.csv").write_text("not,the,header\n1,2,3\n")
-    env = {**alert_server.env, "DATABASE_URL": postgres.create_database("t_alerts"),
-           "ETL_DATA_DIR": str(tmp_path / "data"), "ETL_ALERT_QUARANTINE_RATIO": "0.05"}
-    done = subprocess.run([str(BIN / "ecommerce-etl"), "run", "--source", "local", "--path", str(folder), "--json"],
-                          env=env, capture_output=True, text=True, timeout=600)
+    env = {
+        **alert_server.env,
+        "DATABASE_URL": postgres.create_database("t_alerts"),
+        "ETL_DATA_DIR": str(tmp_path / "data"),
+        "ETL_ALERT_QUARANTINE_RATIO": "0.05",
+    }
+    done = subprocess.run(
+        [str(BIN / "ecommerce-etl"), "run", "--source", "local", "--path", str(folder), "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 1, done.stderr[-3000:]
     summary = json.loads(done.stdout)
     by_file = {f["file"]: f for f in summary["files"]}
@@ -270,8 +317,9 @@ def test_failed_parent_run_posts_once_naming_it_and_high_quarantine_posts(deploy
         def load_file_child():  # only its name matters: the run is driven through the API
             pass
 
-        child = await client.create_flow_run(load_file_child, name=f"load-child-{uuid.uuid4().hex[:6]}",
-                                             state=Running())
+        child = await client.create_flow_run(
+            load_file_child, name=f"load-child-{uuid.uuid4().hex[:6]}", state=Running()
+        )
         await client.set_flow_run_state(child.id, Failed(message="2019-Dec.csv: child failed"), force=True)
         return child
 
@@ -316,8 +364,14 @@ def test_turning_alerts_off_removes_the_automations_and_the_webhook_block(deploy
     template = tmp_path / "base-job-template.json"
     template.write_text(json.dumps(base_job_template(render())))
     env = {**alert_server.env, "ETL_ALERTS_ENABLED": "false"}
-    done = subprocess.run([str(BIN / "ecommerce-etl"), "deploy", "--pool", POOL, "--base-job-template", str(template)],
-                          env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    done = subprocess.run(
+        [str(BIN / "ecommerce-etl"), "deploy", "--pool", POOL, "--base-job-template", str(template)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["alerts"] == "off"
     assert _api(alert_server, _ours) == []

@@ -48,8 +48,10 @@ def value_paths(node: dict, prefix: str = "") -> dict[str, object]:
 def test_readme_is_generated_by_helm_docs_without_drift(tmp_path):
     """Regenerate the README into a copy of the chart with the pinned helm-docs: it must equal
     the committed one (edit values.yaml or README.md.gotmpl, then run scripts/helm-docs.sh)."""
-    caches = [Path(os.environ.get("HELM_DOCS_CACHE", "/var/cache/ecommerce-etl/tools")),
-              Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ecommerce-etl" / "tools"]
+    caches = [
+        Path(os.environ.get("HELM_DOCS_CACHE", "/var/cache/ecommerce-etl/tools")),
+        Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ecommerce-etl" / "tools",
+    ]
     if not shutil.which("go") and not [b for c in caches for b in c.glob("helm-docs-*/helm-docs")]:
         pytest.skip("helm-docs is not cached and there is no Go toolchain to build it (scripts/helm-docs.sh)")
     built = subprocess.run([str(HELM_DOCS), "--print-path"], capture_output=True, text=True, timeout=900)
@@ -57,19 +59,27 @@ def test_readme_is_generated_by_helm_docs_without_drift(tmp_path):
     charts = tmp_path / "charts"
     shutil.copytree(CHART_DIR, charts / CHART_DIR.name)
     (charts / CHART_DIR.name / "README.md").unlink()
-    done = subprocess.run([str(HELM_DOCS)], env={**os.environ, "HELM_DOCS_ROOT": str(charts)},
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [str(HELM_DOCS)], env={**os.environ, "HELM_DOCS_ROOT": str(charts)}, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     generated = charts / CHART_DIR.name / "README.md"
     assert generated.is_file(), "helm-docs wrote no README"
     assert filecmp.cmp(generated, CHART_DIR / "README.md", shallow=False), (
-        "charts/ecommerce-etl/README.md is stale: run scripts/helm-docs.sh")
+        "charts/ecommerce-etl/README.md is stale: run scripts/helm-docs.sh"
+    )
     # ...and the generator really reads the comments: change one, and the README follows.
     text = (charts / CHART_DIR.name / "values.yaml").read_text()
     (charts / CHART_DIR.name / "values.yaml").write_text(
-        text.replace("# -- Worker replicas.", "# -- Worker replicas (drift probe)."))
-    subprocess.run([str(HELM_DOCS)], env={**os.environ, "HELM_DOCS_ROOT": str(charts)}, check=True,
-                   capture_output=True, timeout=300)
+        text.replace("# -- Worker replicas.", "# -- Worker replicas (drift probe).")
+    )
+    subprocess.run(
+        [str(HELM_DOCS)],
+        env={**os.environ, "HELM_DOCS_ROOT": str(charts)},
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     assert "Worker replicas (drift probe)." in generated.read_text()
 
 
@@ -133,7 +143,7 @@ def test_dockerfile_uid_is_the_chart_image_uid_and_the_build_passes_it():
     final_stage = dockerfile.rsplit("\nFROM ", 1)[1]
     assert re.search(rf"^ARG APP_UID={uid}$", final_stage, re.M), "Dockerfile ARG APP_UID differs from image.uid"
     assert re.search(r"^USER \$\{APP_UID\}:\$\{APP_UID\}$", final_stage, re.M)
-    assert "useradd --uid \"${APP_UID}\"" in final_stage
+    assert 'useradd --uid "${APP_UID}"' in final_stage
     build = (REPO / "scripts" / "build-image.sh").read_text()
     assert '--build-arg "APP_UID=$APP_UID"' in build and '["image"]["uid"]' in build
 
@@ -143,8 +153,12 @@ def test_build_script_reads_the_uid_with_a_yaml_parser():
     build = (REPO / "scripts" / "build-image.sh").read_text()
     program = re.search(r"-c '([^']+)'", build)[1]
     py = REPO / ".venv" / "bin" / "python"
-    out = subprocess.run([str(py if py.exists() else "python3"), "-c", program, str(CHART_DIR / "values.yaml")],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [str(py if py.exists() else "python3"), "-c", program, str(CHART_DIR / "values.yaml")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert int(out.stdout) == values()["image"]["uid"]
 
 

@@ -63,7 +63,8 @@ def test_production_values_reach_their_objects():
     assert server["image"] == "prefecthq/prefect:3.9.1-python3.11@sha256:" + "d" * 64
     assert env_from_files(spec, server)[1] == {
         "PREFECT_SERVER_DATABASE_CONNECTION_URL": (f"{FULL}-db", "prefect-connection-url"),
-        "PREFECT_SERVER_API_AUTH_STRING": auth}
+        "PREFECT_SERVER_API_AUTH_STRING": auth,
+    }
 
     # Every Prefect client of the chart gets the auth string from the Secret.
     for kind, name in (("Deployment", f"{FULL}-worker"), ("Job", f"{FULL}-deploy"), ("Pod", f"{FULL}-test-work-pool")):
@@ -72,15 +73,20 @@ def test_production_values_reach_their_objects():
         assert from_files == {"PREFECT_API_AUTH_STRING": auth}, name
         assert command[0] in ("prefect", "ecommerce-etl"), command
     worker_env = _env(_container(docs, "Deployment", f"{FULL}-worker")[1])
-    assert (worker_env["PREFECT_INTEGRATIONS_KUBERNETES_WORKER_API_AUTH_STRING_SECRET_NAME"],
-            worker_env["PREFECT_INTEGRATIONS_KUBERNETES_WORKER_API_AUTH_STRING_SECRET_KEY"]) == auth
+    assert (
+        worker_env["PREFECT_INTEGRATIONS_KUBERNETES_WORKER_API_AUTH_STRING_SECRET_NAME"],
+        worker_env["PREFECT_INTEGRATIONS_KUBERNETES_WORKER_API_AUTH_STRING_SECRET_KEY"],
+    ) == auth
 
     spec, hook = _container(docs, "Job", f"{FULL}-deploy")
     command = env_from_files(spec, hook)[0]
     assert command[command.index("--concurrency-limit") + 1] == "3"
     env = _env(hook)
     assert (env["ETL_ALERTS_ENABLED"], env["ETL_ALERT_PENDING_MINUTES"], env["ETL_ALERT_RUNNING_MINUTES"]) == (
-        "true", "5", "90")
+        "true",
+        "5",
+        "90",
+    )
     assert secret_files(spec, hook)[env["ETL_ALERT_WEBHOOK_URL_FILE"]] == ("alert-hook", "slack-url")
     assert "ETL_ALERT_WEBHOOK_URL" not in env
 
@@ -95,8 +101,12 @@ def test_production_values_reach_their_objects():
     assert props["image"]["default"] == "ecommerce-etl:0.2.0@sha256:" + "a" * 64
     assert {e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"]}["ETL_ALERT_QUARANTINE_RATIO"] == "0.2"
     # Images pinned by digest everywhere (checkov CKV_K8S_43 then passes without a skip).
-    images = {c["image"] for d in docs if pod_spec(d)
-              for c in [*(pod_spec(d).get("initContainers") or []), *pod_spec(d)["containers"]]}
+    images = {
+        c["image"]
+        for d in docs
+        if pod_spec(d)
+        for c in [*(pod_spec(d).get("initContainers") or []), *pod_spec(d)["containers"]]
+    }
     assert images and all("@sha256:" in i for i in images), images
 
 
@@ -115,23 +125,34 @@ def test_defaults_without_ingress_or_auth():
     assert "ETL_ALERT_QUARANTINE_RATIO" not in {e["name"] for e in flow_pod["containers"][0]["env"]}
 
 
-@pytest.mark.parametrize("values, ui_url", [
-    ({}, "http://localhost:4200"),
-    ({"prefectServer": {"uiApiUrl": "https://etl.example.org/api"}}, "https://etl.example.org"),
-    ({"prefectServer": {"uiApiUrl": "/api", "ingress": {"enabled": True, "host": "p.example"}}}, "http://p.example"),
-    ({"prefectServer": {"uiUrl": "https://ui.example/", "ingress": {"enabled": True, "host": "p.example"}}},
-     "https://ui.example"),
-])
+@pytest.mark.parametrize(
+    "values, ui_url",
+    [
+        ({}, "http://localhost:4200"),
+        ({"prefectServer": {"uiApiUrl": "https://etl.example.org/api"}}, "https://etl.example.org"),
+        (
+            {"prefectServer": {"uiApiUrl": "/api", "ingress": {"enabled": True, "host": "p.example"}}},
+            "http://p.example",
+        ),
+        (
+            {"prefectServer": {"uiUrl": "https://ui.example/", "ingress": {"enabled": True, "host": "p.example"}}},
+            "https://ui.example",
+        ),
+    ],
+)
 def test_ui_url_for_alert_links(values, ui_url):
     assert _env(_container(render(values), "Deployment", f"{FULL}-prefect-server")[1])["PREFECT_UI_URL"] == ui_url
 
 
 # --- retention: the names and formats Prefect 3.9.1 reads --------------------------------------
-@pytest.mark.parametrize("retention, vacuum, flow_runs", [
-    ({"flowRunDays": 14, "eventDays": 3}, {"events", "flow_runs", "orphans"}, timedelta(days=14)),
-    ({"flowRunDays": 0, "eventDays": 7}, {"events"}, timedelta(days=90)),  # Prefect's default, unused
-    ({}, {"events", "flow_runs", "orphans"}, timedelta(days=30)),
-])
+@pytest.mark.parametrize(
+    "retention, vacuum, flow_runs",
+    [
+        ({"flowRunDays": 14, "eventDays": 3}, {"events", "flow_runs", "orphans"}, timedelta(days=14)),
+        ({"flowRunDays": 0, "eventDays": 7}, {"events"}, timedelta(days=90)),  # Prefect's default, unused
+        ({}, {"events", "flow_runs", "orphans"}, timedelta(days=30)),
+    ],
+)
 def test_retention_env_is_read_by_prefect_settings(retention, vacuum, flow_runs, monkeypatch):
     """The server's env, parsed by Prefect's own settings models: a misspelt name would be ignored
     and leave the defaults, which these values are not."""
@@ -174,8 +195,11 @@ def _prefect_setting_names() -> set[str]:
 @pytest.mark.parametrize("values_name", ["default", "production", "alerts-off"])
 def test_every_prefect_variable_the_chart_sets_is_a_prefect_setting(values_name):
     known = _prefect_setting_names()
-    assert {"PREFECT_SERVER_EVENTS_RETENTION_PERIOD", "PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED",
-            "PREFECT_INTEGRATIONS_KUBERNETES_WORKER_API_AUTH_STRING_SECRET_NAME"} <= known
+    assert {
+        "PREFECT_SERVER_EVENTS_RETENTION_PERIOD",
+        "PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED",
+        "PREFECT_INTEGRATIONS_KUBERNETES_WORKER_API_AUTH_STRING_SECRET_NAME",
+    } <= known
     docs = render(VALUE_SETS[values_name])
     used = set()
     specs = [pod_spec(d) for d in docs if pod_spec(d)]
@@ -188,14 +212,21 @@ def test_every_prefect_variable_the_chart_sets_is_a_prefect_setting(values_name)
 
 
 # --- checks on combinations ---------------------------------------------------------------------
-@pytest.mark.parametrize("values, message", [
-    ({"prefectServer": {"basicAuth": {"existingSecret": "auth"}}},
-     "prefectServer.basicAuth.existingSecret is set but prefectServer.basicAuth.enabled=false"),
-    ({"alerts": {"enabled": False, "webhook": {"existingSecret": "hook"}}},
-     "alerts.webhook.existingSecret is set but alerts.enabled=false"),
-    ({"alerts": {"pendingMinutes": 0.1}}, "alerts.pendingMinutes=0.1 is below 10 seconds"),
-    ({"alerts": {"runningMinutes": 0.05}}, "alerts.runningMinutes=0.05 is below 10 seconds"),
-])
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        (
+            {"prefectServer": {"basicAuth": {"existingSecret": "auth"}}},
+            "prefectServer.basicAuth.existingSecret is set but prefectServer.basicAuth.enabled=false",
+        ),
+        (
+            {"alerts": {"enabled": False, "webhook": {"existingSecret": "hook"}}},
+            "alerts.webhook.existingSecret is set but alerts.enabled=false",
+        ),
+        ({"alerts": {"pendingMinutes": 0.1}}, "alerts.pendingMinutes=0.1 is below 10 seconds"),
+        ({"alerts": {"runningMinutes": 0.05}}, "alerts.runningMinutes=0.05 is below 10 seconds"),
+    ],
+)
 def test_contradictory_new_values_fail_with_the_value_named(values, message):
     error = render_error(values)
     assert "Invalid values for ecommerce-etl" in error and message in error, error
@@ -233,8 +264,11 @@ def test_helm_template_renders_the_same_objects_every_time():
 
 def test_secrets_hook_runs_before_everything_with_least_privilege():
     docs = render(PROD)
-    hooks = {(d["kind"], d["metadata"]["name"]): d["metadata"]["annotations"] for d in docs
-             if d["metadata"]["labels"]["app.kubernetes.io/component"] == "secrets"}
+    hooks = {
+        (d["kind"], d["metadata"]["name"]): d["metadata"]["annotations"]
+        for d in docs
+        if d["metadata"]["labels"]["app.kubernetes.io/component"] == "secrets"
+    }
     name = f"{FULL}-secrets"
     assert set(hooks) == {("ServiceAccount", name), ("Role", name), ("RoleBinding", name), ("Job", name)}
     for ann in hooks.values():
@@ -243,15 +277,24 @@ def test_secrets_hook_runs_before_everything_with_least_privilege():
     assert int(hooks[("Role", name)]["helm.sh/hook-weight"]) < int(hooks[("Job", name)]["helm.sh/hook-weight"])
     role = find(docs, "Role", name)
     assert role["rules"] == [
-        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "patch"],
-         "resourceNames": [f"{FULL}-db", f"{FULL}-pgadmin", f"{FULL}-basic-auth"]},
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "verbs": ["get", "patch"],
+            "resourceNames": [f"{FULL}-db", f"{FULL}-pgadmin", f"{FULL}-basic-auth"],
+        },
         {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
     ]
     job = pod_spec(find(docs, "Job", name))
     assert job["serviceAccountName"] == name and job["automountServiceAccountToken"] is True
     # With every Secret brought by the user there is nothing to generate: no hook, no RBAC.
-    own = render({"postgresql": {"auth": {"existingSecret": "db"}}, "pgadmin": {"existingSecret": "pga"},
-                  "prefectServer": {"basicAuth": {"enabled": True, "existingSecret": "auth"}}})
+    own = render(
+        {
+            "postgresql": {"auth": {"existingSecret": "db"}},
+            "pgadmin": {"existingSecret": "pga"},
+            "prefectServer": {"basicAuth": {"enabled": True, "existingSecret": "auth"}},
+        }
+    )
     assert secrets_hook_command(own) is None
     assert not [d for d in own if d["metadata"]["labels"]["app.kubernetes.io/component"] == "secrets"]
 
@@ -261,20 +304,25 @@ def test_secrets_hook_generates_once_keeps_values_and_adds_only_missing_keys(tmp
     with KubeStandIn() as api:
         # An install from before this chart version: the DB Secret exists (without the keep
         # annotation and without one key); its passwords must survive.
-        api.put_secret("shop", f"{FULL}-db", {"postgres-password": "old-super", "prefect-password": "old/prefect",
-                                              "etl-password": "old-etl"})
+        api.put_secret(
+            "shop",
+            f"{FULL}-db",
+            {"postgres-password": "old-super", "prefect-password": "old/prefect", "etl-password": "old-etl"},
+        )
         out = run_secrets_hook(docs, api, tmp_path)
         values = api.secret_values()
         assert values[f"{FULL}-db/postgres-password"] == "old-super" and values[f"{FULL}-db/etl-password"] == "old-etl"
         # the missing URL is built from the kept password, URL-quoted
         assert values[f"{FULL}-db/prefect-connection-url"] == (
-            f"postgresql+asyncpg://prefect:old%2Fprefect@{FULL}-postgresql:5432/prefect")
+            f"postgresql+asyncpg://prefect:old%2Fprefect@{FULL}-postgresql:5432/prefect"
+        )
         assert len(values[f"{FULL}-pgadmin/pgadmin-password"]) == 32
         assert values[f"{FULL}-basic-auth/auth-string"] == "ops:" + values[f"{FULL}-basic-auth/password"]
         for (_, name), obj in api.secrets.items():
             assert obj["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep", name
-        assert (f"Secret {FULL}-db: kept etl-password, postgres-password, prefect-password, "
-                "added prefect-connection-url") in out
+        assert (
+            f"Secret {FULL}-db: kept etl-password, postgres-password, prefect-password, added prefect-connection-url"
+        ) in out
         for secret in values.values():
             assert secret not in out, "the hook printed a secret"
 
@@ -314,10 +362,10 @@ def _create_flow_run(api_url: str, template: dict) -> tuple:
                 await client.create_work_pool(WorkPoolCreate(name=pool, type="kubernetes", base_job_template=template))
                 flow_id = await client.create_flow_from_name("ecommerce-etl")
                 deployment_id = await client.create_deployment(
-                    flow_id=flow_id, name=pool, work_pool_name=pool, entrypoint="flows/etl.py:ecommerce_etl")
+                    flow_id=flow_id, name=pool, work_pool_name=pool, entrypoint="flows/etl.py:ecommerce_etl"
+                )
                 flow_run = await client.create_flow_run_from_deployment(deployment_id)
-                return (pool, await client.read_deployment(deployment_id), flow_run,
-                        await client.read_flow(flow_id))
+                return (pool, await client.read_deployment(deployment_id), flow_run, await client.read_flow(flow_id))
 
     return asyncio.run(go())
 
@@ -349,12 +397,15 @@ def test_auth_string_is_in_no_object_and_no_job_the_worker_creates(prefect_serve
 
     template = base_job_template(docs)
     pool, deployment, flow_run, flow = _create_flow_run(prefect_server.api_url, template)
-    with KubeStandIn() as api, temporary_settings({PREFECT_API_URL: prefect_server.api_url,
-                                                   PREFECT_API_AUTH_STRING: auth}):
+    with (
+        KubeStandIn() as api,
+        temporary_settings({PREFECT_API_URL: prefect_server.api_url, PREFECT_API_AUTH_STRING: auth}),
+    ):
 
         async def submit():
             config = await KubernetesWorkerJobConfiguration.from_template_and_values(
-                template, deployment.job_variables or {})
+                template, deployment.job_variables or {}
+            )
             config.prepare_for_flow_run(flow_run, deployment=deployment, flow=flow)
             # In the cluster the worker uses its in-cluster config; here the pool's cluster config
             # (a prefect-kubernetes feature) points its real client at the stand-in.
@@ -370,9 +421,10 @@ def test_auth_string_is_in_no_object_and_no_job_the_worker_creates(prefect_serve
     body = json.dumps(job)
     assert auth not in body and auth.split(":", 1)[1] not in body
     env = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert env["PREFECT_API_AUTH_STRING"] == {"name": "PREFECT_API_AUTH_STRING",
-                                              "valueFrom": {"secretKeyRef": {"name": f"{FULL}-basic-auth",
-                                                                             "key": "auth-string"}}}
+    assert env["PREFECT_API_AUTH_STRING"] == {
+        "name": "PREFECT_API_AUTH_STRING",
+        "valueFrom": {"secretKeyRef": {"name": f"{FULL}-basic-auth", "key": "auth-string"}},
+    }
     assert env["PREFECT__FLOW_RUN_ID"]["value"] == str(flow_run.id)
     # ...and nothing else secret travelled in it either.
     for value in secrets.values():
