@@ -523,8 +523,10 @@ def _summary_artifact(api_url: str, flow_run_id) -> list[dict]:
     return json.loads(data) if isinstance(data, str) else data
 
 
-def _file_events(api_url: str, flow_run_id) -> list[dict]:
-    """The ecommerce.file.* events related to a flow run (the server persists them in batches)."""
+def _file_events(api_url: str, flow_run_id, expected: int) -> list[dict]:
+    """The ecommerce.file.* events related to a flow run, once `expected` of them are stored.
+
+    The server persists events in batches, so the first query can see only some of them."""
     import httpx
 
     body = {"filter": {"event": {"prefix": ["ecommerce.file."]},
@@ -532,7 +534,7 @@ def _file_events(api_url: str, flow_run_id) -> list[dict]:
     deadline = time.monotonic() + 90
     while True:
         events = httpx.post(f"{api_url}/events/filter", json=body, timeout=30).json()["events"]
-        if events or time.monotonic() > deadline:
+        if len(events) >= expected or time.monotonic() > deadline:
             return events
         time.sleep(2)
 
@@ -596,7 +598,7 @@ def test_flow_run_job_runs_from_image_and_reruns_skip(release, registered):
     # The label T5 (and operators) find a flow run's Job by.
     assert manifest["metadata"]["labels"]["prefect.io/flow-run-id"] == str(final.id)
     # One event per file, related to the run and to the deployment it ran from.
-    events = _file_events(release["api_url"], final.id)
+    events = _file_events(release["api_url"], final.id, expected=len(rows))
     assert sorted(e["resource"]["ecommerce.file"] for e in events) == sorted(r["file"] for r in rows)
     for event in events:
         assert event["event"] == "ecommerce.file.loaded"
