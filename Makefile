@@ -27,11 +27,11 @@ run: venv ## load the bundled sample into the embedded PostgreSQL; runs kept in 
 stop: ## stop the local Prefect server and the embedded PostgreSQL that `make run` started
 	@if [ -x $(VENV)/bin/ecommerce-etl ]; then $(VENV)/bin/ecommerce-etl stop; else echo "nothing to stop (no .venv)"; fi
 
-test: venv checkov ## run every test rung (T1-T4; T5 kind skips without a cluster toolchain)
+test: venv checkov lint ## make lint, then every test rung (T1-T4; T5 kind skips without a cluster toolchain)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-LINT_PATHS ?= .
-lint: venv ## ruff check, ruff format --check, mypy flows/, shellcheck on every script (LINT_PATHS=. for ruff)
+LINT_PATHS ?= flows benchmarks scripts
+lint: venv ## ruff check, ruff format --check (LINT_PATHS), mypy flows/, shellcheck on every script
 	@rc=0; \
 	echo "== ruff check $(LINT_PATHS)"; $(VENV)/bin/ruff check $(LINT_PATHS) || rc=1; \
 	echo "== ruff format --check $(LINT_PATHS)"; $(VENV)/bin/ruff format --check $(LINT_PATHS) || rc=1; \

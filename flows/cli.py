@@ -13,6 +13,13 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported lazily at run time: `--help` stays fast
+    from rich.progress import TaskID
+
+    from flows.report import RunReport
+    from flows.settings import Settings
 
 EXIT_OK, EXIT_FILE_FAILED, EXIT_CONFIG = 0, 1, 2
 PSQL_HINT = "make psql"
@@ -43,12 +50,18 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="fetch a source and load it into PostgreSQL")
     run.add_argument("--source", choices=SOURCES, default="sample")
     run.add_argument("--path", help="folder of .csv files (--source local)")
-    run.add_argument("--url", action="append", help="http(s) .csv, .csv.gz or .zip (--source url); "
-                                                    "repeat it for several files (one URL per file)")
+    run.add_argument(
+        "--url",
+        action="append",
+        help="http(s) .csv, .csv.gz or .zip (--source url); repeat it for several files (one URL per file)",
+    )
     run.add_argument("--files", help="comma-separated file names to load, e.g. 2019-Oct.csv,2019-Nov.csv")
     run.add_argument("--rows-per-file", type=_positive_int, help="sample rows per monthly file (--source sample)")
-    run.add_argument("--database-url", help="PostgreSQL URL; default DATABASE_URL, then PG* variables, "
-                                            "then an embedded PostgreSQL under ETL_LOCAL_DIR")
+    run.add_argument(
+        "--database-url",
+        help="PostgreSQL URL; default DATABASE_URL, then PG* variables, "
+        "then an embedded PostgreSQL under ETL_LOCAL_DIR",
+    )
     run.add_argument("--table", help="target table (default ETL_TABLE or ecommerce_events)")
     run.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
 
@@ -56,8 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--out", required=True, type=Path)
     size = sample.add_mutually_exclusive_group()
     size.add_argument("--rows-per-file", type=_positive_int, default=20_000)
-    size.add_argument("--full", action="store_true",
-                      help="the real dataset's row counts: 20,692,840 rows in five files, about 2.4 GB")
+    size.add_argument(
+        "--full", action="store_true", help="the real dataset's row counts: 20,692,840 rows in five files, about 2.4 GB"
+    )
     sample.add_argument("--seed", type=int, default=20191001)
 
     deploy = commands.add_parser("deploy", help="create/update the Kubernetes work pool and deployments")
@@ -66,18 +80,28 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument("--schedule", help="cron schedule for the kaggle deployment, e.g. '0 3 * * *'")
     deploy.add_argument("--timezone", default="UTC")
     deploy.add_argument("--sample-rows", type=int, default=20_000)
-    deploy.add_argument("--max-parallel-files", type=_positive_int, default=3,
-                        help="concurrency limit of the load-file deployment: at most this many file Jobs at once")
-    deploy.add_argument("--concurrency-limit", type=int, default=0,
-                        help="running pipeline runs per deployment (sample, kaggle), enforced by the server (0: no limit)")
+    deploy.add_argument(
+        "--max-parallel-files",
+        type=_positive_int,
+        default=3,
+        help="concurrency limit of the load-file deployment: at most this many file Jobs at once",
+    )
+    deploy.add_argument(
+        "--concurrency-limit",
+        type=int,
+        default=0,
+        help="running pipeline runs per deployment (sample, kaggle), enforced by the server (0: no limit)",
+    )
     deploy.add_argument("--wait", type=float, default=120, help="seconds to wait for the Prefect API")
 
     commands.add_parser("server", help="start (or reuse) the local Prefect server and UI on 127.0.0.1:ETL_PREFECT_PORT")
     commands.add_parser("stop", help="stop the local Prefect server and the embedded PostgreSQL")
 
     forget = commands.add_parser(
-        "forget", help="remove a file's rows, quarantine rows and ledger entry (a renamed or deleted file's rows stay "
-                       "until then: exactly-once is keyed by file name)")
+        "forget",
+        help="remove a file's rows, quarantine rows and ledger entry (a renamed or deleted file's rows stay "
+        "until then: exactly-once is keyed by file name)",
+    )
     forget.add_argument("file", help="the file's name as loaded (a path is fine: its last part is the name)")
     forget.add_argument("--table", help="target table (default ETL_TABLE or ecommerce_events)")
     forget.add_argument("--database-url", help="PostgreSQL URL; default as for `run`")
@@ -108,13 +132,13 @@ def _local_prefect(settings):
 
 @dataclass
 class Target:
-    settings: object  # flows.settings.Settings, with the run's overrides applied
+    settings: Settings  # with the run's overrides applied
     database: str  # where the data goes, for people
     embedded_db: bool
     ui_url: str | None  # the Prefect UI the run is shown in
 
 
-def _external_database(settings, args) -> tuple[object, str] | None:
+def _external_database(settings: Settings, args) -> tuple[Settings, str] | None:
     """The settings with the run's database when one is configured: --database-url, else DATABASE_URL/PG*."""
     from pydantic import SecretStr
 
@@ -128,7 +152,7 @@ def _external_database(settings, args) -> tuple[object, str] | None:
     return None
 
 
-def _embedded_database(settings) -> tuple[object, str, bool]:
+def _embedded_database(settings: Settings) -> tuple[Settings, str, bool]:
     """No database configured: the embedded server under ETL_LOCAL_DIR, database ecommerce."""
     from pydantic import SecretStr
 
@@ -149,18 +173,21 @@ def _prefect_ui(settings) -> str:
         return api.rstrip("/").removesuffix("/api")
     server = _local_prefect(settings)
     if not server.is_running():
-        print(f"Starting the local Prefect server on {server.ui_url} (the first start sets up its database; "
-              f"log: {server.log_file})", file=sys.stderr)
+        print(
+            f"Starting the local Prefect server on {server.ui_url} (the first start sets up its database; "
+            f"log: {server.log_file})",
+            file=sys.stderr,
+        )
     server.ensure_running()
     os.environ["PREFECT_API_URL"] = server.api_url
     return server.ui_url
 
 
-def _check_database(settings) -> None:
+def _check_database(settings: Settings) -> None:
     """One connection before anything starts: a wrong or unreachable database fails now, clearly."""
     import sqlalchemy as sa
 
-    engine = sa.create_engine(settings.resolved_database_url(), connect_args={"connect_timeout": 10})
+    engine = sa.create_engine(settings.required_database_url(), connect_args={"connect_timeout": 10})
     try:
         with engine.connect():
             pass
@@ -168,8 +195,9 @@ def _check_database(settings) -> None:
         reason = " ".join(str(exc.orig).split())
         from flows.errors import ConfigError
 
-        raise ConfigError(f"cannot use the database: {reason} "
-                          "(check DATABASE_URL or PGHOST/PGPORT/PGUSER/PGPASSWORD/PGDATABASE)") from None
+        raise ConfigError(
+            f"cannot use the database: {reason} (check DATABASE_URL or PGHOST/PGPORT/PGUSER/PGPASSWORD/PGDATABASE)"
+        ) from None
     finally:
         engine.dispose()
 
@@ -209,9 +237,16 @@ def _progress_bars(enabled: bool):
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
-    bars = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                    TimeRemainingColumn(), console=Console(stderr=True), transient=False)
-    tasks: dict[str, int] = {}
+    bars = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=False,
+    )
+    tasks: dict[str, TaskID] = {}
 
     def update(name: str, done: int, total: int) -> None:
         if name not in tasks:
@@ -234,8 +269,14 @@ def _print_table(report) -> None:
     for row in report.summary_rows():
         table.add_row(*(f"{v:,}" if isinstance(v, int) else str(v) for v in row.values()))
     totals = report.totals
-    table.add_row("total", "", *(f"{totals[k]:,}" for k in ("rows_read", "rows_loaded", "rows_quarantined",
-                                                             "rows_skipped")), "", "", "")
+    table.add_row(
+        "total",
+        "",
+        *(f"{totals[k]:,}" for k in ("rows_read", "rows_loaded", "rows_quarantined", "rows_skipped")),
+        "",
+        "",
+        "",
+    )
     # a log file or pipe has no width of its own: wide enough that numbers are never cut
     Console(stderr=True, width=None if sys.stderr.isatty() else 160).print(table)
 
@@ -243,7 +284,7 @@ def _print_table(report) -> None:
 @dataclass
 class Outcome:
     code: int
-    report: object | None = None  # flows.report.RunReport
+    report: RunReport | None = None
     error: str | None = None
     flow_run_url: str | None = None
 
@@ -251,10 +292,18 @@ class Outcome:
         from flows.settings import redact
 
         status = {EXIT_OK: "ok", EXIT_FILE_FAILED: "failed"}.get(self.code, "error")
-        body = self.report.as_json() if self.report else {"files": [], "rows_read": 0, "rows_loaded": 0,
-                                                          "rows_quarantined": 0, "rows_skipped": 0}
-        return {"status": status, "exit_code": self.code, "error": redact(self.error) if self.error else None,
-                "flow_run_url": self.flow_run_url, **body}
+        body = (
+            self.report.as_json()
+            if self.report
+            else {"files": [], "rows_read": 0, "rows_loaded": 0, "rows_quarantined": 0, "rows_skipped": 0}
+        )
+        return {
+            "status": status,
+            "exit_code": self.code,
+            "error": redact(self.error) if self.error else None,
+            "flow_run_url": self.flow_run_url,
+            **body,
+        }
 
 
 def _emit(outcome: Outcome, as_json: bool, target: Target | None, table: str) -> int:
@@ -278,14 +327,22 @@ def _emit(outcome: Outcome, as_json: bool, target: Target | None, table: str) ->
 
 
 def _run_flow(args, target: Target, progress) -> Outcome:
-    from flows.etl import LoadFailed, RunOptions, make_flows
     from flows.errors import ConfigError
+    from flows.etl import LoadFailed, RunOptions, make_flows
 
     files = [f.strip() for f in args.files.split(",") if f.strip()] if args.files else None
     pipeline = make_flows(RunOptions(settings=target.settings, progress=progress)).pipeline
     url = args.url[0] if args.url and len(args.url) == 1 else args.url
-    state = pipeline(source=args.source, path=args.path, url=url, files=files, table=args.table,
-                     rows_per_file=args.rows_per_file, return_state=True)
+    state = pipeline(
+        source=args.source,
+        path=args.path,
+        url=url,
+        files=files,
+        table=args.table,
+        rows_per_file=args.rows_per_file,
+        return_state=True,
+    )
+    assert state is not None  # return_state=True always returns the run's final State
     url = f"{target.ui_url}/runs/flow-run/{state.state_details.flow_run_id}" if target.ui_url else None
     result = state.result(raise_on_failure=False)
     if isinstance(result, LoadFailed):
@@ -310,7 +367,7 @@ def cmd_run(args) -> int:
             outcome = _run_flow(args, target, bars)
     except ConfigError as exc:
         outcome = Outcome(EXIT_CONFIG, error=str(exc))
-    except Exception as exc:  # noqa: BLE001 - --json promises one object on every path
+    except Exception as exc:
         outcome = Outcome(EXIT_FILE_FAILED, error=f"{type(exc).__name__}: {exc}")
     table = args.table or (target.settings.table if target else "ecommerce_events")
     return _emit(outcome, args.json, target, table)
@@ -324,8 +381,13 @@ def cmd_sample(args) -> int:
     from flows.schema import MONTH_FILES
 
     rows = FULL_ROWS if args.full else dict.fromkeys(MONTH_FILES, args.rows_per_file)
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                   console=Console(stderr=True))
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+    )
     with bar:
         tasks = {name: bar.add_task(f"sample {name}", total=n) for name, n in rows.items()}
         paths = write_sample(args.out, rows, args.seed, progress=lambda name, n: bar.advance(tasks[name], n))
@@ -343,9 +405,19 @@ def cmd_deploy(args) -> int:
     try:
         template = read_base_job_template(args.base_job_template)
         alerts = load_alert_settings()
-        result = asyncio.run(register(args.pool, template, schedule=args.schedule, timezone=args.timezone,
-                                      sample_rows=args.sample_rows, max_parallel_files=args.max_parallel_files,
-                                      concurrency_limit=args.concurrency_limit, alerts=alerts, wait_seconds=args.wait))
+        result = asyncio.run(
+            register(
+                args.pool,
+                template,
+                schedule=args.schedule,
+                timezone=args.timezone,
+                sample_rows=args.sample_rows,
+                max_parallel_files=args.max_parallel_files,
+                concurrency_limit=args.concurrency_limit,
+                alerts=alerts,
+                wait_seconds=args.wait,
+            )
+        )
     except ConfigError as exc:
         return _fail(str(exc))
     print(json.dumps(result))
@@ -377,8 +449,10 @@ def cmd_stop(args) -> int:
     postgres = _local_postgres(settings)
     db_was_up = postgres.is_running()
     postgres.stop()
-    print(f"local Prefect server: {'stopped' if server_was_up else 'was not running'}; "
-          f"embedded PostgreSQL: {'stopped' if db_was_up else 'was not running'}")
+    print(
+        f"local Prefect server: {'stopped' if server_was_up else 'was not running'}; "
+        f"embedded PostgreSQL: {'stopped' if db_was_up else 'was not running'}"
+    )
     return EXIT_OK
 
 
@@ -399,27 +473,40 @@ def cmd_forget(args) -> int:
         settings = external[0] if external else _embedded_database(settings)[0]
     except ConfigError as exc:
         return _fail(str(exc))
-    engine = sa.create_engine(settings.resolved_database_url())
+    engine = sa.create_engine(settings.required_database_url())
     try:
         forgotten = forget_file(engine, names, Path(args.file).name)
     except sa.exc.ProgrammingError as exc:  # no ledger table: nothing was ever loaded into this target
-        return _fail(f"{names.schema}.{names.table} has no ledger to forget {args.file} from "
-                     f"({' '.join(str(exc.orig).split())})", EXIT_FILE_FAILED)
+        return _fail(
+            f"{names.schema}.{names.table} has no ledger to forget {args.file} from "
+            f"({' '.join(str(exc.orig).split())})",
+            EXIT_FILE_FAILED,
+        )
     finally:
         engine.dispose()
     if not forgotten.found:
-        return _fail(f"{forgotten.file} is not in the ledger of {names.schema}.{names.table}: nothing to forget",
-                     EXIT_FILE_FAILED)
-    print(f"forgot {forgotten.file}: {forgotten.rows_loaded} rows and {forgotten.rows_quarantined} quarantined rows "
-          f"removed from {names.schema}.{names.table}, ledger entry deleted")
+        return _fail(
+            f"{forgotten.file} is not in the ledger of {names.schema}.{names.table}: nothing to forget",
+            EXIT_FILE_FAILED,
+        )
+    print(
+        f"forgot {forgotten.file}: {forgotten.rows_loaded} rows and {forgotten.rows_quarantined} quarantined rows "
+        f"removed from {names.schema}.{names.table}, ledger entry deleted"
+    )
     return EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     args = build_parser().parse_args(argv)
-    commands = {"run": cmd_run, "sample": cmd_sample, "deploy": cmd_deploy, "server": cmd_server, "stop": cmd_stop,
-                "forget": cmd_forget}
+    commands = {
+        "run": cmd_run,
+        "sample": cmd_sample,
+        "deploy": cmd_deploy,
+        "server": cmd_server,
+        "stop": cmd_stop,
+        "forget": cmd_forget,
+    }
     return commands[args.command](args)
 
 

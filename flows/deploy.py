@@ -52,22 +52,37 @@ class DeploymentSpec:
     concurrency_limit: int | None = None
 
 
-def deployment_specs(sample_rows: int, max_parallel_files: int = 3,
-                     concurrency_limit: int | None = None) -> list[DeploymentSpec]:
+def deployment_specs(
+    sample_rows: int, max_parallel_files: int = 3, concurrency_limit: int | None = None
+) -> list[DeploymentSpec]:
     """concurrency_limit: pipeline runs (sample, kaggle) of each deployment at once; None: no limit."""
     return [
-        DeploymentSpec("sample", "Load the bundled deterministic sample (no credentials needed).",
-                       {"source": "sample", "rows_per_file": sample_rows}, scheduled=False,
-                       concurrency_limit=concurrency_limit),
-        DeploymentSpec("kaggle", "Download the Kaggle dataset (credentials from the kaggle Secret) and load every row.",
-                       {"source": "kaggle"}, scheduled=True, concurrency_limit=concurrency_limit),
+        DeploymentSpec(
+            "sample",
+            "Load the bundled deterministic sample (no credentials needed).",
+            {"source": "sample", "rows_per_file": sample_rows},
+            scheduled=False,
+            concurrency_limit=concurrency_limit,
+        ),
+        DeploymentSpec(
+            "kaggle",
+            "Download the Kaggle dataset (credentials from the kaggle Secret) and load every row.",
+            {"source": "kaggle"},
+            scheduled=True,
+            concurrency_limit=concurrency_limit,
+        ),
         # No limit on the work pool instead: it would count the pipeline runs waiting for their
         # files too, and those could hold every slot while their files wait (a deadlock).
-        DeploymentSpec(LOAD_FILE_DEPLOYMENT.split("/", 1)[1],
-                       "One file of a source, in its own Job: what the sample and kaggle runs start per file. "
-                       "Run it alone to reload one file (e.g. file_name=2019-Oct.csv, source=sample).",
-                       {}, scheduled=False, flow=LOAD_FILE_FLOW, entrypoint=LOAD_FILE_ENTRYPOINT,
-                       concurrency_limit=max_parallel_files),
+        DeploymentSpec(
+            LOAD_FILE_DEPLOYMENT.split("/", 1)[1],
+            "One file of a source, in its own Job: what the sample and kaggle runs start per file. "
+            "Run it alone to reload one file (e.g. file_name=2019-Oct.csv, source=sample).",
+            {},
+            scheduled=False,
+            flow=LOAD_FILE_FLOW,
+            entrypoint=LOAD_FILE_ENTRYPOINT,
+            concurrency_limit=max_parallel_files,
+        ),
     ]
 
 
@@ -93,14 +108,24 @@ async def _wait_for_api(client, timeout: float) -> None:
         except httpx.HTTPError:
             pass
         if time.monotonic() > deadline:
-            raise ConfigError(f"the Prefect API at {client.api_url} did not answer within {timeout:.0f}s: check PREFECT_API_URL")
+            raise ConfigError(
+                f"the Prefect API at {client.api_url} did not answer within {timeout:.0f}s: check PREFECT_API_URL"
+            )
         await asyncio.sleep(2)
 
 
-async def register(pool: str, base_job_template: dict, *, schedule: str | None = None,
-                   timezone: str = "UTC", sample_rows: int = 20_000, max_parallel_files: int = 3,
-                   concurrency_limit: int | None = None, alerts: AlertSettings | None = None,
-                   wait_seconds: float = 120) -> dict:
+async def register(
+    pool: str,
+    base_job_template: dict,
+    *,
+    schedule: str | None = None,
+    timezone: str = "UTC",
+    sample_rows: int = 20_000,
+    max_parallel_files: int = 3,
+    concurrency_limit: int | None = None,
+    alerts: AlertSettings | None = None,
+    wait_seconds: float = 120,
+) -> dict:
     """concurrency_limit: running pipeline runs per deployment (None or 0: unlimited); alerts: the
     automations to keep in step (None leaves them alone)."""
     if concurrency_limit is not None and concurrency_limit < 0:
@@ -126,7 +151,8 @@ async def register(pool: str, base_job_template: dict, *, schedule: str | None =
             schema = parameter_schema(flows[spec.flow])
             schedules = (
                 [DeploymentScheduleCreate(schedule=CronSchedule(cron=schedule, timezone=timezone), active=True)]
-                if schedule and spec.scheduled else []
+                if schedule and spec.scheduled
+                else []
             )
             deployment_id = await client.create_deployment(
                 flow_id=flow_id,
@@ -143,7 +169,8 @@ async def register(pool: str, base_job_template: dict, *, schedule: str | None =
                 concurrency_limit=spec.concurrency_limit,
                 # a file beyond the limit waits (AwaitingConcurrencySlot) instead of being cancelled
                 concurrency_options=ConcurrencyOptions(collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
-                if spec.concurrency_limit else None,
+                if spec.concurrency_limit
+                else None,
             )
             deployment = await client.read_deployment(deployment_id)
             # create_deployment upserts the deployment but adds schedules; keep exactly ours

@@ -24,11 +24,12 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable, NamedTuple, cast
+from typing import NamedTuple, cast
 
 import psycopg2
 import sqlalchemy as sa
@@ -44,9 +45,9 @@ from prefect.client.schemas.filters import (
     FlowRunFilterId,
 )
 from prefect.client.schemas.objects import FlowRun
+from prefect.context import FlowRunContext
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
-from prefect.context import FlowRunContext
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
 
@@ -95,10 +96,7 @@ class FileLoadFailed(Exception):
 
 
 def _engine(settings: Settings) -> sa.Engine:
-    url = settings.resolved_database_url()
-    if not url:
-        raise ConfigError("no database configured: set DATABASE_URL or PGHOST/PGUSER/PGPASSWORD/PGDATABASE")
-    return sa.create_engine(url, pool_pre_ping=True)
+    return sa.create_engine(settings.required_database_url(), pool_pre_ping=True)
 
 
 def _names(settings: Settings, table: str | None) -> Names:
@@ -117,11 +115,10 @@ _PERMANENT_CONNECT_ERRORS = re.compile(
 
 def _permanent_connect_error(exc: BaseException) -> str | None:
     """libpq's message when exc is a refused login or a missing database, else None."""
-    if isinstance(exc, sa.exc.DBAPIError):
-        exc = exc.orig
-    if not isinstance(exc, psycopg2.OperationalError):
+    cause = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
+    if not isinstance(cause, psycopg2.OperationalError):
         return None
-    message = " ".join(str(exc).split())
+    message = " ".join(str(cause).split())
     return message if _PERMANENT_CONNECT_ERRORS.search(message) else None
 
 
@@ -129,8 +126,7 @@ def _config_error_if_permanent(exc: BaseException) -> None:
     message = _permanent_connect_error(exc)
     if message:
         raise ConfigError(
-            f"cannot use the database: {message} "
-            "(check DATABASE_URL or PGHOST/PGPORT/PGUSER/PGPASSWORD/PGDATABASE)"
+            f"cannot use the database: {message} (check DATABASE_URL or PGHOST/PGPORT/PGUSER/PGPASSWORD/PGDATABASE)"
         ) from None
 
 
@@ -146,38 +142,70 @@ def _retry_unless_config_error(task, task_run, state) -> bool:
     return True
 
 
-@task(name="fetch-source", retries=2, retry_delay_seconds=10, log_prints=True, cache_policy=NO_CACHE,
-      retry_condition_fn=_retry_unless_config_error)
-def fetch_source(settings: Settings, source: str, path: str | None, url: str | list[str] | None,
-                 files: list[str] | None, rows_per_file: int | None) -> list[str]:
+@task(
+    name="fetch-source",
+    retries=2,
+    retry_delay_seconds=10,
+    log_prints=True,
+    cache_policy=NO_CACHE,
+    retry_condition_fn=_retry_unless_config_error,
+)
+def fetch_source(
+    settings: Settings,
+    source: str,
+    path: str | None,
+    url: str | list[str] | None,
+    files: list[str] | None,
+    rows_per_file: int | None,
+) -> list[str]:
     found = sources.fetch(source, settings, path=path, url=url, rows_per_file=rows_per_file)
     chosen = sources.select_files(found, files)
     print(f"{source}: {len(chosen)} file(s): {', '.join(printable(p.name) for p in chosen)}")
     return [str(p) for p in chosen]
 
 
-@task(name="plan-files", retries=2, retry_delay_seconds=10, log_prints=True, cache_policy=NO_CACHE,
-      retry_condition_fn=_retry_unless_config_error)
-def plan_files(settings: Settings, source: str, path: str | None, url: str | list[str] | None,
-               files: list[str] | None) -> list[sources.PlannedFile]:
+@task(
+    name="plan-files",
+    retries=2,
+    retry_delay_seconds=10,
+    log_prints=True,
+    cache_policy=NO_CACHE,
+    retry_condition_fn=_retry_unless_config_error,
+)
+def plan_files(
+    settings: Settings, source: str, path: str | None, url: str | list[str] | None, files: list[str] | None
+) -> list[sources.PlannedFile]:
     """The files of a fanned-out run, by name, fetching none of them (each Job fetches its own)."""
     planned = sources.plan_files(source, settings, path=path, url=url, files=files)
     print(f"{source}: {len(planned)} file(s), one load-file Job each: {', '.join(printable(p.name) for p in planned)}")
     return planned
 
 
-@task(name="fetch-file", retries=2, retry_delay_seconds=10, log_prints=True, cache_policy=NO_CACHE,
-      retry_condition_fn=_retry_unless_config_error)
-def fetch_file(settings: Settings, source: str, file_name: str, path: str | None, url: str | None,
-               rows_per_file: int | None) -> str:
+@task(
+    name="fetch-file",
+    retries=2,
+    retry_delay_seconds=10,
+    log_prints=True,
+    cache_policy=NO_CACHE,
+    retry_condition_fn=_retry_unless_config_error,
+)
+def fetch_file(
+    settings: Settings, source: str, file_name: str, path: str | None, url: str | None, rows_per_file: int | None
+) -> str:
     fetched = sources.fetch_file(source, settings, file_name, path=path, url=url, rows_per_file=rows_per_file)
     if source != "local":
         print(f"{source}: fetched {printable(file_name)} ({fetched.stat().st_size:,} bytes)")
     return str(fetched)
 
 
-@task(name="ensure-schema", retries=3, retry_delay_seconds=[2, 10, 30], log_prints=True, cache_policy=NO_CACHE,
-      retry_condition_fn=_retry_unless_config_error)
+@task(
+    name="ensure-schema",
+    retries=3,
+    retry_delay_seconds=[2, 10, 30],
+    log_prints=True,
+    cache_policy=NO_CACHE,
+    retry_condition_fn=_retry_unless_config_error,
+)
 def ensure_schema_task(settings: Settings, table: str | None) -> None:
     engine = _engine(settings)
     try:
@@ -208,13 +236,20 @@ class _ProgressLog:
         if self.callback:
             self.callback(self.name, self.done, self.total)
         if self.total and self.done / self.total >= self.next_log:
-            self.logger.info("%s: %d%% (%d of %d MB)", self.name, 100 * self.done // self.total,
-                             self.done >> 20, self.total >> 20)
+            self.logger.info(
+                "%s: %d%% (%d of %d MB)", self.name, 100 * self.done // self.total, self.done >> 20, self.total >> 20
+            )
             self.next_log = (self.done * 10 // self.total + 1) / 10
 
 
-@task(name="copy-file-to-postgres", retries=3, retry_delay_seconds=[2, 10, 30], log_prints=True,
-      cache_policy=NO_CACHE, retry_condition_fn=_retry_unless_config_error)
+@task(
+    name="copy-file-to-postgres",
+    retries=3,
+    retry_delay_seconds=[2, 10, 30],
+    log_prints=True,
+    cache_policy=NO_CACHE,
+    retry_condition_fn=_retry_unless_config_error,
+)
 def copy_file(options: RunOptions, path: str, table: str | None, run_id: str) -> dict:
     """One transaction per attempt, so a retry starts clean (see flows/load/)."""
     settings = options.settings
@@ -222,8 +257,14 @@ def copy_file(options: RunOptions, path: str, table: str | None, run_id: str) ->
     names = _names(settings, table)
     engine = _engine(settings)
     try:
-        result = load_file(engine, names, file, run_id=run_id, progress=_ProgressLog(file, options.progress),
-                           parallel=settings.copy_parallelism)
+        result = load_file(
+            engine,
+            names,
+            file,
+            run_id=run_id,
+            progress=_ProgressLog(file, options.progress),
+            parallel=settings.copy_parallelism,
+        )
     finally:
         engine.dispose()
     if result.error:
@@ -247,8 +288,8 @@ def _log_result(result: FileResult) -> None:
 def _parent_run_name() -> str:
     """'<source> <start time>', so that a person can tell runs apart in the UI."""
     source = flow_run.parameters.get("source", "sample")
-    started = flow_run.scheduled_start_time or datetime.now(timezone.utc)
-    return f"{source} {started.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
+    started = flow_run.scheduled_start_time or datetime.now(UTC)
+    return f"{source} {started.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
 
 
 def _unloadable_name(name: str, seen: set[str]) -> str | None:
@@ -256,8 +297,10 @@ def _unloadable_name(name: str, seen: set[str]) -> str | None:
     try:
         name.encode("utf-8")
     except UnicodeEncodeError:
-        return (f"the file name {printable(name)!r} is not valid UTF-8: rename the file "
-                "(the load ledger and the Prefect UI key files by name)")
+        return (
+            f"the file name {printable(name)!r} is not valid UTF-8: rename the file "
+            "(the load ledger and the Prefect UI key files by name)"
+        )
     if name in seen:  # the ledger is keyed by file name: a second one would replace the first
         return f"duplicate file name {name}: another file of this run has the same name"
     return None
@@ -279,14 +322,22 @@ def _outcome(name: str, outcome: object, settings: Settings) -> FileResult:
         return file_result(outcome.result)
     if isinstance(outcome, BaseException):  # e.g. the database stayed unreachable through every retry
         return _failed(name, redact(f"{type(outcome).__name__}: {outcome}", settings))
-    return file_result(outcome)
+    if isinstance(outcome, dict):
+        return file_result(outcome)
+    return _failed(name, f"load-file returned {type(outcome).__name__}, not a result")
 
 
 def _publish(report: RunReport, settings: Settings) -> None:
-    create_table_artifact(key=SUMMARY_ARTIFACT_KEY, table=report.summary_rows(),
-                          description=f"Per-file load results of source `{report.source}`")
-    create_markdown_artifact(key=QUARANTINE_ARTIFACT_KEY, markdown=redact(report.quarantine_markdown(), settings),
-                             description="Quarantined rows per file and reason, with example lines")
+    create_table_artifact(
+        key=SUMMARY_ARTIFACT_KEY,
+        table=report.summary_rows(),
+        description=f"Per-file load results of source `{report.source}`",
+    )
+    create_markdown_artifact(
+        key=QUARANTINE_ARTIFACT_KEY,
+        markdown=redact(report.quarantine_markdown(), settings),
+        description="Quarantined rows per file and reason, with example lines",
+    )
 
 
 # --- a `load-file` Job's result, handed to the pipeline run through an artifact -------------------
@@ -298,8 +349,10 @@ def publish_file_result(result: dict) -> None:
     """On the `load-file` run itself: readable in the UI, parsed by the pipeline run."""
     body = json.dumps(result, indent=1, default=str)
     create_markdown_artifact(
-        key=FILE_RESULT_ARTIFACT_KEY, description=f"Result of loading {result['file']}",
-        markdown=f"# {_inline(result['file'])}: {result['status']}\n\n```json\n{body}\n```\n")
+        key=FILE_RESULT_ARTIFACT_KEY,
+        description=f"Result of loading {result['file']}",
+        markdown=f"# {_inline(result['file'])}: {result['status']}\n\n```json\n{body}\n```\n",
+    )
 
 
 def parse_file_result(markdown: str) -> FileResult | None:
@@ -372,20 +425,39 @@ def _check_file_deployment(name: str) -> None:
             raise ConfigError(
                 f"ETL_FILE_DEPLOYMENT names the deployment {name!r}, which the Prefect server does not have: "
                 "register it with `ecommerce-etl deploy` (the chart's hook does), or unset ETL_FILE_DEPLOYMENT "
-                "to load the files in-process") from None
+                "to load the files in-process"
+            ) from None
 
 
-def _start_children(deployment: str, planned: list[sources.PlannedFile], source: str, rows_per_file: int | None,
-                    table: str | None, run_id: str) -> list[_Child]:
+def _start_children(
+    deployment: str,
+    planned: list[sources.PlannedFile],
+    source: str,
+    rows_per_file: int | None,
+    table: str | None,
+    run_id: str,
+) -> list[_Child]:
     children = []
     for planned_file in planned:
-        parameters = {"file_name": planned_file.name, "source": source, "url": planned_file.url,
-                      "rows_per_file": rows_per_file, "table": table, "run_id": run_id}
-        child = cast(FlowRun, run_deployment(
-            deployment, parameters={k: v for k, v in parameters.items() if v is not None}, timeout=0,
-            flow_run_name=f"load-{planned_file.name}", tags=["ecommerce-etl"],
-            idempotency_key=f"{run_id}:{planned_file.name}",  # a retried parent finds its children again
-        ))
+        parameters = {
+            "file_name": planned_file.name,
+            "source": source,
+            "url": planned_file.url,
+            "rows_per_file": rows_per_file,
+            "table": table,
+            "run_id": run_id,
+        }
+        child = cast(
+            FlowRun,
+            run_deployment(
+                deployment,
+                parameters={k: v for k, v in parameters.items() if v is not None},
+                timeout=0,
+                flow_run_name=f"load-{planned_file.name}",
+                tags=["ecommerce-etl"],
+                idempotency_key=f"{run_id}:{planned_file.name}",  # a retried parent finds its children again
+            ),
+        )
         children.append(_Child(planned_file.name, child.id, child.parent_task_run_id))
         print(f"{planned_file.name}: load-file run {child.name} ({child.id}) created")
     return children
@@ -408,8 +480,12 @@ def _wait_for(children: list[_Child], on_done: Callable[[_Child, FlowRun], None]
                     name = (run.state.name or run.state.type.value) if run.state else "Unknown"
                     counts[name] = counts.get(name, 0) + 1
             if by_id and counts != last_counts:
-                logger.info("%d of %d file(s) done; waiting: %s", len(children) - len(by_id), len(children),
-                            ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+                logger.info(
+                    "%d of %d file(s) done; waiting: %s",
+                    len(children) - len(by_id),
+                    len(children),
+                    ", ".join(f"{n} {s}" for s, n in sorted(counts.items())),
+                )
                 last_counts = counts
             if by_id:
                 time.sleep(FAN_OUT_POLL_SECONDS)
@@ -418,12 +494,19 @@ def _wait_for(children: list[_Child], on_done: Callable[[_Child, FlowRun], None]
 def _child_result(child: _Child, run: FlowRun) -> FileResult:
     """What the child's artifact says, else why it ended without one (crashed, cancelled...)."""
     with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
-            key=ArtifactFilterKey(any_=[FILE_RESULT_ARTIFACT_KEY]), flow_run_id=ArtifactFilterFlowRunId(any_=[run.id])))
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=[FILE_RESULT_ARTIFACT_KEY]),
+                flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]),
+            )
+        )
         result = parse_file_result(str(artifacts[-1].data)) if artifacts else None
         if child.task_run_id:  # the UI's graph shows the child's outcome on its linking task
-            outcome: State = Completed() if run.state and run.state.is_completed() else Failed(
-                message=f"load-file run {run.name} ended {run.state.name if run.state else 'unknown'}")
+            outcome: State = (
+                Completed()
+                if run.state and run.state.is_completed()
+                else Failed(message=f"load-file run {run.name} ended {run.state.name if run.state else 'unknown'}")
+            )
             client.set_task_run_state(child.task_run_id, outcome, force=True)
     if result:
         return result
@@ -445,18 +528,33 @@ def make_flows(options: RunOptions | None = None) -> Flows:
     def current() -> RunOptions:
         return options or RunOptions(settings=Settings())
 
-    def load(run: RunOptions, file_name: str, source: str, path: str | None, url: str | None,
-             rows_per_file: int | None, table: str | None, run_id: str) -> dict:
+    def load(
+        run: RunOptions,
+        file_name: str,
+        source: str,
+        path: str | None,
+        url: str | None,
+        rows_per_file: int | None,
+        table: str | None,
+        run_id: str,
+    ) -> dict:
         try:
             fetched = fetch_file(run.settings, source, file_name, path, url, rows_per_file)
-        except Exception as exc:  # noqa: BLE001 - the file fails with the reason; its result still reports it
+        except Exception as exc:
             get_run_logger().error("%s: fetching failed: %s", printable(file_name), exc)
             return _failed(file_name, redact(f"{type(exc).__name__}: {exc}", run.settings)).as_dict()
         return copy_file(run, fetched, table, run_id)
 
     @flow(name="load-file", flow_run_name="load-{file_name}", log_prints=True)
-    def load_one_file(file_name: str, source: str = "local", path: str | None = None, url: str | None = None,
-                      rows_per_file: int | None = None, table: str | None = None, run_id: str = "") -> dict:
+    def load_one_file(
+        file_name: str,
+        source: str = "local",
+        path: str | None = None,
+        url: str | None = None,
+        rows_per_file: int | None = None,
+        table: str | None = None,
+        run_id: str = "",
+    ) -> dict:
         """Load one file of a source, exactly once: the file named `file_name` in the `path` folder
         (local), the sample's month, the file at `url`, or that file of the Kaggle dataset."""
         gate.started()
@@ -493,8 +591,9 @@ def make_flows(options: RunOptions | None = None) -> Flows:
         def one(index: int, p: str) -> None:
             file = Path(p)
             with gate.starting():
-                state = load_one_file(file.name, "local", str(file.parent), None, None, table, run_id,
-                                      return_state=True)
+                state = load_one_file(
+                    file.name, "local", str(file.parent), None, None, table, run_id, return_state=True
+                )
             report.files[index] = _outcome(file.name, state.result(raise_on_failure=False), run.settings)
             _emit_events(report.files[index], run.settings, table, load_file_run=str(state.state_details.flow_run_id))
 
@@ -503,16 +602,24 @@ def make_flows(options: RunOptions | None = None) -> Flows:
             for future in futures:
                 future.result()
 
-    def fanned_out(run: RunOptions, report: RunReport, planned: list[sources.PlannedFile], source: str,
-                   rows_per_file: int | None, table: str | None, run_id: str) -> None:
+    def fanned_out(
+        run: RunOptions,
+        report: RunReport,
+        planned: list[sources.PlannedFile],
+        source: str,
+        rows_per_file: int | None,
+        table: str | None,
+        run_id: str,
+    ) -> None:
         deployment = run.settings.file_deployment or ""
         _check_file_deployment(deployment)
         seen: set[str] = set()
         startable = []
         for planned_file in planned:
             problem = _unloadable_name(planned_file.name, seen)
-            report.files.append(_failed(planned_file.name, problem) if problem
-                                else FileResult(planned_file.name, "pending"))
+            report.files.append(
+                _failed(planned_file.name, problem) if problem else FileResult(planned_file.name, "pending")
+            )
             if problem:
                 _emit_events(report.files[-1], run.settings, table)
             else:

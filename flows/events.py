@@ -35,8 +35,11 @@ def quarantine_share(result: dict) -> float:
 def file_event_names(result: dict, quarantine_alert_ratio: float | None) -> list[str]:
     """The events one file's result stands for (pure, so the rule is testable without a server)."""
     names = [f"{EVENT_PREFIX}.{result['status']}"]
-    if (quarantine_alert_ratio is not None and result["status"] == "loaded"
-            and quarantine_share(result) > quarantine_alert_ratio):
+    if (
+        quarantine_alert_ratio is not None
+        and result["status"] == "loaded"
+        and quarantine_share(result) > quarantine_alert_ratio
+    ):
         names.append(QUARANTINE_HIGH)
     return names
 
@@ -46,8 +49,13 @@ def load_file_run(flow_run_id: str) -> dict[str, str]:
     return {"prefect.resource.id": f"prefect.flow-run.{flow_run_id}", "prefect.resource.role": LOAD_FILE_RUN_ROLE}
 
 
-def emit_file_events(result: dict, schema: str, table: str, quarantine_alert_ratio: float | None,
-                     related: list[dict[str, str]] | None = None) -> list[str]:
+def emit_file_events(
+    result: dict,
+    schema: str,
+    table: str,
+    quarantine_alert_ratio: float | None,
+    related: list[dict[str, str]] | None = None,
+) -> list[str]:
     """Emitted in the run that reports the file (the pipeline run, or a `load-file` run on its own),
     whose flow run, flow and deployment Prefect relates from the run context."""
     payload = {k: result.get(k) for k in PAYLOAD_KEYS}

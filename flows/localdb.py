@@ -44,8 +44,7 @@ class LocalPostgres:
 
     SYSTEM_USER = "embedded_postgres"  # postgres refuses to run as root
 
-    def __init__(self, pgdata: Path | str, port: int | None = None, password: str | None = None,
-                 durable: bool = True):
+    def __init__(self, pgdata: Path | str, port: int | None = None, password: str | None = None, durable: bool = True):
         self.pgdata = Path(pgdata).expanduser().resolve()
         self.port = port
         self.password = password
@@ -77,6 +76,8 @@ class LocalPostgres:
             )
 
             entry = ensure_user_exists(self._run_as)
+            if entry is None:
+                raise RuntimeError(f"could not create or find the user {self._run_as!r} to run PostgreSQL as")
             ensure_prefix_permissions(self.pgdata)
             ensure_prefix_permissions(_bin_dir())
             ensure_folder_permissions(_bin_dir(), 0o055)
@@ -104,7 +105,7 @@ class LocalPostgres:
             if pwfile:
                 pwfile.unlink(missing_ok=True)
 
-    def start(self) -> "LocalPostgres":
+    def start(self) -> LocalPostgres:
         self.initdb()
         if self.is_running():
             return self
@@ -113,8 +114,18 @@ class LocalPostgres:
         if not self.durable:
             options += " -c fsync=off -c full_page_writes=off"
         self._cmd(
-            "pg_ctl", "-D", str(self.pgdata), "-w", "-t", "60", "-o", options,
-            "-l", str(self.pgdata / "server.log"), "start", timeout=90,
+            "pg_ctl",
+            "-D",
+            str(self.pgdata),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            options,
+            "-l",
+            str(self.pgdata / "server.log"),
+            "start",
+            timeout=90,
         )
         return self
 
@@ -161,10 +172,7 @@ class LocalPostgres:
 
     def url(self, database: str = "postgres", driver: str = "psycopg2") -> str:
         """Superuser URL over the unix socket (trust auth)."""
-        return (
-            f"postgresql+{driver}://postgres@/{database}"
-            f"?host={quote(str(self.socket_dir))}&port={self.socket_port}"
-        )
+        return f"postgresql+{driver}://postgres@/{database}?host={quote(str(self.socket_dir))}&port={self.socket_port}"
 
     def tcp_url(self, user: str, password: str, database: str, driver: str = "psycopg2") -> str:
         assert self.port, "this server was started without a TCP port"
@@ -172,9 +180,25 @@ class LocalPostgres:
 
     def psql(self, sql: str, database: str = "postgres") -> str:
         out = subprocess.run(
-            [str(_bin_dir() / "psql"), "-X", "-v", "ON_ERROR_STOP=1", "-At",
-             "-h", str(self.socket_dir), "-p", str(self.socket_port), "-U", "postgres", "-d", database],
-            input=sql, capture_output=True, text=True, check=False,
+            [
+                str(_bin_dir() / "psql"),
+                "-X",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-At",
+                "-h",
+                str(self.socket_dir),
+                "-p",
+                str(self.socket_port),
+                "-U",
+                "postgres",
+                "-d",
+                database,
+            ],
+            input=sql,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if out.returncode != 0:
             raise RuntimeError(f"psql failed: {out.stderr.strip()}")

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import httpx
 
-from flows.localdb import LocalPostgres
 from flows.errors import ConfigError
+from flows.localdb import LocalPostgres
 
 PREFECT_DATABASE = "prefect"
 LOG_TAIL_CHARS = 4000
@@ -102,7 +102,10 @@ class LocalPrefectServer:
             log.flush()
             proc = subprocess.Popen(
                 [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
-                env=self._environment(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env=self._environment(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
                 start_new_session=True,  # outlives this command; stopped as a process group
             )
         self.pid_file.write_text(f"{proc.pid} {self.port}\n")
@@ -110,12 +113,14 @@ class LocalPrefectServer:
 
     def _environment(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-        env.update({
-            "PREFECT_HOME": str(self.home),
-            "PREFECT_SERVER_DATABASE_CONNECTION_URL": self.postgres.url(PREFECT_DATABASE, driver="asyncpg"),
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "PREFECT_UI_API_URL": "/api",  # relative: the UI works under 127.0.0.1 and localhost alike
-        })
+        env.update(
+            {
+                "PREFECT_HOME": str(self.home),
+                "PREFECT_SERVER_DATABASE_CONNECTION_URL": self.postgres.url(PREFECT_DATABASE, driver="asyncpg"),
+                "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                "PREFECT_UI_API_URL": "/api",  # relative: the UI works under 127.0.0.1 and localhost alike
+            }
+        )
         return env
 
     def _recorded(self) -> tuple[int | None, int | None]:
@@ -136,15 +141,18 @@ class LocalPrefectServer:
         while True:
             if not _alive(pid):
                 self.pid_file.unlink(missing_ok=True)
-                raise RuntimeError(f"the local Prefect server exited; its log ({self.log_file}) ends with:\n"
-                                   f"{self.log_tail()}")
+                raise RuntimeError(
+                    f"the local Prefect server exited; its log ({self.log_file}) ends with:\n{self.log_tail()}"
+                )
             try:
                 if httpx.get(f"{self.api_url}/health", timeout=2).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"the local Prefect server did not answer within {timeout:.0f}s; see {self.log_file}")
+                raise RuntimeError(
+                    f"the local Prefect server did not answer within {timeout:.0f}s; see {self.log_file}"
+                )
             time.sleep(0.5)
 
     def log_tail(self) -> str:

@@ -6,8 +6,9 @@ Pure functions of the per-file results; the columns are listed once, here.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable
+from typing import Any
 
 from flows.load import FileResult
 
@@ -71,8 +72,13 @@ def _file_section(result: FileResult) -> list[str]:
         return ["", f"## {name}: skipped", "", "Unchanged since its last load; its quarantine rows are from that load."]
     if not result.rows_quarantined:
         return ["", f"## {name}: nothing quarantined", "", f"{result.rows_loaded:,} rows loaded."]
-    out = ["", f"## {name}: {result.rows_quarantined:,} of {result.rows_read:,} rows quarantined", "",
-           "| reason | rows |", "|---|---:|"]
+    out = [
+        "",
+        f"## {name}: {result.rows_quarantined:,} of {result.rows_read:,} rows quarantined",
+        "",
+        "| reason | rows |",
+        "|---|---:|",
+    ]
     out += [f"| {_cell(reason)} | {count:,} |" for reason, count in sorted(result.quarantine_by_reason.items())]
     out += ["", "| line | reason | raw text |", "|---:|---|---|"]
     out += [f"| {e['line']} | {_cell(e['reason'])} | {_code(e['raw'])} |" for e in result.quarantine_examples]

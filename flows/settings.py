@@ -69,9 +69,10 @@ class Settings(BaseSettings):
     def _read_secret_files(self) -> Settings:
         # (field, its file, the variable, whether the file may be absent: the Kaggle Secret is optional)
         for field, path, variable, optional in (
-                ("pgpassword", self.pgpassword_file, "PGPASSWORD_FILE", False),
-                ("kaggle_username", self.kaggle_username_file, "KAGGLE_USERNAME_FILE", True),
-                ("kaggle_key", self.kaggle_key_file, "KAGGLE_KEY_FILE", True)):
+            ("pgpassword", self.pgpassword_file, "PGPASSWORD_FILE", False),
+            ("kaggle_username", self.kaggle_username_file, "KAGGLE_USERNAME_FILE", True),
+            ("kaggle_key", self.kaggle_key_file, "KAGGLE_KEY_FILE", True),
+        ):
             if path is None or getattr(self, field):
                 continue
             try:
@@ -94,6 +95,13 @@ class Settings(BaseSettings):
             auth = quote(self.pguser) + (":" + quote(password, safe="") if password else "")
             return f"postgresql+psycopg2://{auth}@{self.pghost}:{self.pgport}/{quote(self.pgdatabase)}"
         return None
+
+    def required_database_url(self) -> str:
+        """The resolved database URL; a ConfigError naming the settings when there is none."""
+        url = self.resolved_database_url()
+        if not url:
+            raise ConfigError("no database configured: set DATABASE_URL or PGHOST/PGUSER/PGPASSWORD/PGDATABASE")
+        return url
 
     @property
     def local_db_dir(self) -> Path:

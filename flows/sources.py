@@ -61,8 +61,10 @@ def local_files(folder: Path) -> list[Path]:
     if not files:
         others = sorted(p.name for p in folder.iterdir() if p.is_file())
         found = f"it holds {', '.join(others[:5])}{' ...' if len(others) > 5 else ''}" if others else "it is empty"
-        raise ConfigError(f"--path {folder}: no file to load, looked for *.csv (lower-case extension, as the dataset "
-                          f"names its files, e.g. 2019-Oct.csv); {found}")
+        raise ConfigError(
+            f"--path {folder}: no file to load, looked for *.csv (lower-case extension, as the dataset "
+            f"names its files, e.g. 2019-Oct.csv); {found}"
+        )
     return files
 
 
@@ -83,8 +85,10 @@ def _unpack(archive: Path, into: Path) -> list[Path]:
                 bases = [Path(m.filename).name for m in members]
                 for base in sorted({b for b in bases if bases.count(b) > 1}):
                     same = [m.filename for m in members if Path(m.filename).name == base]
-                    raise FileRejected(f"{name}: the zip archive holds {len(same)} members named {base} "
-                                       f"({', '.join(same)}); rename them so each file has its own name")
+                    raise FileRejected(
+                        f"{name}: the zip archive holds {len(same)} members named {base} "
+                        f"({', '.join(same)}); rename them so each file has its own name"
+                    )
                 out = []
                 for member in members:
                     target = into / Path(member.filename).name
@@ -192,8 +196,10 @@ def kaggle_credentials(settings: Settings):
     username, key = kaggle_login(settings)
     previous_cwd = Path.cwd()
     previous_config = os.environ.get("KAGGLE_CONFIG_DIR")
-    with tempfile.TemporaryDirectory(prefix="kaggle-") as private, \
-            _environment({"KAGGLE_USERNAME": username, "KAGGLE_KEY": key}):
+    with (
+        tempfile.TemporaryDirectory(prefix="kaggle-") as private,
+        _environment({"KAGGLE_USERNAME": username, "KAGGLE_KEY": key}),
+    ):
         os.chmod(private, 0o700)
         creds = Path(private) / "kaggle.json"
         fd = os.open(creds, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -252,8 +258,9 @@ def kaggle_dataset_id(settings: Settings) -> str:
     try:
         return get_kaggle_dataset_id(settings.kaggle_dataset)
     except AssertionError:
-        raise ConfigError(f"ETL_KAGGLE_DATASET {settings.kaggle_dataset!r} is not a Kaggle dataset URL "
-                          "or owner/dataset id") from None
+        raise ConfigError(
+            f"ETL_KAGGLE_DATASET {settings.kaggle_dataset!r} is not a Kaggle dataset URL or owner/dataset id"
+        ) from None
 
 
 def _kaggle_api():
@@ -314,10 +321,8 @@ def check_arguments(source: str, path: str | None, url: str | list[str] | None) 
     """The source's own arguments, checked before anything starts."""
     if source not in SOURCES:
         raise ConfigError(f"--source {source!r} is not one of {', '.join(SOURCES)}")
-    if source == "local" and not path:
-        raise ConfigError("--source local needs --path DIR (a folder of .csv files)")
-    if source == "local" and not Path(path).is_dir():
-        raise ConfigError(f"--path {path} is not a folder: point it at a folder of .csv files")
+    if source == "local":
+        _check_local_path(path)
     if source == "url" and not url_list(url):
         raise ConfigError("--source url needs --url URL (a .csv, .csv.gz or .zip over http(s))")
     for one in url_list(url) if source == "url" else []:
@@ -325,12 +330,26 @@ def check_arguments(source: str, path: str | None, url: str | list[str] | None) 
             raise ConfigError(f"--url {one!r} must be an http(s) URL of a .csv, .csv.gz or .zip file")
 
 
-def fetch(source: str, settings: Settings, *, path: str | None = None, url: str | list[str] | None = None,
-          rows_per_file: int | None = None, progress: DownloadProgress | None = None) -> list[Path]:
+def _check_local_path(path: str | None) -> None:
+    if not path:
+        raise ConfigError("--source local needs --path DIR (a folder of .csv files)")
+    if not Path(path).is_dir():
+        raise ConfigError(f"--path {path} is not a folder: point it at a folder of .csv files")
+
+
+def fetch(
+    source: str,
+    settings: Settings,
+    *,
+    path: str | None = None,
+    url: str | list[str] | None = None,
+    rows_per_file: int | None = None,
+    progress: DownloadProgress | None = None,
+) -> list[Path]:
     check_arguments(source, path, url)
     if source == "sample":
         return sample_files(settings, rows_per_file)
-    if source == "local":
+    if source == "local" and path:  # check_arguments refused a missing --path
         return local_files(Path(path))
     if source == "url":
         return download_urls(url_list(url), settings, progress)
@@ -348,8 +367,14 @@ class PlannedFile:
     url: str | None = None
 
 
-def plan_files(source: str, settings: Settings, *, path: str | None = None, url: str | list[str] | None = None,
-               files: list[str] | None = None) -> list[PlannedFile]:
+def plan_files(
+    source: str,
+    settings: Settings,
+    *,
+    path: str | None = None,
+    url: str | list[str] | None = None,
+    files: list[str] | None = None,
+) -> list[PlannedFile]:
     """The files a run loads, by name, without fetching them (sample: the five months; url: one
     file per URL; kaggle: the dataset's listing through the kaggle client)."""
     check_arguments(source, path, url)
@@ -361,8 +386,10 @@ def plan_files(source: str, settings: Settings, *, path: str | None = None, url:
         planned = [PlannedFile(url_file_name(u), u) for u in url_list(url)]
         odd = [p.url for p in planned if not p.name.endswith(".csv")]
         if odd:
-            raise ConfigError(f"--url {odd[0]!r}: with one Job per file, each URL names one CSV file "
-                              "(.csv, .csv.gz or .csv.zip); give one --url per file")
+            raise ConfigError(
+                f"--url {odd[0]!r}: with one Job per file, each URL names one CSV file "
+                "(.csv, .csv.gz or .csv.zip); give one --url per file"
+            )
     else:
         planned = [PlannedFile(name) for name in kaggle_file_names(settings)]
     if not files:
@@ -372,16 +399,25 @@ def plan_files(source: str, settings: Settings, *, path: str | None = None, url:
     return [by_name[c.name] for c in chosen]
 
 
-def fetch_file(source: str, settings: Settings, file_name: str, *, path: str | None = None, url: str | None = None,
-               rows_per_file: int | None = None, progress: DownloadProgress | None = None) -> Path:
+def fetch_file(
+    source: str,
+    settings: Settings,
+    file_name: str,
+    *,
+    path: str | None = None,
+    url: str | None = None,
+    rows_per_file: int | None = None,
+    progress: DownloadProgress | None = None,
+) -> Path:
     """Only `file_name` of the source, where this process runs: the sample's month (the same bytes
     as in the whole sample), the file in the `path` folder, the one `url`, or the Kaggle file."""
     check_arguments(source, path, url)
     if source == "sample":
         if file_name not in MONTH_FILES:
             raise ConfigError(f"the sample has no file {file_name!r}; its files: {', '.join(MONTH_FILES)}")
-        (written,) = write_sample(settings.data_dir / "sample", rows_per_file or settings.sample_rows_per_file,
-                                  files=(file_name,))
+        (written,) = write_sample(
+            settings.data_dir / "sample", rows_per_file or settings.sample_rows_per_file, files=(file_name,)
+        )
         return written
     if source == "local":
         return Path(path or "") / file_name

@@ -60,8 +60,11 @@ class Names:
     @property
     def public_relations(self) -> dict[str, str]:
         """name -> what it is, for the tables this target owns"""
-        return {self.table: "events table", self.table + "_quarantine": "quarantine table",
-                self.table + "_ledger": "ledger table"}
+        return {
+            self.table: "events table",
+            self.table + "_quarantine": "quarantine table",
+            self.table + "_ledger": "ledger table",
+        }
 
     @property
     def public_types(self) -> dict[str, str]:
@@ -129,22 +132,36 @@ def create_schema(names: Names) -> list[tuple[str, sql.Composable]]:
         # A domain, not a CHECK: domain violations are soft errors, so COPY ON_ERROR ignore would
         # quarantine a NaN price instead of aborting the whole file (the load's own checks already keep
         # NaN and Infinity away from COPY; this stays as the database's own guard).
-        (names.table + "_price", sql.SQL(
-            "CREATE DOMAIN {} AS numeric CHECK (VALUE NOT IN ('NaN', 'Infinity', '-Infinity'))").format(names.price)),
-        (names.table, sql.SQL(
-            "CREATE TABLE {} ({}, source_file text NOT NULL, source_line bigint NOT NULL)"
-            " PARTITION BY LIST (source_file)"
-        ).format(names.events, sql.SQL(", ").join(_column_defs(names, LOADED_COLUMNS)))),
-        (names.table + "_quarantine", sql.SQL(
-            "CREATE TABLE {} (source_file text NOT NULL, source_line bigint NOT NULL,"
-            " raw_line text NOT NULL, reason text NOT NULL, run_id text,"
-            " quarantined_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (source_file, source_line))"
-        ).format(names.quarantine)),
-        (names.table + "_ledger", sql.SQL(
-            "CREATE TABLE {} (source_file text PRIMARY KEY, checksum text NOT NULL,"
-            " size_bytes bigint, partition_name text NOT NULL, rows_read bigint NOT NULL, rows_loaded bigint NOT NULL,"
-            " rows_quarantined bigint NOT NULL, run_id text, loaded_at timestamptz NOT NULL DEFAULT now())"
-        ).format(names.ledger)),
+        (
+            names.table + "_price",
+            sql.SQL("CREATE DOMAIN {} AS numeric CHECK (VALUE NOT IN ('NaN', 'Infinity', '-Infinity'))").format(
+                names.price
+            ),
+        ),
+        (
+            names.table,
+            sql.SQL(
+                "CREATE TABLE {} ({}, source_file text NOT NULL, source_line bigint NOT NULL)"
+                " PARTITION BY LIST (source_file)"
+            ).format(names.events, sql.SQL(", ").join(_column_defs(names, LOADED_COLUMNS))),
+        ),
+        (
+            names.table + "_quarantine",
+            sql.SQL(
+                "CREATE TABLE {} (source_file text NOT NULL, source_line bigint NOT NULL,"
+                " raw_line text NOT NULL, reason text NOT NULL, run_id text,"
+                " quarantined_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (source_file, source_line))"
+            ).format(names.quarantine),
+        ),
+        (
+            names.table + "_ledger",
+            sql.SQL(
+                "CREATE TABLE {} (source_file text PRIMARY KEY, checksum text NOT NULL,"
+                " size_bytes bigint, partition_name text NOT NULL, rows_read bigint NOT NULL,"
+                " rows_loaded bigint NOT NULL,"
+                " rows_quarantined bigint NOT NULL, run_id text, loaded_at timestamptz NOT NULL DEFAULT now())"
+            ).format(names.ledger),
+        ),
     ]
 
 
@@ -194,8 +211,9 @@ def ledger_entry(names: Names) -> sql.Composable:
     ).format(names.ledger)
 
 
-def create_leaf(names: Names, leaf: str, source_file: str, first_line: int, end_line: int | None,
-                sequence: str | None) -> list[sql.Composable]:
+def create_leaf(
+    names: Names, leaf: str, source_file: str, first_line: int, end_line: int | None, sequence: str | None
+) -> list[sql.Composable]:
     """A typed table for one segment of a file; it becomes a partition of the file's partition.
 
     source_file is a constant default with a matching CHECK, and source_line carries a CHECK
@@ -219,12 +237,14 @@ def create_leaf(names: Names, leaf: str, source_file: str, first_line: int, end_
         sql.SQL(
             "CREATE TABLE {} ({}, source_file text NOT NULL DEFAULT {} CHECK (source_file = {}),"
             " source_line bigint NOT NULL{} CHECK ({}))"
-        ).format(leaf_id, sql.SQL(", ").join(_column_defs(names, CSV_COLUMNS)), literal, literal,
-                 line_default, line_range)
+        ).format(
+            leaf_id, sql.SQL(", ").join(_column_defs(names, CSV_COLUMNS)), literal, literal, line_default, line_range
+        )
     )
     if sequence:  # dropped with the table, whenever that happens
-        statements.append(sql.SQL("ALTER SEQUENCE {} OWNED BY {}.source_line").format(
-            sql.Identifier(names.schema, sequence), leaf_id))
+        statements.append(
+            sql.SQL("ALTER SEQUENCE {} OWNED BY {}.source_line").format(sql.Identifier(names.schema, sequence), leaf_id)
+        )
     return statements
 
 
@@ -284,28 +304,32 @@ def attached_partition(names: Names) -> sql.Composable:
     ).format(sql.Literal(f'"{names.schema}"."{names.table}"'))
 
 
-def assemble_partition(names: Names, file_partition: str,
-                       leaves: list[tuple[str, int, int | None]]) -> list[sql.Composable]:
+def assemble_partition(
+    names: Names, file_partition: str, leaves: list[tuple[str, int, int | None]]
+) -> list[sql.Composable]:
     """The file's partition, made of its segment tables. Every ATTACH is proven by the leaves' CHECK
     constraints, so this costs milliseconds."""
     part_id = sql.Identifier(names.schema, file_partition)
     statements: list[sql.Composable] = [
-        sql.SQL("CREATE TABLE {} ({}, source_file text NOT NULL, source_line bigint NOT NULL)"
-                " PARTITION BY RANGE (source_line)").format(
-            part_id, sql.SQL(", ").join(_column_defs(names, LOADED_COLUMNS))),
+        sql.SQL(
+            "CREATE TABLE {} ({}, source_file text NOT NULL, source_line bigint NOT NULL)"
+            " PARTITION BY RANGE (source_line)"
+        ).format(part_id, sql.SQL(", ").join(_column_defs(names, LOADED_COLUMNS))),
     ]
     for leaf, first_line, end_line in leaves:
         upper = sql.SQL("MAXVALUE") if end_line is None else sql.Literal(end_line)
         statements.append(
             sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES FROM ({}) TO ({})").format(
-                part_id, sql.Identifier(names.schema, leaf), sql.Literal(first_line), upper)
+                part_id, sql.Identifier(names.schema, leaf), sql.Literal(first_line), upper
+            )
         )
     return statements
 
 
 def attach_file_partition(names: Names, file_partition: str, source_file: str) -> sql.Composable:
     return sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES IN ({})").format(
-        names.events, sql.Identifier(names.schema, file_partition), sql.Literal(source_file))
+        names.events, sql.Identifier(names.schema, file_partition), sql.Literal(source_file)
+    )
 
 
 def delete_ledger_entry(names: Names) -> sql.Composable:
@@ -321,9 +345,9 @@ def delete_quarantine(names: Names) -> sql.Composable:
 
 
 def copy_quarantine(names: Names) -> sql.Composable:
-    return sql.SQL(
-        "COPY {} (source_file, source_line, raw_line, reason, run_id) FROM STDIN WITH (FORMAT csv)"
-    ).format(names.quarantine)
+    return sql.SQL("COPY {} (source_file, source_line, raw_line, reason, run_id) FROM STDIN WITH (FORMAT csv)").format(
+        names.quarantine
+    )
 
 
 def upsert_ledger(names: Names) -> sql.Composable:

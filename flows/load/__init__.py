@@ -27,5 +27,13 @@ from flows.load.pipeline import load_file
 from flows.load.plan import Tuning
 from flows.load.result import FileResult, Quarantined, summarise_quarantine
 
-__all__ = ["FileResult", "Forgotten", "Quarantined", "Tuning", "ensure_schema", "forget_file", "load_file",
-           "summarise_quarantine"]
+__all__ = [
+    "FileResult",
+    "Forgotten",
+    "Quarantined",
+    "Tuning",
+    "ensure_schema",
+    "forget_file",
+    "load_file",
+    "summarise_quarantine",
+]

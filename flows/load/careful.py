@@ -73,8 +73,10 @@ def stage_careful(ctx: LoadContext, conn: Any, cur: Any) -> CarefulStage:
                 batch = _Batch()
         _flush(cur, conn, copy_sql, batch, stage)
     if hasher.position != ctx.plan.size:
-        raise FileChanged(f"the file ended at byte {hasher.position} of {ctx.plan.size} while it was being loaded; "
-                          "nothing was committed, load it again once it is complete")
+        raise FileChanged(
+            f"the file ended at byte {hasher.position} of {ctx.plan.size} while it was being loaded; "
+            "nothing was committed, load it again once it is complete"
+        )
     stage.digests = hasher.digests
     with ctx.step("stage-careful.finish"):
         for statement in q.finish_leaf(ctx.names, stage.table, sequence=None):

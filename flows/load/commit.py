@@ -30,8 +30,10 @@ class Staged:
 
 def commit(ctx: LoadContext, conn: Any, cur: Any, staged: Staged, old_partition: str | None) -> None:
     if staged.read != staged.loaded + len(staged.quarantined):  # never commit a load that lost rows
-        raise RuntimeError(f"{ctx.source_file}: read {staged.read} rows but loaded {staged.loaded} "
-                           f"and quarantined {len(staged.quarantined)}")
+        raise RuntimeError(
+            f"{ctx.source_file}: read {staged.read} rows but loaded {staged.loaded} "
+            f"and quarantined {len(staged.quarantined)}"
+        )
     _check_unchanged(ctx, staged.checksum)
     names, partition = ctx.names, ctx.objects.partition
     with ctx.step("commit.assemble"):
@@ -47,8 +49,19 @@ def commit(ctx: LoadContext, conn: Any, cur: Any, staged: Staged, old_partition:
     with ctx.step("commit.quarantine"):
         _write_quarantine(cur, ctx, staged.quarantined)
     with ctx.step("commit.ledger"):
-        cur.execute(q.upsert_ledger(names), (ctx.source_file, staged.checksum, ctx.plan.size, partition, staged.read,
-                                             staged.loaded, len(staged.quarantined), ctx.run_id))
+        cur.execute(
+            q.upsert_ledger(names),
+            (
+                ctx.source_file,
+                staged.checksum,
+                ctx.plan.size,
+                partition,
+                staged.read,
+                staged.loaded,
+                len(staged.quarantined),
+                ctx.run_id,
+            ),
+        )
     with ctx.step("commit.transaction"):
         conn.commit()
 
@@ -59,11 +72,15 @@ def _check_unchanged(ctx: LoadContext, loaded_checksum: str) -> None:
     now = FileStat.of(ctx.path)
     if now != ctx.plan.stat:
         what = "size" if now.size != ctx.plan.stat.size else "modification time"
-        raise FileChanged(f"the file changed while loading (its {what} changed; {ctx.plan.stat.size} -> {now.size} "
-                          "bytes); nothing was committed, load it again once it is complete")
+        raise FileChanged(
+            f"the file changed while loading (its {what} changed; {ctx.plan.stat.size} -> {now.size} "
+            "bytes); nothing was committed, load it again once it is complete"
+        )
     if ctx.plan.stat.recently_changed and file_checksum(ctx.path, ctx.plan, ctx.tuning.chunk_bytes) != loaded_checksum:
-        raise FileChanged("the file changed while loading (its bytes differ from those loaded); nothing was "
-                          "committed, load it again once it is complete")
+        raise FileChanged(
+            "the file changed while loading (its bytes differ from those loaded); nothing was "
+            "committed, load it again once it is complete"
+        )
 
 
 def _write_quarantine(cur: Any, ctx: LoadContext, rows: list[Quarantined]) -> None:

@@ -56,5 +56,5 @@ def drop_quietly(engine: sa.Engine, names: Names, tables: list[str]) -> None:
             for table in tables:
                 cur.execute(q.drop_table(names, table))
             dbapi.commit()
-    except Exception:  # noqa: BLE001, S110 - the original error matters more
+    except Exception:
         pass

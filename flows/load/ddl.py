@@ -16,10 +16,25 @@ from flows.sql import Names
 
 LOCK_TIMEOUT_SECONDS = 30  # a lock still held by something else after this is an error, not a hang
 
-_RELKINDS = {"r": "a table", "p": "a partitioned table", "v": "a view", "m": "a materialized view",
-             "i": "an index", "I": "a partitioned index", "S": "a sequence", "f": "a foreign table", "c": "a type"}
-_TYPTYPES = {"e": "an enum type", "d": "a domain", "b": "a base type", "r": "a range type",
-             "m": "a multirange type", "p": "a pseudo-type"}
+_RELKINDS = {
+    "r": "a table",
+    "p": "a partitioned table",
+    "v": "a view",
+    "m": "a materialized view",
+    "i": "an index",
+    "I": "a partitioned index",
+    "S": "a sequence",
+    "f": "a foreign table",
+    "c": "a type",
+}
+_TYPTYPES = {
+    "e": "an enum type",
+    "d": "a domain",
+    "b": "a base type",
+    "r": "a range type",
+    "m": "a multirange type",
+    "p": "a pseudo-type",
+}
 # columns that identify each of our tables
 _SIGNATURES = {
     "": {"event_time", "event_type", "source_file", "source_line", "partition by LIST (source_file)"},
@@ -36,14 +51,19 @@ def ensure_schema(engine: sa.Engine, names: Names, checkpoint: Checkpoint | None
         cur.execute(q.schema_exists(names))
         if not cur.fetchone()[0]:
             cur.execute(q.create_db_schema(names))
-        cur.execute(q.schema_objects(names), {"relations": list(names.public_relations),
-                                              "types": [*names.public_relations, *names.public_types]})
+        cur.execute(
+            q.schema_objects(names),
+            {"relations": list(names.public_relations), "types": [*names.public_relations, *names.public_types]},
+        )
         found = cur.fetchall()
         conflicts = [c for c in (_conflict(names, *row) for row in found) if c]
         if conflicts:
-            raise ConfigError(f"{names.table_setting}={names.table!r} cannot be used in schema {names.schema}: "
-                              + "; ".join(conflicts) + f". Choose another table name ({names.table_setting}), "
-                              "or drop those objects if nothing needs them.")
+            raise ConfigError(
+                f"{names.table_setting}={names.table!r} cannot be used in schema {names.schema}: "
+                + "; ".join(conflicts)
+                + f". Choose another table name ({names.table_setting}), "
+                "or drop those objects if nothing needs them."
+            )
         existing = {name for _, name, _, _ in found}
         for name, statement in q.create_schema(names):
             if name not in existing:
@@ -73,8 +93,10 @@ def _conflict(names: Names, namespace: str, name: str, kind: str, details: list[
     if name in names.public_relations:  # a relation's row type is fine when the relation is ours
         if kind == "c" and details == [name]:
             return None
-        return f"{here} already exists as {_TYPTYPES.get(kind, 'a type')}, so the {names.public_relations[name]} " \
-               "cannot be created under that name"
+        return (
+            f"{here} already exists as {_TYPTYPES.get(kind, 'a type')}, so the {names.public_relations[name]} "
+            "cannot be created under that name"
+        )
     expected = names.public_types[name]
     if name.endswith("_event_type") and kind == "e" and tuple(details) == EVENT_TYPES:
         return None

@@ -87,8 +87,10 @@ class _SegmentReader:
         while self.left:
             chunk = self.f.read(min(self.chunk_bytes, self.left))
             if not chunk:
-                raise FileChanged(f"the file ended {self.left} bytes early while it was being loaded: it is being "
-                                  "written; nothing was committed, load it again once it is complete")
+                raise FileChanged(
+                    f"the file ended {self.left} bytes early while it was being loaded: it is being "
+                    "written; nothing was committed, load it again once it is complete"
+                )
             self.left -= len(chunk)
             data += chunk
             cut = data.rfind(b"\n") + 1
@@ -119,15 +121,15 @@ def _copy_segment(ctx: LoadContext, segment: Segment, give_up: threading.Event) 
     names = ctx.names
     with transaction(ctx.engine) as (dbapi, cur), ctx.path.open("rb") as f:
         with ctx.step("stage-fast.create"):
-            for statement in q.create_leaf(names, table, ctx.source_file, segment.first_line, segment.end_line,
-                                           sequence):
+            for statement in q.create_leaf(
+                names, table, ctx.source_file, segment.first_line, segment.end_line, sequence
+            ):
                 cur.execute(statement)
         f.seek(segment.start)
         reader = _SegmentReader(f, ctx, segment, give_up)
         try:
             with ctx.step("stage-fast.copy"):
-                cur.copy_expert(q.copy_raw(names, table, ctx.plan.header.columns), reader,
-                                size=ctx.tuning.chunk_bytes)
+                cur.copy_expert(q.copy_raw(names, table, ctx.plan.header.columns), reader, size=ctx.tuning.chunk_bytes)
         except _STRUCTURE_ERRORS:
             give_up.set()
             dbapi.rollback()
@@ -141,8 +143,10 @@ def _copy_segment(ctx: LoadContext, segment: Segment, give_up: threading.Event) 
             give_up.set()
             return None
         if segment.lines is not None and reader.lines != segment.lines:
-            raise FileChanged(f"lines {segment.first_line}-{segment.end_line} changed while loading "
-                              "(their line count differs from a moment ago); nothing was committed")
+            raise FileChanged(
+                f"lines {segment.first_line}-{segment.end_line} changed while loading "
+                "(their line count differs from a moment ago); nothing was committed"
+            )
         with ctx.step("stage-fast.finish"):
             for statement in q.finish_leaf(names, table, sequence):
                 cur.execute(statement)

@@ -58,14 +58,24 @@ def load_file(
     return result
 
 
-def _open(engine: sa.Engine, names: Names, path: Path, source_file: str, run_id: str, progress: Progress | None,
-          tuning: Tuning, checkpoint: Checkpoint | None) -> LoadContext:
+def _open(
+    engine: sa.Engine,
+    names: Names,
+    path: Path,
+    source_file: str,
+    run_id: str,
+    progress: Progress | None,
+    tuning: Tuning,
+    checkpoint: Checkpoint | None,
+) -> LoadContext:
     """Phase "open": everything about the file that does not need the database."""
     try:
         source_file.encode("utf-8")
     except UnicodeEncodeError:
-        raise FileRejected(f"the file name {source_file.encode('utf-8', 'surrogateescape')!r} is not valid UTF-8: "
-                           "rename the file (the ledger keeps file names as text)") from None
+        raise FileRejected(
+            f"the file name {source_file.encode('utf-8', 'surrogateescape')!r} is not valid UTF-8: "
+            "rename the file (the ledger keeps file names as text)"
+        ) from None
     if not path.is_file():
         raise FileRejected(f"file not found: {path}")
     try:
@@ -76,7 +86,9 @@ def _open(engine: sa.Engine, names: Names, path: Path, source_file: str, run_id:
     except OSError as exc:
         raise FileRejected(f"cannot read {path}: {exc.strerror or exc}") from None
     objects = FileNames.of(names, source_file, run_key=uuid.uuid4().hex[:6])
-    return LoadContext(engine, names, path, source_file, run_id, plan, objects, tuning, ProgressTotal(progress), checkpoint)
+    return LoadContext(
+        engine, names, path, source_file, run_id, plan, objects, tuning, ProgressTotal(progress), checkpoint
+    )
 
 
 def _load(ctx: LoadContext, result: FileResult) -> None:
@@ -92,12 +104,17 @@ def _load(ctx: LoadContext, result: FileResult) -> None:
             _drop_orphans(ctx, cur)
             staged = _stage(ctx, conn, cur)
             if result.checksum and result.checksum != staged.checksum:
-                raise FileChanged("the file changed while loading (its bytes differ from a moment before); "
-                                  "nothing was committed, load it again once it is complete")
+                raise FileChanged(
+                    "the file changed while loading (its bytes differ from a moment before); "
+                    "nothing was committed, load it again once it is complete"
+                )
             commit(ctx, conn, cur, staged, entry[3] if entry else None)
     except BaseException:
-        drop_quietly(ctx.engine, ctx.names, [ctx.objects.segment(s.index) for s in ctx.plan.segments]
-                     + [ctx.objects.segment("c")])
+        drop_quietly(
+            ctx.engine,
+            ctx.names,
+            [ctx.objects.segment(s.index) for s in ctx.plan.segments] + [ctx.objects.segment("c")],
+        )
         raise
     result.status, result.path, result.checksum = "loaded", staged.path, staged.checksum
     result.rows_read, result.rows_loaded, result.rows_quarantined = staged.read, staged.loaded, len(staged.quarantined)
@@ -130,8 +147,14 @@ def _stage(ctx: LoadContext, conn: Any, cur: Any) -> Staged:
             cur.execute(q.drop_table(ctx.names, table))
         ctx.progress.rewind()
     careful = stage_careful(ctx, conn, cur)
-    return Staged("checked", [(careful.table, 2, None)], careful.read, careful.loaded, careful.quarantined,
-                  ctx.plan.checksum(careful.digests))
+    return Staged(
+        "checked",
+        [(careful.table, 2, None)],
+        careful.read,
+        careful.loaded,
+        careful.quarantined,
+        ctx.plan.checksum(careful.digests),
+    )
 
 
 def _from_fast(ctx: LoadContext, fast: FastStage) -> Staged:

@@ -99,8 +99,9 @@ class BlockHasher:
                 self.current = hashlib.sha256()
 
 
-def plan_file(path: Path, header: Header, stat: FileStat, parallel: int, min_segment_bytes: int,
-              block_bytes: int) -> Plan:
+def plan_file(
+    path: Path, header: Header, stat: FileStat, parallel: int, min_segment_bytes: int, block_bytes: int
+) -> Plan:
     """Blocks and segments; only the bytes before the last segment are read (to number the lines)."""
     with path.open("rb") as f:
         block_ends = _block_ends(f, header.byte_length, stat.size, block_bytes)
@@ -120,7 +121,7 @@ def _block_ends(f: BinaryIO, header_end: int, size: int, block_bytes: int) -> li
         if start > max(header_end, ends[-1] if ends else 0):
             ends.append(start)
         target = max(target + block_bytes, start)
-    return ends + [size]
+    return [*ends, size]
 
 
 def _next_line_start(f: BinaryIO, position: int, size: int) -> int:

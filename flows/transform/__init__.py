@@ -24,7 +24,22 @@ from flows.transform.header import MAX_HEADER_BYTES, UTF8_BOM, Header, parse_hea
 from flows.transform.records import MAX_RECORD_BYTES, iter_records, printable, raw_text
 
 __all__ = [
-    "MAX_FAST_LINE_BYTES", "MAX_FIELD_CHARS", "MAX_HEADER_BYTES", "MAX_NUMBER_CHARS", "MAX_RECORD_BYTES",
-    "UTF8_BOM", "FastLineCheck", "Header", "SkippedRow", "check_field", "check_record", "iter_records",
-    "parse_header", "parse_skip_notice", "printable", "raw_text", "reason_class", "to_copy_line",
+    "MAX_FAST_LINE_BYTES",
+    "MAX_FIELD_CHARS",
+    "MAX_HEADER_BYTES",
+    "MAX_NUMBER_CHARS",
+    "MAX_RECORD_BYTES",
+    "UTF8_BOM",
+    "FastLineCheck",
+    "Header",
+    "SkippedRow",
+    "check_field",
+    "check_record",
+    "iter_records",
+    "parse_header",
+    "parse_skip_notice",
+    "printable",
+    "raw_text",
+    "reason_class",
+    "to_copy_line",
 ]

@@ -107,7 +107,7 @@ class _Scratch:
         if len(self._padded) < size:
             self._padded = bytearray(size + (size >> 3))
         self._padded[: len(chunk)] = chunk
-        self._padded[len(chunk): size] = _PAD
+        self._padded[len(chunk) : size] = _PAD
         return np.ndarray((size - 7,), dtype="<u8", buffer=self._padded, strides=(1,))
 
     def flags(self, size: int) -> np.ndarray:
@@ -120,7 +120,7 @@ def _timestamps_ok(chunk: _Chunk, starts: np.ndarray, ends: np.ndarray) -> bool:
     if (ends - starts != 23).any():
         return False
     words = [chunk.words[starts + offset] for _, offset in _TIMESTAMP_WORDS]
-    if not all(_template_ok(w, t).all() for w, (t, _) in zip(words, _TIMESTAMP_WORDS)):
+    if not all(_template_ok(w, t).all() for w, (t, _) in zip(words, _TIMESTAMP_WORDS, strict=True)):
         return False
     hour = _two_digits(words[1], 3)
     second = _two_digits(words[2], 1)

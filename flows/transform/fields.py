@@ -76,7 +76,7 @@ def check_record(fields: list[str], header: Header) -> str | None:
     """Why this record cannot be loaded, or None: the first problem in the file's column order."""
     if len(fields) != len(header.columns):
         return f"expected {len(header.columns)} fields, found {len(fields)}"
-    for name, value in zip(header.columns, fields):
+    for name, value in zip(header.columns, fields, strict=True):
         problem = check_field(name, value)
         if problem:
             return problem
@@ -112,10 +112,7 @@ def parse_skip_notice(notice: str) -> SkippedRow | None:
     line, column, null_input, value = int(match[1]), match[2], match[3] == "null input", match[4]
     col = COLUMNS_BY_NAME.get(column)
     words = _RULES[col.sql_type][0] if col else "a valid value"
-    if null_input:
-        reason = f"{column}: required value is empty"
-    else:
-        reason = f'{column}: "{value}" is not {words}'
+    reason = f"{column}: required value is empty" if null_input else f'{column}: "{value}" is not {words}'
     return SkippedRow(copy_line=line, reason=reason)
 
 

@@ -37,11 +37,12 @@ def parse_header(first_line: bytes) -> Header:
     if not line.strip():
         raise FileRejected("the file is empty: expected a header line with " + ",".join(CSV_HEADER))
     if b"\r" in line:
-        raise FileRejected("the header line holds a carriage return that does not end it: the file has CR-only "
-                           "(old Mac) line endings or a broken header; save it with LF or CRLF line endings")
+        raise FileRejected(
+            "the header line holds a carriage return that does not end it: the file has CR-only "
+            "(old Mac) line endings or a broken header; save it with LF or CRLF line endings"
+        )
     if len(first_line) > MAX_HEADER_BYTES:
-        raise FileRejected(f"the header line is longer than {MAX_HEADER_BYTES} bytes: expected "
-                           + ",".join(CSV_HEADER))
+        raise FileRejected(f"the header line is longer than {MAX_HEADER_BYTES} bytes: expected " + ",".join(CSV_HEADER))
     try:
         decoded = line.removeprefix(UTF8_BOM).decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -63,7 +63,6 @@ class _LineFeed:
         return start, raw_text(taken)
 
 
-
 def iter_records(lines: Iterable[bytes], first_line: int) -> Iterator[tuple[int, str, list[str] | None, str | None]]:
     """(line, raw text, fields, parse error) for every record of `lines` (bytes, with their line
     endings), in bounded memory.
