@@ -23,12 +23,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import sqlalchemy as sa
 
 from benchmarks.load import pretransform
 from flows.load import ensure_schema
 from flows.localdb import LocalPostgres, free_port
+from flows.localserver import prefect_server_process
 from flows.sample import FULL_ROWS
 from flows.schema import MONTH_FILES
 from flows.sql import Names
@@ -90,8 +90,6 @@ def prefect_server(server: LocalPostgres, home: Path) -> Iterator[str]:
     """A Prefect server of our own on a free port, its database `prefect` in `server`; yields its API URL."""
     server.psql("CREATE DATABASE prefect")
     home.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    api = f"http://127.0.0.1:{port}/api"
     env = {
         **os.environ,
         "PREFECT_HOME": str(home),
@@ -100,44 +98,8 @@ def prefect_server(server: LocalPostgres, home: Path) -> Iterator[str]:
         "PREFECT_LOGGING_LEVEL": "WARNING",
         "PREFECT_SERVER_DATABASE_CONNECTION_URL": server.url("prefect", driver="asyncpg"),
     }
-    logfile = home / "server.log"
-    with logfile.open("w") as out:
-        proc = subprocess.Popen(
-            [
-                str(Path(sys.executable).parent / "prefect"),
-                "server",
-                "start",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--no-services",
-            ],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        deadline = time.monotonic() + 180
-        while not _healthy(api):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the Prefect server did not start:\n{logfile.read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield api
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-def _healthy(api: str) -> bool:
-    try:
-        return httpx.get(f"{api}/health", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
+    with prefect_server_process(free_port(), env, home / "server.log", services=False) as api_url:
+        yield api_url
 
 
 def time_copy(server: LocalPostgres, database: str, files: list[Path]) -> float:

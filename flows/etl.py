@@ -142,14 +142,29 @@ def _retry_unless_config_error(task, task_run, state) -> bool:
     return True
 
 
-@task(
-    name="fetch-source",
-    retries=2,
-    retry_delay_seconds=10,
-    log_prints=True,
-    cache_policy=NO_CACHE,
-    retry_condition_fn=_retry_unless_config_error,
-)
+def _retried_task(name: str, retries: int, delays: float | list[float]):
+    """A task whose prints are logged, never cached, and retried unless the error is a ConfigError."""
+    return task(
+        name=name,
+        retries=retries,
+        retry_delay_seconds=delays,
+        log_prints=True,
+        cache_policy=NO_CACHE,
+        retry_condition_fn=_retry_unless_config_error,
+    )
+
+
+def _source_task(name: str):
+    """Downloads and file listings: two retries, 10 s apart."""
+    return _retried_task(name, 2, 10)
+
+
+def _database_task(name: str):
+    """PostgreSQL work: three retries, backing off (a restarting server takes a while)."""
+    return _retried_task(name, 3, [2.0, 10.0, 30.0])
+
+
+@_source_task("fetch-source")
 def fetch_source(
     settings: Settings,
     source: str,
@@ -164,14 +179,7 @@ def fetch_source(
     return [str(p) for p in chosen]
 
 
-@task(
-    name="plan-files",
-    retries=2,
-    retry_delay_seconds=10,
-    log_prints=True,
-    cache_policy=NO_CACHE,
-    retry_condition_fn=_retry_unless_config_error,
-)
+@_source_task("plan-files")
 def plan_files(
     settings: Settings, source: str, path: str | None, url: str | list[str] | None, files: list[str] | None
 ) -> list[sources.PlannedFile]:
@@ -181,14 +189,7 @@ def plan_files(
     return planned
 
 
-@task(
-    name="fetch-file",
-    retries=2,
-    retry_delay_seconds=10,
-    log_prints=True,
-    cache_policy=NO_CACHE,
-    retry_condition_fn=_retry_unless_config_error,
-)
+@_source_task("fetch-file")
 def fetch_file(
     settings: Settings, source: str, file_name: str, path: str | None, url: str | None, rows_per_file: int | None
 ) -> str:
@@ -198,14 +199,7 @@ def fetch_file(
     return str(fetched)
 
 
-@task(
-    name="ensure-schema",
-    retries=3,
-    retry_delay_seconds=[2, 10, 30],
-    log_prints=True,
-    cache_policy=NO_CACHE,
-    retry_condition_fn=_retry_unless_config_error,
-)
+@_database_task("ensure-schema")
 def ensure_schema_task(settings: Settings, table: str | None) -> None:
     engine = _engine(settings)
     try:
@@ -242,14 +236,7 @@ class _ProgressLog:
             self.next_log = (self.done * 10 // self.total + 1) / 10
 
 
-@task(
-    name="copy-file-to-postgres",
-    retries=3,
-    retry_delay_seconds=[2, 10, 30],
-    log_prints=True,
-    cache_policy=NO_CACHE,
-    retry_condition_fn=_retry_unless_config_error,
-)
+@_database_task("copy-file-to-postgres")
 def copy_file(options: RunOptions, path: str, table: str | None, run_id: str) -> dict:
     """One transaction per attempt, so a retry starts clean (see flows/load/)."""
     settings = options.settings

@@ -8,6 +8,7 @@ prefect: the CLI points Prefect at this server before Prefect reads its settings
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import time
 import tomllib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -137,29 +139,62 @@ class LocalPrefectServer:
 
     def _wait_healthy(self, pid: int, timeout: float) -> None:
         """The first start creates and migrates the database: this can take minutes on a busy machine."""
-        deadline = time.monotonic() + timeout
-        while True:
-            if not _alive(pid):
-                self.pid_file.unlink(missing_ok=True)
-                raise RuntimeError(
-                    f"the local Prefect server exited; its log ({self.log_file}) ends with:\n{self.log_tail()}"
-                )
-            try:
-                if httpx.get(f"{self.api_url}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"the local Prefect server did not answer within {timeout:.0f}s; see {self.log_file}"
-                )
-            time.sleep(0.5)
+        problem = wait_healthy(self.api_url, lambda: _alive(pid), timeout)
+        if problem == "exited":
+            self.pid_file.unlink(missing_ok=True)
+            raise RuntimeError(
+                f"the local Prefect server exited; its log ({self.log_file}) ends with:\n{self.log_tail()}"
+            )
+        if problem:
+            raise RuntimeError(f"the local Prefect server did not answer within {timeout:.0f}s; see {self.log_file}")
 
     def log_tail(self) -> str:
         try:
             return self.log_file.read_text(errors="replace")[-LOG_TAIL_CHARS:]
         except OSError:
             return ""
+
+
+def wait_healthy(api_url: str, running: Callable[[], bool], timeout: float) -> str | None:
+    """None once GET {api_url}/health answers 200; "exited" when `running()` turns false; "timed out"."""
+    deadline = time.monotonic() + timeout
+    while running():
+        try:
+            if httpx.get(f"{api_url}/health", timeout=2).status_code == 200:
+                return None
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            return "timed out"
+        time.sleep(0.5)
+    return "exited"
+
+
+@contextlib.contextmanager
+def prefect_server_process(port: int, env: dict[str, str], log: Path, *, services: bool = True) -> Iterator[str]:
+    """A `prefect server start` child on 127.0.0.1:port (tests, benchmarks), stopped on exit; yields its API URL."""
+    api_url = f"http://127.0.0.1:{port}/api"
+    command = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            command + ([] if services else ["--no-services"]),
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        problem = wait_healthy(api_url, lambda: proc.poll() is None, timeout=180)
+        if problem:
+            raise RuntimeError(f"the Prefect server {problem}; its log ends with:\n{log.read_text()[-LOG_TAIL_CHARS:]}")
+        yield api_url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
 
 
 def _alive(pid: int) -> bool:

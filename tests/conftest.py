@@ -8,18 +8,16 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from pg_home import postgres_home
-from server_health import wait_healthy
 
 from flows.localdb import LocalPostgres, free_port
+from flows.localserver import prefect_server_process
+from pg_home import postgres_home
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -71,7 +69,6 @@ def postgres() -> PostgresHandle:
 class PrefectServerHandle:
     api_url: str
     env: dict = field(default_factory=dict)
-    process: subprocess.Popen | None = None
     log_path: Path | None = None
 
 
@@ -94,32 +91,22 @@ def prefect_server(postgres, tmp_path_factory) -> PrefectServerHandle:
         "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": "2",
     }
     log = home / "server.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "prefect"), "server", "start",
-             "--host", "127.0.0.1", "--port", str(port), "--no-services"],
-            env=server_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-    try:
-        wait_healthy(api_url, proc, log)
+    with prefect_server_process(port, server_env, log, services=False) as started_api_url:
+        assert started_api_url == api_url
         client_env = {
             "PREFECT_API_URL": api_url,
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_HOME": str(tmp_path_factory.mktemp("prefect-client")),
         }
-        yield PrefectServerHandle(api_url=api_url, env=client_env, process=proc, log_path=log)
-    finally:
-        # deliver in-process runs' queued logs and events while the server is still up
-        from prefect.events.worker import EventsWorker
-        from prefect.logging.handlers import APILogWorker
-
-        APILogWorker.drain_all(timeout=10)
-        EventsWorker.drain_all(timeout=10)
-        proc.terminate()
         try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+            yield PrefectServerHandle(api_url=api_url, env=client_env, log_path=log)
+        finally:
+            # deliver in-process runs' queued logs and events while the server is still up
+            from prefect.events.worker import EventsWorker
+            from prefect.logging.handlers import APILogWorker
+
+            APILogWorker.drain_all(timeout=10)
+            EventsWorker.drain_all(timeout=10)
 
 
 @pytest.fixture
@@ -159,10 +146,17 @@ def engine(data_db) -> Iterator[sa.Engine]:
         yield engine
 
 
-def scalar(url: str, sql: str, **params):
+def rows(url: str, sql: str, **params) -> list:
+    """Every row of one query, on a connection of its own."""
     engine = sa.create_engine(url)
     try:
         with engine.connect() as conn:
-            return conn.execute(sa.text(sql), params).scalar()
+            return conn.execute(sa.text(sql), params).all()
     finally:
         engine.dispose()
+
+
+def scalar(url: str, sql: str, **params):
+    """The first column of the first row, or None."""
+    found = rows(url, sql, **params)
+    return found[0][0] if found else None

@@ -1,25 +1,16 @@
-"""Waiting for a Prefect server process we started (conftest's fixture and the T4 test)."""
+"""Waiting for a Prefect server process the T4 test started as the chart runs it."""
 
 from __future__ import annotations
 
 import subprocess
-import time
 from pathlib import Path
 
-import httpx
+from flows.localserver import LOG_TAIL_CHARS
+from flows.localserver import wait_healthy as _wait
 
 
 def wait_healthy(api_url: str, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
     """Until GET {api_url}/health answers 200; fails with the server's log if it dies or times out."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"prefect server exited early:\n{log.read_text()[-4000:]}")
-        try:
-            if httpx.get(f"{api_url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"prefect server not healthy after {timeout}s:\n{log.read_text()[-4000:]}")
-        time.sleep(0.5)
+    problem = _wait(api_url, lambda: proc.poll() is None, timeout)
+    if problem:
+        raise RuntimeError(f"prefect server {problem}:\n{log.read_text()[-LOG_TAIL_CHARS:]}")

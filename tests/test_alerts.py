@@ -26,8 +26,8 @@ import pytest
 from chart_render import base_job_template, render
 from flows.alerts import BLOCK_NAME, TAG, AlertSettings, alert_specs
 from flows.localdb import free_port
+from flows.localserver import prefect_server_process
 from flows.sample import write_sample
-from server_health import wait_healthy
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -166,30 +166,16 @@ def alert_server(postgres, tmp_path_factory):
         "PREFECT_SERVER_SERVICES_LATE_RUNS_LOOP_SECONDS": "2",
     }
     log = home / "server.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
     try:
-        wait_healthy(api_url, proc, log, timeout=180)
-        client_env = {
-            **os.environ,
-            "PREFECT_API_URL": api_url,
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "PREFECT_HOME": str(tmp_path_factory.mktemp("alerts-client")),
-        }
-        yield AlertServer(api_url=api_url, env=client_env, database=database, ui_url=ui_url)
+        with prefect_server_process(port, env, log):
+            client_env = {
+                **os.environ,
+                "PREFECT_API_URL": api_url,
+                "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                "PREFECT_HOME": str(tmp_path_factory.mktemp("alerts-client")),
+            }
+            yield AlertServer(api_url=api_url, env=client_env, database=database, ui_url=ui_url)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
         print(f"alert server log tail:\n{log.read_text()[-3000:]}", file=sys.stderr)
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import engine_with_schema
+from conftest import engine_with_schema, rows
 from fault_tools import NAMES, audit
 
 from flows import etl
@@ -258,14 +258,8 @@ def test_the_corpus_through_the_concurrent_flow_has_the_same_outcomes(prefect_ap
         if outcome.check:
             query, want = outcome.check
             rows_of_file = "(select * from ecommerce_events where source_file = :f) r"
-            assert [tuple(r) for r in sa_rows(data_db, query.format(t=rows_of_file), f=file)] == want, file
+            assert [tuple(r) for r in rows(data_db, query.format(t=rows_of_file), f=file)] == want, file
     record_property("concurrent_corpus_files", len(expected))
 
 
-def sa_rows(url: str, sql: str, **params) -> list:
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return conn.execute(sa.text(sql), params).all()
-    finally:
-        engine.dispose()
+
