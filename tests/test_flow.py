@@ -150,6 +150,24 @@ def test_cli_json_is_one_object_when_the_database_is_unreachable(prefect_server,
     assert time.monotonic() - started < 60  # no retry storm before the answer
 
 
+@pytest.mark.parametrize("extra, message", [
+    ([], "no file to load, looked for *.csv"),
+    (["--files", "2019-Nov.csv"], "--files names 2019-Nov.csv, which the source does not have"),
+])
+def test_cli_an_empty_selection_exits_2_with_one_json_object_naming_what_was_looked_for(
+        extra, message, prefect_server, data_db, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    if extra:
+        write_sample(folder, rows_per_file=10, files=("2019-Oct.csv",))
+    done = _cli(["run", "--source", "local", "--path", str(folder), *extra, "--database-url", data_db, "--json"],
+                {**prefect_server.env, "ETL_DATA_DIR": str(tmp_path / "data")})
+    out = _one_json_object(done)
+    assert done.returncode == 2 and out["status"] == "error" and out["exit_code"] == 2, done.stderr[-2000:]
+    assert message in out["error"], out["error"]
+    assert out["files"] == [] and out["rows_loaded"] == 0
+
+
 def test_cli_json_is_one_object_when_the_source_fails(prefect_server, data_db, tmp_path):
     import http.server
     import threading
