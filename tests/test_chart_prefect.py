@@ -212,7 +212,8 @@ def test_deploy_command_registers_pool_and_deployments_idempotently(prefect_serv
         assert d.parameters["source"] == source
     assert deps["sample"].parameters.get("rows_per_file") == 500
     # deployments.concurrencyLimit (1), passed by the hook: the server holds extra runs back.
-    assert {n: d.global_concurrency_limit.limit for n, d in deps.items()} == {"sample": 1, "kaggle": 1}
+    # load-file has its own limit, flowRun.maxParallelFiles (below).
+    assert {n: deps[n].global_concurrency_limit.limit for n in ("sample", "kaggle")} == {"sample": 1, "kaggle": 1}
     assert [(s.schedule.cron, s.schedule.timezone) for s in deps["kaggle"].schedules] == [("0 3 * * *", "Europe/Berlin")]
     assert deps["sample"].schedules == []
     # One Job per file: the load-file deployment the chart's ETL_FILE_DEPLOYMENT names, limited to
@@ -221,7 +222,6 @@ def test_deploy_command_registers_pool_and_deployments_idempotently(prefect_serv
     assert load_file.work_pool_name == pool and load_file.entrypoint == "flows/etl.py:load_one_file"
     assert load_file.global_concurrency_limit.limit == 3
     assert load_file.concurrency_options.collision_strategy.value == "ENQUEUE"
-    assert deps["sample"].global_concurrency_limit is None  # not limited by the fan-out setting
     env = {e["name"]: e.get("value") for e in
            template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["ETL_FILE_DEPLOYMENT"] == LOAD_FILE_DEPLOYMENT and env["ETL_MAX_PARALLEL_FILES"] == "3"
@@ -234,6 +234,7 @@ def test_deploy_command_registers_pool_and_deployments_idempotently(prefect_serv
     assert second.returncode == 0, second.stdout + second.stderr
     wp2, deps2 = _client_call(prefect_server.api_url, state)
     assert deps2["load-file"].global_concurrency_limit.limit == 5
+    assert deps2["sample"].global_concurrency_limit.limit == 1  # the fan-out's limit is load-file's alone
     assert wp2.id == wp.id and wp2.base_job_template == template
     assert {n: d.id for n, d in deps2.items()} == {n: d.id for n, d in deps.items()}
     assert len(deps2["kaggle"].schedules) == 1
