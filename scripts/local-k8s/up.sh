@@ -23,6 +23,14 @@ else
   log "cluster up in $((SECONDS - t1)) s"
 fi
 ctx="kind-$cluster"
+# A reused cluster may just have restarted with its engine: its API answers Forbidden until RBAC is
+# bootstrapped, so wait for /readyz and Ready nodes before anything uses it.
+deadline=$((SECONDS + 300))
+until kubectl --context "$ctx" get --raw /readyz >/dev/null 2>&1 &&
+  kubectl --context "$ctx" wait --for=condition=Ready nodes --all --timeout=10s >/dev/null 2>&1; do
+  [ "$SECONDS" -lt "$deadline" ] || die "cluster $cluster is not ready after 300 s: kubectl --context $ctx get --raw '/readyz?verbose'"
+  sleep 3
+done
 # The chart's third-party images, under the names values.yaml uses.
 for block in postgresql pgadmin prefectServer; do
   ref=$(chart_image "$block")
