@@ -18,8 +18,8 @@ have debootstrap || apt_install debootstrap
 have docker || die "docker CLI missing after installing docker.io"
 
 log "starting dockerd (log: $DOCKERD_LOG)"
-# setsid: keep dockerd alive after this script (and its caller's process group) exits.
-setsid dockerd --iptables=false --bridge=none >>"$DOCKERD_LOG" 2>&1 </dev/null &
+# daemonize: keep dockerd alive after this script (and its caller's process group) exits.
+daemonize dockerd --iptables=false --bridge=none >>"$DOCKERD_LOG" 2>&1 </dev/null
 
 for _ in $(seq "$WAIT_SECONDS"); do
   if engine_ok; then

@@ -18,6 +18,18 @@ apt_install() {
 
 engine_ok() { docker info >/dev/null 2>&1; }
 
+# Run a daemon in its own session, without the caller's open files beyond stdio: an inherited
+# `flock` descriptor would otherwise hold the caller's lock for as long as the daemon lives.
+daemonize() {
+  (
+    for fd in /proc/"$BASHPID"/fd/*; do
+      fd=${fd##*/}
+      if [ "$fd" -gt 2 ]; then eval "exec $fd>&-"; fi
+    done
+    exec setsid "$@"
+  ) &
+}
+
 image_exists() { docker image inspect "$1" >/dev/null 2>&1; }
 
 # Host CA bundle handed to pip inside builds (this sandbox intercepts TLS).

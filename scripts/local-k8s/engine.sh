@@ -38,13 +38,13 @@ case "${1:-start}" in
     have jq || apt_install jq
     write_wrapper
     log "starting dockerd for kind on $sock (log: $logf)"
-    # setsid: outlive this script. No iptables/bridge (like the shared engine); kind makes
+    # daemonize (setsid, no inherited locks): outlive this script. No iptables/bridge (like the shared engine); kind makes
     # its own bridge network. Its own data-root, exec-root and managed containerd.
-    setsid dockerd --host "unix://$sock" --pidfile "$run_dir/dockerd.pid" \
+    daemonize dockerd --host "unix://$sock" --pidfile "$run_dir/dockerd.pid" \
       --data-root "${LK_DOCKER_ROOT:-/var/lib/lk-docker}" --exec-root "$run_dir/exec" \
       --iptables=false --ip6tables=false --bridge=none \
       --add-runtime "runc-bounded=$wrapper" --default-runtime runc-bounded \
-      >>"$logf" 2>&1 </dev/null &
+      >>"$logf" 2>&1 </dev/null
     for _ in $(seq 60); do running && { log "kind engine ready"; exit 0; }; sleep 1; done
     tail -n 30 "$logf" >&2; die "kind dockerd did not answer within 60 s" ;;
   stop)
