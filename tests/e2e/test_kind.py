@@ -144,7 +144,8 @@ def image(cluster):
 def installed(image):
     assert RELEASE not in helm("list", "-q"), (
         f"release {RELEASE} already exists in {NAMESPACE} on {CONTEXT}: "
-        "uninstall it (or `make kind-down`) before running the e2e test")
+        f"uninstall it (helm --kube-context {CONTEXT} -n {NAMESPACE} uninstall {RELEASE}; or delete the cluster: "
+        "`make local-k8s-down` here, `make kind-down` with your own kind) before running the e2e test")
     ns_created = sh("kubectl", "--context", CONTEXT, "get", "namespace", NAMESPACE, check=False).strip() == ""
     sh("kubectl", "--context", CONTEXT, "apply", "-f", str(REPO / "k8s" / "namespace.yaml"))
     # The browser reaches the UI through a port-forward on UI_PORT, so the UI's API URL names that port
