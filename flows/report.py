@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from flows.load import FileResult
+from flows.transform import printable
 
 # (column title, how to read it from a FileResult): the summary artifact and the CLI table
 SUMMARY_COLUMNS: tuple[tuple[str, Callable[[FileResult], Any]], ...] = (
@@ -26,6 +27,11 @@ SUMMARY_COLUMNS: tuple[tuple[str, Callable[[FileResult], Any]], ...] = (
 )
 TOTALS = ("rows_read", "rows_loaded", "rows_quarantined", "rows_skipped")
 RAW_TEXT_CHARS = 200  # of a quarantined line in the report
+
+
+def failed_result(name: str, error: str) -> FileResult:
+    """A file that failed before or outside its load (its name, fetching, a crashed run)."""
+    return FileResult(file=printable(name), status="failed", error=error)
 
 
 def file_result(data: dict) -> FileResult:

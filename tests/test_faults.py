@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from fault_tools import NAMES, Trap, audit
 from pg_home import postgres_home
 
-from flows import etl
+from flows import etl, tasks
 from flows.load import Tuning, ensure_schema, load_file
 from flows.localdb import LocalPostgres, free_port
 from flows.sample import write_sample
@@ -305,7 +305,7 @@ def test_database_down_at_start_is_retried_until_it_is_back(own_pg, source, refe
             threading.Timer(0.5, own_pg.server.start).start()  # back before the retry
         return ensure_schema(engine, names)
 
-    flow_env.setattr(etl, "ensure_schema", first_attempt_meets_a_stopped_server)
+    flow_env.setattr(tasks, "ensure_schema", first_attempt_meets_a_stopped_server)
     summary = etl.ecommerce_etl(source="local", path=str(source[0].parent))
     assert len(attempts) == 2  # the refused connection was retried once, not given up on
     assert [f["status"] for f in summary["files"]] == ["loaded"] * 3

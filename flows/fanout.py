@@ -1,0 +1,174 @@
+"""Fan-out: one run of the `load-file` deployment per file, each its own Kubernetes Job.
+
+The deployment's concurrency limit (the server's, before a Job exists) bounds how many run at
+once. A child hands its result back as a small artifact on its own flow run: Jobs share no volume
+and no result storage, and the artifact survives a failed child (its state would not carry it).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import cast
+
+from prefect import get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    ArtifactFilterKey,
+    FlowRunFilter,
+    FlowRunFilterId,
+)
+from prefect.client.schemas.objects import FlowRun
+from prefect.context import FlowRunContext
+from prefect.deployments import run_deployment
+from prefect.exceptions import ObjectNotFound
+from prefect.states import Completed, Failed, State
+
+from flows import sources
+from flows.errors import ConfigError
+from flows.load import FileResult
+from flows.report import failed_result, file_result
+
+# a `load-file` Job's result, for the pipeline run that started it (JSON in a markdown artifact)
+FILE_RESULT_ARTIFACT_KEY = "ecommerce-etl-file-result"
+POLL_SECONDS = 5.0
+
+
+_RESULT_JSON = re.compile(r"```json\n(.*)\n```", re.S)
+
+
+def publish_file_result(result: dict) -> None:
+    """On the `load-file` run itself: readable in the UI, parsed by the pipeline run."""
+    body = json.dumps(result, indent=1, default=str)
+    create_markdown_artifact(
+        key=FILE_RESULT_ARTIFACT_KEY,
+        description=f"Result of loading {result['file']}",
+        markdown=f"# {_inline(result['file'])}: {result['status']}\n\n```json\n{body}\n```\n",
+    )
+
+
+def parse_file_result(markdown: str) -> FileResult | None:
+    match = _RESULT_JSON.search(markdown or "")
+    return file_result(json.loads(match.group(1))) if match else None
+
+
+def _inline(text: str) -> str:
+    return " ".join(text.split())
+
+
+@dataclass(frozen=True)
+class Child:
+    file: str
+    flow_run_id: uuid.UUID
+    task_run_id: uuid.UUID | None  # the parent's task run that links the child in the UI
+
+
+def run_from_deployment() -> bool:
+    """This flow run itself was created from a deployment (not a subflow of one)."""
+    context = FlowRunContext.get()
+    return bool(context and context.flow_run and context.flow_run.deployment_id)
+
+
+def check_file_deployment(name: str) -> None:
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_deployment_by_name(name)
+        except ObjectNotFound:
+            raise ConfigError(
+                f"ETL_FILE_DEPLOYMENT names the deployment {name!r}, which the Prefect server does not have: "
+                "register it with `ecommerce-etl deploy` (the chart's hook does), or unset ETL_FILE_DEPLOYMENT "
+                "to load the files in-process"
+            ) from None
+
+
+def start_children(
+    deployment: str,
+    planned: list[sources.PlannedFile],
+    source: str,
+    rows_per_file: int | None,
+    table: str | None,
+    run_id: str,
+) -> list[Child]:
+    children = []
+    for planned_file in planned:
+        parameters = {
+            "file_name": planned_file.name,
+            "source": source,
+            "url": planned_file.url,
+            "rows_per_file": rows_per_file,
+            "table": table,
+            "run_id": run_id,
+        }
+        child = cast(
+            FlowRun,
+            run_deployment(
+                deployment,
+                parameters={k: v for k, v in parameters.items() if v is not None},
+                timeout=0,
+                flow_run_name=f"load-{planned_file.name}",
+                tags=["ecommerce-etl"],
+                idempotency_key=f"{run_id}:{planned_file.name}",  # a retried parent finds its children again
+            ),
+        )
+        children.append(Child(planned_file.name, child.id, child.parent_task_run_id))
+        print(f"{planned_file.name}: load-file run {child.name} ({child.id}) created")
+    return children
+
+
+def wait_for(children: list[Child], on_done: Callable[[Child, FlowRun], None]) -> None:
+    """Poll until every child is in a final state; `on_done` as each one ends."""
+    by_id = {c.flow_run_id: c for c in children}
+    logger = get_run_logger()
+    last_counts = None
+    with get_client(sync_client=True) as client:
+        while by_id:
+            runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=list(by_id))))
+            for run in runs:
+                if run.state and run.state.is_final():
+                    on_done(by_id.pop(run.id), run)
+            counts: dict[str, int] = {}
+            for run in runs:
+                if run.id in by_id:
+                    name = (run.state.name or run.state.type.value) if run.state else "Unknown"
+                    counts[name] = counts.get(name, 0) + 1
+            if by_id and counts != last_counts:
+                logger.info(
+                    "%d of %d file(s) done; waiting: %s",
+                    len(children) - len(by_id),
+                    len(children),
+                    ", ".join(f"{n} {s}" for s, n in sorted(counts.items())),
+                )
+                last_counts = counts
+            if by_id:
+                time.sleep(POLL_SECONDS)
+
+
+def child_result(child: Child, run: FlowRun) -> FileResult:
+    """What the child's artifact says, else why it ended without one (crashed, cancelled...)."""
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=[FILE_RESULT_ARTIFACT_KEY]),
+                flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]),
+            )
+        )
+        result = parse_file_result(str(artifacts[-1].data)) if artifacts else None
+        if child.task_run_id:  # the UI's graph shows the child's outcome on its linking task
+            outcome: State = (
+                Completed()
+                if run.state and run.state.is_completed()
+                else Failed(message=f"load-file run {run.name} ended {run.state.name if run.state else 'unknown'}")
+            )
+            client.set_task_run_state(child.task_run_id, outcome, force=True)
+    if result:
+        return result
+    state = run.state
+    why = f"{state.name}: {state.message}" if state and state.message else (state.name if state else "no state")
+    return failed_result(child.file, f"its load-file run {run.name} ended without a result ({why})")
