@@ -42,8 +42,9 @@ from concurrency import overlap
 from fault_tools import audit
 import test_kaggle
 from test_kaggle import DOWNLOAD_PATH, KEY, LIST_PATH, STORAGE, USER
-from flows import etl, fanout
+from flows import etl
 from flows.deploy import LOAD_FILE_FLOW, deployment_specs
+from flows.fanout import FILE_RESULT_ARTIFACT_KEY
 from flows.sample import write_sample
 from flows.schema import MONTH_FILES
 from flows.settings import get_settings
@@ -233,7 +234,7 @@ def fanned_out_pipeline(fanout, monkeypatch, tmp_path):
     monkeypatch.setenv("DATABASE_URL", fanout["database"])
     monkeypatch.setenv("ETL_DATA_DIR", str(tmp_path / "parent-data"))
     monkeypatch.setenv("ETL_FILE_DEPLOYMENT", fanout["deployment"])
-    monkeypatch.setattr(fanout, "POLL_SECONDS", 1.0)
+    monkeypatch.setattr("flows.fanout.POLL_SECONDS", 1.0)
     return etl.make_flows().pipeline
 
 
@@ -325,7 +326,7 @@ def test_a_child_rerun_alone_loads_exactly_its_file_once(fanout, prefect_api, tm
     with get_client(sync_client=True) as client:
         keys = {a.key for a in client.read_artifacts(
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id])))}
-    assert {etl.SUMMARY_ARTIFACT_KEY, etl.QUARANTINE_ARTIFACT_KEY, fanout.FILE_RESULT_ARTIFACT_KEY} <= keys
+    assert {etl.SUMMARY_ARTIFACT_KEY, etl.QUARANTINE_ARTIFACT_KEY, FILE_RESULT_ARTIFACT_KEY} <= keys
     # Again: unchanged, so skipped.
     again = run_child_alone(fanout, params)
     assert again.state.is_completed()
