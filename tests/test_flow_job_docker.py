@@ -404,6 +404,7 @@ class FileJobs:
     def __init__(self, release, registered):
         self.release, self.registered = release, registered
         self.jobs: list[dict] = []  # {flow_run_id, manifest, results, start, end}
+        self.errors: list[str] = []  # Jobs this stand-in worker could not run (their runs are Crashed)
         self.rejected = 0
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -455,6 +456,33 @@ class FileJobs:
             self._stop.wait(1)
 
     def _run(self, flow_run, deployment_id) -> None:
+        try:
+            job = self._run_job(flow_run, deployment_id)
+            self._check_run_ended(flow_run, job)
+        except BaseException as exc:
+            # As a worker does when it cannot submit a run: the run crashes, so the parent ends
+            # (and this test fails with the reason) instead of waiting for it forever.
+            import traceback
+
+            from prefect.states import Crashed
+
+            self.errors.append(f"load-file run {flow_run.name}: {traceback.format_exc()}")
+            crashed = Crashed(message=f"the T4 stand-in worker could not run its Job: {type(exc).__name__}: {exc}")
+            asyncio.run(_client_call(self.release["api_url"],
+                                     lambda c: c.set_flow_run_state(flow_run.id, crashed, force=True)))
+
+    def _check_run_ended(self, flow_run, job: dict) -> None:
+        """A Job whose containers are done while its flow run is not final (an init container
+        failed, the engine never started): prefect-kubernetes' observer would crash the run."""
+        async def read(client):
+            return await client.read_flow_run(flow_run.id)
+
+        run = asyncio.run(_client_call(self.release["api_url"], read))
+        if not (run.state and run.state.is_final()):
+            raise RuntimeError(f"its Job ended with the run still {run.state.name if run.state else None}:\n"
+                               f"{_tail(job['results'])}")
+
+    def _run_job(self, flow_run, deployment_id) -> dict:
         async def pool(client):
             return await client.read_work_pool(self.registered["work_pool"])
 
@@ -465,6 +493,7 @@ class FileJobs:
                                  self.release["loopback"], self.release["work"], f"t4-file-{flow_run.id.hex[:8]}")
         job["end"] = time.monotonic()
         self.jobs.append(job)
+        return job
 
 
 def _run_sample_deployment(release, registered) -> tuple[dict, list[dict], object, FileJobs]:
@@ -498,6 +527,7 @@ def _run_sample_deployment(release, registered) -> tuple[dict, list[dict], objec
         return await client.read_flow_run(flow_run.id)
 
     final = asyncio.run(_client_call(api_url, read))
+    assert not file_jobs.errors, "\n".join(file_jobs.errors)
     detail = f"{_tail(results)}\n--- server log ---\n{release['server_log'].read_text()[-3000:]}"
     assert results[-1]["rc"] == 0, detail
     assert final.state.type == StateType.COMPLETED, f"flow run is {final.state!r}\n{detail}"
