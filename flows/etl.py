@@ -21,10 +21,11 @@ import contextlib
 import contextvars
 import threading
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from prefect import Flow, flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -77,6 +78,28 @@ def _parent_run_name() -> str:
     source = flow_run.parameters.get("source", "sample")
     started = flow_run.scheduled_start_time or datetime.now(UTC)
     return f"{source} {started.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
+
+
+_File = TypeVar("_File")
+
+
+def _admit(
+    files: list[_File], name_of: Callable[[_File], str], report: RunReport, settings: Settings, table: str | None
+) -> list[tuple[int, _File]]:
+    """A report row per file: pending, or failed at once when its name alone rules it out (its
+    event is emitted then). Returns (report row, file) of the files to load, in order."""
+    seen: set[str] = set()
+    admitted = []
+    for file in files:
+        name = name_of(file)
+        problem = _unloadable_name(name, seen)
+        report.files.append(failed_result(name, problem) if problem else FileResult(name, "pending"))
+        if problem:
+            _emit_events(report.files[-1], settings, table)
+        else:
+            seen.add(name)
+            admitted.append((len(report.files) - 1, file))
+    return admitted
 
 
 def _unloadable_name(name: str, seen: set[str]) -> str | None:
@@ -221,18 +244,7 @@ def make_flows(options: RunOptions | None = None) -> Flows:
     def in_process(run: RunOptions, report: RunReport, paths: list[str], table: str | None, run_id: str) -> None:
         """Up to ETL_MAX_PARALLEL_FILES subflows at once, each in a thread that carries this run's
         context (Prefect's run context lives in contextvars: a bare thread would lose the parent)."""
-        seen: set[str] = set()
-        runnable: list[tuple[int, str]] = []
-        for p in paths:
-            problem = _unloadable_name(Path(p).name, seen)
-            report.files.append(
-                failed_result(Path(p).name, problem) if problem else FileResult(Path(p).name, "pending")
-            )
-            if problem:
-                _emit_events(report.files[-1], run.settings, table)
-            else:
-                seen.add(Path(p).name)
-                runnable.append((len(report.files) - 1, p))
+        runnable = _admit(paths, lambda p: Path(p).name, report, run.settings, table)
         _announce([p for _, p in runnable], run.progress)
 
         def one(index: int, p: str) -> None:
@@ -260,20 +272,9 @@ def make_flows(options: RunOptions | None = None) -> Flows:
     ) -> None:
         deployment = run.settings.file_deployment or ""
         fanout.check_file_deployment(deployment)
-        seen: set[str] = set()
-        startable = []
-        for planned_file in planned:
-            problem = _unloadable_name(planned_file.name, seen)
-            report.files.append(
-                failed_result(planned_file.name, problem) if problem else FileResult(planned_file.name, "pending")
-            )
-            if problem:
-                _emit_events(report.files[-1], run.settings, table)
-            else:
-                seen.add(planned_file.name)
-                startable.append(planned_file)
-        children = fanout.start_children(deployment, startable, source, rows_per_file, table, run_id)
-        slot = {c.flow_run_id: [f.file for f in report.files].index(c.file) for c in children}
+        startable = _admit(planned, lambda f: f.name, report, run.settings, table)
+        children = fanout.start_children(deployment, [f for _, f in startable], source, rows_per_file, table, run_id)
+        slot = {c.flow_run_id: row for (row, _), c in zip(startable, children, strict=True)}
 
         def done(child: fanout.Child, child_run: FlowRun) -> None:
             result = fanout.child_result(child, child_run)

@@ -103,7 +103,7 @@ class LocalPrefectServer:
             log.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting on port {self.port}\n")
             log.flush()
             proc = subprocess.Popen(
-                [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
+                server_command(self.port),
                 env=self._environment(),
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -155,6 +155,12 @@ class LocalPrefectServer:
             return ""
 
 
+def server_command(port: int, *, services: bool = True) -> list[str]:
+    """`prefect server start` on 127.0.0.1:port, from this Python's environment."""
+    command = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    return command if services else [*command, "--no-services"]
+
+
 def wait_healthy(api_url: str, running: Callable[[], bool], timeout: float) -> str | None:
     """None once GET {api_url}/health answers 200; "exited" when `running()` turns false; "timed out"."""
     deadline = time.monotonic() + timeout
@@ -174,10 +180,9 @@ def wait_healthy(api_url: str, running: Callable[[], bool], timeout: float) -> s
 def prefect_server_process(port: int, env: dict[str, str], log: Path, *, services: bool = True) -> Iterator[str]:
     """A `prefect server start` child on 127.0.0.1:port (tests, benchmarks), stopped on exit; yields its API URL."""
     api_url = f"http://127.0.0.1:{port}/api"
-    command = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
     with log.open("w") as out:
         proc = subprocess.Popen(
-            command + ([] if services else ["--no-services"]),
+            server_command(port, services=services),
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
