@@ -39,8 +39,10 @@ lint: venv ## ruff check, ruff format --check (LINT_PATHS), mypy flows/, shellch
 	echo "== shellcheck"; SHELLCHECK=$(VENV)/bin/shellcheck scripts/lint-shell.sh || rc=1; \
 	exit $$rc
 
-fuzz: venv ## differential fuzzing: FUZZ_EXAMPLES (2000) generated files, both load paths against tests/oracle.py
+fuzz: venv ## differential fuzzing: FUZZ_EXAMPLES (2000) files, both load paths vs tests/oracle.py; the compiled check vs its reference (plain and ASan/UBSan builds)
 	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q tests/test_differential.py -k oracle --hypothesis-show-statistics
+	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q tests/test_fastcheck_native.py --hypothesis-show-statistics
+	PY=$(PY) scripts/fuzz-native-sanitized.sh
 
 bench: venv ## time psql \copy vs our loader vs the tutorial's to_sql (BENCH_ROWS=1000000)
 	$(PY) -m benchmarks.load --rows $(BENCH_ROWS)

@@ -156,10 +156,16 @@ def _embedded_database(settings: Settings) -> tuple[Settings, str, bool]:
     """No database configured: the embedded server under ETL_LOCAL_DIR, database ecommerce."""
     from pydantic import SecretStr
 
+    from flows.localdb import local_cores
+    from flows.settings import copy_segments_for
+
     server = _local_postgres(settings).start()
     server.ensure_database("ecommerce")
     where = f"the embedded PostgreSQL in {settings.local_db_dir.resolve()} (database ecommerce)"
-    return settings.model_copy(update={"database_url": SecretStr(server.url("ecommerce"))}), where, True
+    # it runs here, so its cores are known
+    segments = settings.copy_parallelism or copy_segments_for(local_cores())
+    update = {"database_url": SecretStr(server.url("ecommerce")), "copy_parallelism": segments}
+    return settings.model_copy(update=update), where, True
 
 
 def _prefect_ui(settings) -> str:

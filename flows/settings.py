@@ -16,6 +16,15 @@ from flows.schema import check_identifier
 KAGGLE_DATASET_URL = "https://www.kaggle.com/datasets/mkechinov/ecommerce-events-history-in-cosmetics-shop"
 
 
+DEFAULT_COPY_PARALLELISM = 2
+
+
+def copy_segments_for(cores: int) -> int:
+    """COPY connections per file for a database server with `cores` cores: one more than its cores,
+    so that a backend waiting for its client's next chunk leaves no core idle (measured in make bench)."""
+    return max(1, cores) + 1
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
 
@@ -36,8 +45,10 @@ class Settings(BaseSettings):
     # the local Prefect server's UI and API (127.0.0.1), started when PREFECT_API_URL is not set
     prefect_port: int = Field(4200, ge=1, le=65535, validation_alias="ETL_PREFECT_PORT")
     sample_rows_per_file: int = Field(20_000, ge=1, validation_alias="ETL_SAMPLE_ROWS_PER_FILE")
-    # COPY connections per file; the database server needs that many free cores to gain
-    copy_parallelism: int = Field(2, ge=1, le=16, validation_alias="ETL_COPY_PARALLELISM")
+    # COPY connections (segments) per file. Unset: sized to the embedded server's cores
+    # (copy_segments_for), or DEFAULT_COPY_PARALLELISM for a server whose cores are not known. The
+    # chart sets it from the PostgreSQL container's CPU limit (flowRun.copyParallelism).
+    copy_parallelism: int | None = Field(None, ge=1, le=16, validation_alias="ETL_COPY_PARALLELISM")
 
     # Files loaded at once by one run: in-process subflows (the CLI), or the Job count the chart's
     # load-file deployment concurrency limit allows (flowRun.maxParallelFiles, the same value).

@@ -20,7 +20,7 @@ from prefect.cache_policies import NO_CACHE
 from flows import sources
 from flows.errors import ConfigError, FileRejected
 from flows.load import FileResult, ensure_schema, load_file
-from flows.settings import Settings, redact
+from flows.settings import DEFAULT_COPY_PARALLELISM, Settings, redact
 from flows.sql import Names
 from flows.transform import printable
 
@@ -191,7 +191,7 @@ def copy_file(options: RunOptions, path: str, table: str | None, run_id: str) ->
             file,
             run_id=run_id,
             progress=_ProgressLog(file, options.progress),
-            parallel=settings.copy_parallelism,
+            parallel=settings.copy_parallelism or DEFAULT_COPY_PARALLELISM,
         )
     finally:
         engine.dispose()

@@ -68,7 +68,9 @@ def _copy_segment(ctx: LoadContext, segment: Segment, give_up: threading.Event) 
         with SegmentFeed(f, ctx.plan, segment, ctx.tuning.chunk_bytes, give_up, ctx.progress) as feed:
             try:
                 with ctx.step("stage-fast.copy"):
-                    cur.copy_expert(q.copy_raw(names, table, ctx.plan.header.columns), feed, size=ctx.tuning.chunk_bytes)
+                    cur.copy_expert(
+                        q.copy_raw(names, table, ctx.plan.header.columns), feed, size=ctx.tuning.chunk_bytes
+                    )
             except _STRUCTURE_ERRORS:
                 give_up.set()
                 dbapi.rollback()

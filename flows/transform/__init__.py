@@ -9,7 +9,7 @@ COPY; the rules here decide what may reach it (flows/load/SPEC.md):
 - fastcheck: the byte-level proof that lets the fast path hand a file's raw bytes to COPY
 """
 
-from flows.transform.fastcheck import MAX_FAST_LINE_BYTES, fast_lines
+from flows.transform.fastcheck import MAX_FAST_LINE_BYTES, count_newlines, fast_lines
 from flows.transform.fields import (
     MAX_FIELD_CHARS,
     MAX_NUMBER_CHARS,
@@ -34,6 +34,7 @@ __all__ = [
     "SkippedRow",
     "check_field",
     "check_record",
+    "count_newlines",
     "fast_lines",
     "iter_records",
     "parse_header",

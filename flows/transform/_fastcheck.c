@@ -125,6 +125,7 @@ typedef struct {
     Py_ssize_t block;  /* offset of the current block (negative before the first) */
     uint64_t left;     /* its separators not yet taken, one bit per byte */
     int vector;        /* classify with SSE2 (else byte by byte: the portable path, also tested) */
+    int failed;        /* a block held a quote, or a CR not followed by an LF */
 } scanner;
 
 /* One block's separators (comma or LF), quotes and CRs, one bit per byte; `n` <= 64 bytes at b. */
@@ -189,17 +190,29 @@ static int classify(scanner *sc)
     return 1;
 }
 
+/* Classify the next blocks until one holds a separator: 1 when one does; 0 at the end of the buffer
+ * or when a block fails its quote/CR rule (then `failed` is set). Kept out of line: it runs once per
+ * block, the separator loop below once per field. */
+static __attribute__((noinline)) int refill(scanner *sc)
+{
+    while (sc->left == 0) {
+        if (sc->block + BLOCK >= sc->stop - sc->data)
+            return 0;
+        sc->block += BLOCK;
+        if (!classify(sc)) {
+            sc->failed = 1;
+            return 0;
+        }
+    }
+    return 1;
+}
+
 /* The next separator; sc->stop when there is none (the end of the buffer acts as one); NULL when a
  * block fails its quote/CR rule. */
 static inline cursor next_separator(scanner *sc)
 {
-    while (sc->left == 0) {
-        if (sc->block + BLOCK >= sc->stop - sc->data)
-            return sc->stop;
-        sc->block += BLOCK;
-        if (!classify(sc))
-            return NULL;
-    }
+    if (__builtin_expect(sc->left == 0, 0) && !refill(sc))
+        return sc->failed ? NULL : sc->stop;
     cursor at = sc->data + sc->block + __builtin_ctzll(sc->left);
     sc->left &= sc->left - 1;
     return at;
@@ -257,13 +270,35 @@ static inline cursor line(scanner *sc, cursor s)
 /* The number of lines of [data, data + size), or -1. Lines end with LF; the last may lack it. */
 static Py_ssize_t check(cursor data, Py_ssize_t size, int vector)
 {
-    scanner sc = {.data = data, .stop = data + size, .block = -BLOCK, .left = 0, .vector = vector};
+    scanner sc = {.data = data, .stop = data + size, .block = -BLOCK, .left = 0, .vector = vector, .failed = 0};
     Py_ssize_t lines = 0;
     for (cursor s = data; s < sc.stop; lines++) {
         if ((s = line(&sc, s)) == NULL)
             return -1;
     }
     return lines;
+}
+
+/* --- line counting (the plan numbers the lines of each segment before any is loaded) ------------ */
+
+static Py_ssize_t count_newlines(cursor p, Py_ssize_t n, int vector)
+{
+    Py_ssize_t count = 0, i = 0;
+#if defined(__SSE2__)
+    const __m128i lf = _mm_set1_epi8('\n');
+    while (vector && n - i >= 16) {
+        __m128i hits = _mm_setzero_si128(); /* per byte lane, at most 255 before it is summed */
+        for (int k = 0; k < 255 && n - i >= 16; k++, i += 16)
+            hits = _mm_sub_epi8(hits, _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(p + i)), lf));
+        __m128i sums = _mm_sad_epu8(hits, _mm_setzero_si128());
+        count += _mm_cvtsi128_si32(sums) + _mm_extract_epi16(sums, 4);
+    }
+#else
+    (void)vector;
+#endif
+    for (; i < n; i++)
+        count += p[i] == '\n';
+    return count;
 }
 
 /* --- the module -------------------------------------------------------------------------------- */
@@ -281,6 +316,31 @@ static PyObject *run(PyObject *arg, int vector)
     if (found < 0)
         Py_RETURN_NONE;
     return PyLong_FromSsize_t(found);
+}
+
+static PyObject *newlines(PyObject *arg, int vector)
+{
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    Py_ssize_t found;
+    Py_BEGIN_ALLOW_THREADS
+    found = count_newlines((cursor)view.buf, view.len, vector);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&view);
+    return PyLong_FromSsize_t(found);
+}
+
+static PyObject *count_lf(PyObject *module, PyObject *arg)
+{
+    (void)module;
+    return newlines(arg, 1);
+}
+
+static PyObject *count_lf_portable(PyObject *module, PyObject *arg)
+{
+    (void)module;
+    return newlines(arg, 0);
 }
 
 static PyObject *lines(PyObject *module, PyObject *arg)
@@ -301,6 +361,8 @@ static PyMethodDef methods[] = {
      "would, else None. Releases the GIL."},
     {"lines_portable", lines_portable, METH_O,
      "lines() without the vector instructions: the path of machines without SSE2 (for the tests)."},
+    {"newlines", count_lf, METH_O, "newlines(buffer) -> int: how many LF bytes it holds. Releases the GIL."},
+    {"newlines_portable", count_lf_portable, METH_O, "newlines() without the vector instructions (for the tests)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 from flows.transform.fields import MAX_NUMBER_CHARS
 
 try:
-    from flows.transform import _fastcheck
+    import flows.transform._fastcheck as _fastcheck
 except ImportError as exc:  # pragma: no cover - a checkout used without installing it
     raise ImportError(
         "the compiled check flows/transform/_fastcheck.c is not built: run `make venv` (or "
@@ -32,3 +32,4 @@ if (_fastcheck.MAX_LINE_BYTES, _fastcheck.MAX_NUMBER_CHARS) != (MAX_FAST_LINE_BY
     raise ImportError("flows/transform/_fastcheck.c's limits differ from the Python ones: rebuild it (make venv)")
 
 fast_lines = _fastcheck.lines
+count_newlines = _fastcheck.newlines  # LF bytes in a buffer, at memory speed (the plan numbers lines with it)
