@@ -126,11 +126,19 @@ class ServerCpu:
                 total += sum(int(v) for v in stat[11:15])
         return total / self.tick
 
-    def settle(self, timeout: float = 30) -> None:
-        """Wait until the connections of the last load are gone (their CPU then sits in cutime)."""
+    def settle(self, database: str = "bench", timeout: float = 30) -> None:
+        """Wait until the connections to `database` are gone (their CPU then sits in the postmaster's cutime)."""
         deadline = time.monotonic() + timeout
-        while self.children() - self.idle and time.monotonic() < deadline:
+        while time.monotonic() < deadline and any(self._serves(pid, database) for pid in self.children() - self.idle):
             time.sleep(0.02)
+
+    @staticmethod
+    def _serves(pid: int, database: str) -> bool:
+        try:
+            title = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            return False
+        return f" {database} " in f" {title} "
 
 
 def children_cpu() -> float:
