@@ -7,6 +7,7 @@ import pytest
 
 from chart_render import base_job_template, by_kind, render, render_error
 
+pytestmark = pytest.mark.chart
 RESOURCES = {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
 
 
