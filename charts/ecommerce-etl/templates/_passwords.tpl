@@ -28,6 +28,7 @@ the same objects every time, and no generated password sits in any rendered mani
 {{- if and $auth.enabled (not $auth.existingSecret) -}}
 {{- $out = append $out (dict "name" (include "ecommerce-etl.basicAuthSecretName" .) "keys" (dict
       "password" (dict "length" 32)
+      "username" (dict "template" $auth.username)
       (include "ecommerce-etl.basicAuthKey" .) (dict "template" (printf "%s:{password}" $auth.username)))) -}}
 {{- end -}}
 {{- toJson $out -}}
