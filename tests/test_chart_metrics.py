@@ -43,17 +43,25 @@ VALUE_SETS = {
             "staleAfter": "2d",
             "exporter": {"cacheSeconds": 30, "eventsLookbackHours": 48, "nodeSelector": {"disk": "ssd"}},
             "serviceMonitor": {"force": True, "interval": "1m", "scrapeTimeout": "50s", "labels": {"release": "kps"}},
-            "prometheusRule": {"force": True, "labels": {"release": "kps"}, "alertLabels": {"team": "data"},
-                               "runsWaitingFor": "1h", "quarantineRatio": 0.1},
+            "prometheusRule": {
+                "force": True,
+                "labels": {"release": "kps"},
+                "alertLabels": {"team": "data"},
+                "runsWaitingFor": "1h",
+                "quarantineRatio": 0.1,
+            },
             "dashboard": {"labels": {"grafana_dashboard": "1", "team": "data"}},
             "networkPolicy": {"namespace": "", "podLabels": None},
         },
         "prefectServer": {"basicAuth": {"enabled": True, "existingSecret": "prefect-auth"}},
         "image": {"digest": "sha256:" + "a" * 64, "pullPolicy": "Always"},
     },
-    "external-db": {**FORCED, "postgresql": {"enabled": False},
-                    "externalDatabase": {"host": "pg.example", "existingSecret": "managed-db"}},
-}  # fmt: skip
+    "external-db": {
+        **FORCED,
+        "postgresql": {"enabled": False},
+        "externalDatabase": {"host": "pg.example", "existingSecret": "managed-db"},
+    },
+}
 
 
 def kinds(docs: list[dict]) -> set[str]:
@@ -116,8 +124,9 @@ def _strict(node):
 
 @pytest.fixture(scope="module")
 def crd_validators() -> dict[str, jsonschema.Draft7Validator]:
-    done = subprocess.run([str(REPO / "scripts" / "prometheus-tools.sh"), "crds"], capture_output=True, text=True,
-                          timeout=600)  # fmt: skip
+    done = subprocess.run(
+        [str(REPO / "scripts" / "prometheus-tools.sh"), "crds"], capture_output=True, text=True, timeout=600
+    )
     if done.returncode != 0:
         pytest.skip(f"the Prometheus Operator's CRDs are not available: {done.stderr.strip()}")
     folder = Path(done.stdout.strip())
@@ -201,8 +210,10 @@ def test_servicemonitor_scrapes_the_exporter_and_the_server_with_credentials_whe
     server = endpoints["http"]
     assert server["path"] == "/api/metrics"
     secret = f"{FULL}-basic-auth"
-    assert server["basicAuth"] == {"username": {"name": secret, "key": "username"},
-                                   "password": {"name": secret, "key": "password"}}  # fmt: skip
+    assert server["basicAuth"] == {
+        "username": {"name": secret, "key": "username"},
+        "password": {"name": secret, "key": "password"},
+    }
     # the generated Secret has those keys, consistent with the auth string the server checks
     values = generated_secrets(docs)
     assert values[f"{secret}/auth-string"] == f"{values[f'{secret}/username']}:{values[f'{secret}/password']}"

@@ -83,8 +83,13 @@ def test_the_cases_follow_the_values_so_they_can_fail(promtool, tmp_path):
     expected = {"EcommerceEtlDataStale", "EcommerceEtlQuarantineHigh", "EcommerceEtlPostgresVolumeFull"}
     assert failed == expected, done.stdout + done.stderr
     # without the in-chart PostgreSQL there is no volume rule
-    groups = rule_groups({**RULE_VALUES, "postgresql": {"enabled": False},
-                          "externalDatabase": {"host": "db.example", "existingSecret": "db"}})  # fmt: skip
+    groups = rule_groups(
+        {
+            **RULE_VALUES,
+            "postgresql": {"enabled": False},
+            "externalDatabase": {"host": "db.example", "existingSecret": "db"},
+        }
+    )
     assert "EcommerceEtlPostgresVolumeFull" not in {r["alert"] for g in groups for r in g["rules"]}
 
 
@@ -125,8 +130,13 @@ def test_dashboard_structure():
             assert 'namespace="$namespace"' in target["expr"], (panel["title"], "filtered to the chosen release")
     # what the issue asks to see: freshness, rows per day, quarantine by reason, runs by state, durations
     titles = " | ".join(p["title"] for p in panels).lower()
-    for topic in ("last successful load", "rows added per day", "quarantined rows by reason", "runs by state",
-                  "duration"):  # fmt: skip
+    for topic in (
+        "last successful load",
+        "rows added per day",
+        "quarantined rows by reason",
+        "runs by state",
+        "duration",
+    ):
         assert topic in titles, topic
     # every series it reads is one the exporter serves (or Prometheus' own `up`)
     used = {m for q in dashboard_queries(board).values() for m in re.findall(r"\b(ecommerce_etl_\w+|up)\{", q)}
@@ -153,8 +163,9 @@ def test_every_dashboard_query_parses_in_promtool(promtool, tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"SUCCESS: {len(queries)} rules found" in done.stdout
     # and promtool does refuse a broken query
-    (tmp_path / "broken.yaml").write_text(yaml.safe_dump(
-        {"groups": [{"name": "d", "rules": [{"record": "x:y", "expr": "sum by (a (up)"}]}]}))  # fmt: skip
+    (tmp_path / "broken.yaml").write_text(
+        yaml.safe_dump({"groups": [{"name": "d", "rules": [{"record": "x:y", "expr": "sum by (a (up)"}]}]})
+    )
     assert subprocess.run([promtool, "check", "rules", "broken.yaml"], cwd=tmp_path, capture_output=True).returncode
 
 

@@ -151,8 +151,8 @@ def _runs_samples(add: Callable[[str, dict[str, str], float | None], None], runs
         for (state_type, state), count in sorted(d.by_state.items()):
             add("ecommerce_etl_flow_runs", {**deployment, "state_type": state_type, "state": state}, count)
         for state in WAITING:
-            add("ecommerce_etl_flow_runs_waiting_oldest_seconds", {**deployment, "state": state},
-                d.oldest_waiting.get(state, 0.0))  # fmt: skip
+            oldest = d.oldest_waiting.get(state, 0.0)
+            add("ecommerce_etl_flow_runs_waiting_oldest_seconds", {**deployment, "state": state}, oldest)
         add("ecommerce_etl_flow_runs_running_oldest_seconds", deployment, d.oldest_running)
         add("ecommerce_etl_flow_run_last_duration_seconds", deployment, d.last_duration)
         add("ecommerce_etl_flow_run_last_success_timestamp_seconds", deployment, d.last_success)
