@@ -15,7 +15,6 @@ import uuid
 
 import kubernetes_validate
 import pytest
-import yaml
 
 from chart_render import (
     by_kind,
@@ -30,6 +29,9 @@ from chart_render import (
     selects,
     strip_source,
 )
+from checkov_scan import checkov_binary, scan_documents
+
+pytestmark = pytest.mark.chart
 
 FULL = "etl-ecommerce-etl"
 HA = {"prefectServer": {"replicas": 2}}
@@ -269,18 +271,11 @@ def test_network_policies_admit_only_the_server_to_redis_and_the_services_to_pos
 
 
 def test_checkov_reports_no_failed_check_on_the_ha_value_sets(tmp_path):
-    from test_security import _checkov, _scan, _without_skips
-
-    checkov = _checkov()
+    checkov = checkov_binary()
     if not checkov:
         pytest.skip("checkov not installed: `make checkov` (own venv under .cache/checkov) or set CHECKOV")
-    rendered, bare = tmp_path / "rendered", tmp_path / "bare"
-    rendered.mkdir(), bare.mkdir()
-    for name, values in VALUE_SETS.items():
-        docs = [strip_source(d) for d in render(values)]
-        (rendered / f"{name}.yaml").write_text(yaml.safe_dump_all(docs))
-        (bare / f"{name}.yaml").write_text(yaml.safe_dump_all([_without_skips(d) for d in docs]))
-    reports, without = _scan(checkov, rendered), _scan(checkov, bare)
+    sets = {name: [strip_source(d) for d in render(values)] for name, values in VALUE_SETS.items()}
+    reports, without = scan_documents(checkov, sets, tmp_path)
     failed = {n: sorted({(f["check_id"], f["resource"]) for f in r["failed"]}) for n, r in reports.items()}
     assert {n: f for n, f in failed.items() if f} == {}
     for name, report in reports.items():

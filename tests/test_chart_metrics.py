@@ -25,8 +25,11 @@ from chart_render import (
     selects,
     strip_source,
 )
+from checkov_scan import checkov_binary, scan_documents
+from helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.chart
+
 SM, PR = "monitoring.coreos.com/v1/ServiceMonitor", "monitoring.coreos.com/v1/PrometheusRule"
 FULL = "etl-ecommerce-etl"
 ON = {"metrics": {"enabled": True}}
@@ -296,18 +299,11 @@ def test_network_policies_let_the_scraper_and_the_exporter_in_and_nobody_else():
 
 # --- checkov -------------------------------------------------------------------------------------
 def test_checkov_reports_no_failed_check_on_the_monitoring_value_sets(tmp_path):
-    from test_security import _checkov, _scan, _without_skips
-
-    checkov = _checkov()
+    checkov = checkov_binary()
     if not checkov:
         pytest.skip("checkov not installed: `make checkov` (own venv under .cache/checkov) or set CHECKOV")
-    rendered, bare = tmp_path / "rendered", tmp_path / "bare"
-    rendered.mkdir(), bare.mkdir()
-    for name, values in VALUE_SETS.items():
-        docs = [strip_source(d) for d in render(values)]
-        (rendered / f"{name}.yaml").write_text(yaml.safe_dump_all(docs))
-        (bare / f"{name}.yaml").write_text(yaml.safe_dump_all([_without_skips(d) for d in docs]))
-    reports, without = _scan(checkov, rendered), _scan(checkov, bare)
+    sets = {name: [strip_source(d) for d in render(values)] for name, values in VALUE_SETS.items()}
+    reports, without = scan_documents(checkov, sets, tmp_path)
     failed = {n: sorted({(f["check_id"], f["resource"]) for f in r["failed"]}) for n, r in reports.items()}
     assert {n: f for n, f in failed.items() if f} == {}
     for name, report in reports.items():

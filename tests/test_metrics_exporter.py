@@ -25,16 +25,17 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from chart_render import base_job_template, render
-from conftest import rows, scalar
-from flows.localdb import free_port
-from flows.localserver import prefect_server_process
 from flows.metrics.families import FAMILIES
 from flows.sample import write_sample
 from flows.transform import reason_class
+from helpers import BIN, free_port, rows, scalar, started_prefect_server
 
-BIN = Path(sys.executable).parent
 POOL = "metrics-no-worker"
 UUID_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
+
+
+# starts a Prefect server of its own (besides the session PostgreSQL)
+pytestmark = pytest.mark.integration
 
 
 @dataclass
@@ -47,37 +48,22 @@ class Server:
 @pytest.fixture(scope="module")
 def server(postgres, tmp_path_factory):
     """A Prefect server with its services (events are persisted by one), basic auth and /api/metrics."""
-    home = tmp_path_factory.mktemp("metrics-home")
-    database = f"prefect_metrics_{uuid.uuid4().hex[:8]}"
-    postgres.run_sql(f'CREATE DATABASE "{database}"')
-    port, auth = free_port(), ("ops", secrets.token_urlsafe(12))
-    api_url = f"http://127.0.0.1:{port}/api"
-    env = {
-        **os.environ,
-        "PREFECT_HOME": str(home),
-        "PREFECT_API_URL": api_url,
-        "PREFECT_SERVER_DATABASE_CONNECTION_URL": postgres.server.url(database, driver="asyncpg"),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_SERVER_UI_ENABLED": "false",
-        "PREFECT_LOGGING_LEVEL": "WARNING",
+    auth = ("ops", secrets.token_urlsafe(12))
+    extra = {
         "PREFECT_SERVER_API_AUTH_STRING": ":".join(auth),
         "PREFECT_SERVER_METRICS_ENABLED": "true",
         "PREFECT_SERVER_SERVICES_LATE_RUNS_AFTER_SECONDS": "5",
         "PREFECT_SERVER_SERVICES_LATE_RUNS_LOOP_SECONDS": "2",
     }
-    log = home / "server.log"
+    home = tmp_path_factory.mktemp("metrics-server")
+    database = f"prefect_metrics_{uuid.uuid4().hex[:8]}"
     try:
-        with prefect_server_process(port, env, log):
-            client_env = {
-                **os.environ,
-                "PREFECT_API_URL": api_url,
-                "PREFECT_API_AUTH_STRING": ":".join(auth),
-                "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                "PREFECT_HOME": str(tmp_path_factory.mktemp("metrics-client")),
-            }
-            yield Server(api_url=api_url, auth=auth, env=client_env)
+        with started_prefect_server(postgres, home, database, services=True, extra_env=extra) as started:
+            env = {**os.environ, **started.env, "PREFECT_API_AUTH_STRING": ":".join(auth)}
+            yield Server(api_url=started.api_url, auth=auth, env=env)
     finally:
-        print(f"server log tail:\n{log.read_text()[-3000:]}", file=sys.stderr)
+        log = home / "server.log"
+        print(f"server log tail:\n{log.read_text()[-3000:] if log.exists() else ''}", file=sys.stderr)
 
 
 # --- scraping ----------------------------------------------------------------------------------

@@ -18,8 +18,10 @@ import yaml
 
 from chart_render import CHART_DIR, render
 from flows.metrics.families import FAMILIES
+from helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.chart
+
 TESTS = REPO / "tests" / "prometheus" / "alert-rules.test.yaml"
 DASHBOARD = CHART_DIR / "dashboards" / "ecommerce-etl.json"
 # the values the promtool cases were written for (release etl, namespace data)
