@@ -250,3 +250,9 @@ def test_restore_of_a_missing_backup_names_what_exists(release, loaded):
     failed = release.run("restore.sh", "20000101T000000Z", check=False)
     assert failed.returncode != 0
     assert "no backup 20000101T000000Z" in failed.stderr and release.backup_names()[-1] in failed.stderr
+
+
+def test_restore_lists_the_backups_with_their_rows(release, loaded):
+    listed = release.run("restore.sh", BACKUP="list").stdout.splitlines()
+    assert [line.split("\t")[0] for line in listed] == release.backup_names()
+    assert f"bk_ecommerce {ROWS_PER_FILE * len(loaded) + len(loaded)} rows" in listed[-1]  # events + ledger

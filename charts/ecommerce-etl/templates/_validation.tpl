@@ -47,6 +47,7 @@ values.schema.json handles types and shapes; this file handles combinations.
 {{- if and $v.deployments.timezone (not $v.deployments.schedule) -}}
   {{- $errors = append $errors "deployments.timezone is set but deployments.schedule is empty: a timezone only applies to a schedule." -}}
 {{- end -}}
+{{- $errors = concat $errors (include "ecommerce-etl.validate.lifecycle" . | fromJsonArray) -}}
 {{- if $errors -}}
 {{- fail (printf "\n\nInvalid values for ecommerce-etl:\n  - %s\n" (join "\n  - " $errors)) -}}
 {{- end -}}

@@ -3,8 +3,8 @@
 # restored into a new database first; only when that succeeded is it swapped in (new connections
 # refused, existing ones ended, renamed), so a failed restore leaves the live database as it was.
 # The replaced database is kept as <db>_replaced_<time> (dropped by hand once you are sure).
-# BACKUP (or the first argument) names the backup, default the newest; RESTORE_DATABASES limits
-# the restore to some of its databases (default: every dump in the backup).
+# BACKUP (or the first argument) names the backup, default the newest ("list" lists them);
+# RESTORE_DATABASES limits the restore to some of its databases (default: every dump in the backup).
 # shellcheck source=charts/ecommerce-etl/files/backup/common.sh
 . "$(dirname "$0")/common.sh"
 
@@ -60,6 +60,13 @@ restore_one() {  # DUMP
   die "$db: could not swap the restored database in; it is kept as $new, the live one is unchanged"
 }
 
+if [ "${BACKUP:-${1:-latest}}" = list ]; then  # the backups there are, newest last
+  for name in $(backups); do
+    printf '%s\t%s\t%s\n' "$name" "$(du -sh "$BACKUP_ROOT/$name" | cut -f1)" \
+      "$(awk -F'\t' '{n[$1] += $3} END {for (db in n) printf "%s %d rows  ", db, n[db]}' "$BACKUP_ROOT/$name/counts.tsv")"
+  done
+  exit 0
+fi
 wait_for_db
 dir=$(backup_dir "${BACKUP:-${1:-latest}}")
 wanted=${RESTORE_DATABASES:-}

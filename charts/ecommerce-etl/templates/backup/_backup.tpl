@@ -92,8 +92,13 @@ kind: Job
 metadata:
   generateName: {{ printf "%s-restore-" (include "ecommerce-etl.fullname" . | trunc 45 | trimSuffix "-") }}
   namespace: {{ .Release.Namespace }}
+  # Created by hand, not by Helm; the labels let it through the backup NetworkPolicy. A GitOps
+  # tool that tracks the release by its instance label must neither prune nor report it.
   labels:
-{{ include "ecommerce-etl.labels" (dict "ctx" . "component" "backup") | indent 4 }}
+{{ include "ecommerce-etl.selectorLabels" (dict "ctx" . "component" "backup") | indent 4 }}
+  annotations:
+    argocd.argoproj.io/sync-options: Prune=false
+    argocd.argoproj.io/compare-options: IgnoreExtraneous
 spec:
   backoffLimit: 0
   activeDeadlineSeconds: {{ .Values.backup.activeDeadlineSeconds }}
@@ -101,7 +106,7 @@ spec:
   template:
     metadata:
       labels:
-{{ include "ecommerce-etl.labels" (dict "ctx" . "component" "backup") | indent 8 }}
+{{ include "ecommerce-etl.selectorLabels" (dict "ctx" . "component" "backup") | indent 8 }}
     spec:
 {{ include "ecommerce-etl.backup.podSpec" (dict "ctx" . "script" "restore.sh" "env" (list (dict "name" "BACKUP" "value" "latest") (dict "name" "RESTORE_DATABASES" "value" ""))) | indent 6 }}
 {{- end -}}
