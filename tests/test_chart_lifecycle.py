@@ -273,3 +273,12 @@ def test_chart_version_is_bumped_past_the_release():
     chart = yaml.safe_load((CHART_DIR / "Chart.yaml").read_text())
     assert tuple(int(x) for x in chart["version"].split(".")) > (0, 2, 0)
     assert f"## 0.2.x → {chart['version']}" in (CHART_DIR / "UPGRADING.md").read_text()
+
+
+def test_A6_pgadmin_runs_without_postfix():
+    """k8s/README.md A6: the official entrypoint runs `sudo postfix start` unless
+    PGADMIN_DISABLE_POSTFIX is set, and sudo cannot work with allowPrivilegeEscalation false."""
+    spec = pod_spec(find(render(), "Deployment", f"{FULL}-pgadmin"))
+    (c,) = spec["containers"]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["PGADMIN_DISABLE_POSTFIX"] and c["securityContext"]["allowPrivilegeEscalation"] is False
