@@ -179,7 +179,7 @@ def test_jobs_and_pods_get_a_new_name_when_values_change():
     assert len(immutable) >= 5  # the secrets hook and the helm test pods
     assert not immutable & changed.keys()
     assert {k for k in first if k[0] not in ("Job", "Pod")} == {k for k in changed if k[0] not in ("Job", "Pod")}
-    for (kind, name) in immutable:
+    for _kind, name in immutable:
         assert re.fullmatch(rf"{FULL}-[a-z-]+-[0-9a-f]{{8}}", name) and len(name) <= 63, name
     # ...and the chart renders no other object kind whose spec is immutable once created
     assert not {k for k, _ in first} & {"ReplicaSet", "DaemonSet"}
