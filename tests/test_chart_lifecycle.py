@@ -220,6 +220,23 @@ def test_backup_cronjob_dumps_with_the_servers_own_tools_as_its_user():
     assert pvc["metadata"]["annotations"]["argocd.argoproj.io/sync-options"] == "Prune=false"
 
 
+def test_a_backup_job_runs_at_install_and_at_every_change_and_binds_the_claim():
+    """helm install --wait and Argo CD wait for the backup claim to be Bound, which a
+    WaitForFirstConsumer StorageClass does only once a pod uses it."""
+    from chart_render import find_versioned
+
+    docs = render()
+    job = find_versioned(docs, "Job", f"{FULL}-backup")
+    assert "helm.sh/hook" not in job["metadata"].get("annotations", {}) and "ttlSecondsAfterFinished" not in job["spec"]
+    spec, cron = pod_spec(job), pod_spec(find(docs, "CronJob", f"{FULL}-backup"))
+    assert spec["volumes"] == cron["volumes"] and spec["containers"][0]["command"] == cron["containers"][0]["command"]
+    env = {e["name"]: e["value"] for e in spec["containers"][0]["env"]}
+    assert env["BACKUP_WAIT_SECONDS"] == "900"  # at install the server may still be initialising
+    changed = find_versioned(render({"backup": {"keep": 9}}), "Job", f"{FULL}-backup")
+    assert changed["metadata"]["name"] != job["metadata"]["name"]
+    assert not [d for d in render({"backup": {"enabled": False}}) if d["kind"] == "Job" and "backup" in d["metadata"]["name"]]
+
+
 def test_the_restore_job_template_is_a_valid_restricted_job_that_reaches_only_postgres():
     docs = render()
     job = yaml.safe_load(find(docs, "ConfigMap", f"{FULL}-backup")["data"]["restore-job.yaml"])

@@ -19,10 +19,11 @@ die() {
 }
 sql() { psql -X -v ON_ERROR_STOP=1 -q -A -t -F $'\t' "$@"; }
 
-# A new pod's NetworkPolicy rules may be programmed a few seconds after it starts.
+# A new pod's NetworkPolicy rules may be programmed a few seconds after it starts, and at install
+# the server may still be initialising (BACKUP_WAIT_SECONDS, default 120).
 wait_for_db() {
   local attempt
-  for attempt in $(seq 60); do
+  for attempt in $(seq $((${BACKUP_WAIT_SECONDS:-120} / 2))); do
     if sql -d postgres -c 'SELECT 1' >/dev/null 2>&1; then return 0; fi
     [ "$attempt" = 1 ] && log "waiting for PostgreSQL at ${PGHOST:-local socket}:${PGPORT:-5432}"
     sleep 2
