@@ -11,17 +11,21 @@
 # snapshot, and the same transaction then counts the rows, so the counts match the dump exactly
 # even while loads run.
 dump() {
-  local db=$1 dir=$2 snapshot line pid done=0
+  local db=$1 dir=$2 snapshot line pid to from done=0
   coproc SNAP { sql -d "$db"; }
-  pid=$SNAP_PID
-  printf '%s\n' 'BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;' 'SELECT pg_export_snapshot();' >&"${SNAP[1]}"
-  read -r snapshot <&"${SNAP[0]}" || die "$db: could not export a snapshot"
+  # kept now: bash unsets SNAP and SNAP_PID as soon as the session ends (e.g. the server restarted)
+  pid=$SNAP_PID to=${SNAP[1]} from=${SNAP[0]}
+  printf '%s\n' 'BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;' 'SELECT pg_export_snapshot();' >&"$to" \
+    || die "$db: the session ended before it could export a snapshot"
+  read -r snapshot <&"$from" || die "$db: could not export a snapshot (did the server restart?)"
   pg_dump --format=custom --snapshot="$snapshot" --dbname="$db" --file="$dir/$db.dump"
-  printf '%s\n' "$COUNT_SQL" '\echo END-OF-COUNTS' 'COMMIT;' '\q' >&"${SNAP[1]}"
-  while read -r line <&"${SNAP[0]}"; do
+  # The session stays open until its output is read (bash closes a finished coprocess's pipes).
+  printf '%s\n' "$COUNT_SQL" '\echo END-OF-COUNTS' >&"$to"
+  while read -r line <&"$from"; do
     if [ "$line" = END-OF-COUNTS ]; then done=1; break; fi
     printf '%s\t%s\n' "$db" "$line" >>"$dir/counts.tsv"
   done
+  printf '%s\n' 'COMMIT;' '\q' >&"$to" || true
   wait "$pid" || die "$db: the snapshot session failed"
   [ "$done" = 1 ] || die "$db: no row counts"
   log "$db: $(du -h "$dir/$db.dump" | cut -f1) dump, $(awk -F'\t' -v db="$db" '$1 == db {n++; r += $3} END {printf "%d tables, %d rows", n, r}' "$dir/counts.tsv")"
