@@ -27,8 +27,11 @@ run: venv ## load the bundled sample into the embedded PostgreSQL; runs kept in 
 stop: ## stop the local Prefect server and the embedded PostgreSQL that `make run` started
 	@if [ -x $(VENV)/bin/ecommerce-etl ]; then $(VENV)/bin/ecommerce-etl stop; else echo "nothing to stop (no .venv)"; fi
 
-test: venv checkov lint ## make lint, then every test rung (T1-T4; T5 kind skips without a cluster toolchain)
+test: venv checkov promtool lint ## make lint, then every test rung (T1-T4; T5 kind skips without a cluster toolchain)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-unit: venv ## the unit tier only (-m unit): no database, Prefect server or Docker, under a minute
+	$(PY) -m pytest -q -m unit $(PYTEST_ARGS)
 
 LINT_PATHS ?= flows benchmarks scripts
 lint: venv ## ruff check, ruff format --check (LINT_PATHS), mypy flows/, shellcheck on every script
@@ -61,7 +64,7 @@ lock: ## re-resolve requirements*.lock from pyproject.toml
 clean: stop ## stop the local servers, remove the venv, downloaded data and the embedded database
 	rm -rf $(VENV) data .data
 
-.PHONY: help venv run stop test lint fuzz bench bench-full psql server lock clean
+.PHONY: help venv run stop test test-unit lint fuzz bench bench-full psql server lock clean
 
 # Component targets (kind, image, e2e...) live beside this file.
 -include mk/*.mk

@@ -29,27 +29,39 @@ def _chart() -> helm_python.Chart:
 
 
 @functools.lru_cache(maxsize=128)
-def _render_cached(values_json: str, name: str, namespace: str) -> tuple[tuple[str, str], ...]:
-    files = _chart().render(json.loads(values_json), name=name, namespace=namespace, is_install=True)
+def _render_cached(values_json: str, name: str, namespace: str,
+                   api_versions: tuple[str, ...] = ()) -> tuple[tuple[str, str], ...]:
+    if api_versions:
+        # what `helm template --api-versions` does: Chart.render has no parameter for it, but the
+        # library's render options take the list (.Capabilities.APIVersions)
+        from helm_python import _native
+
+        opts = {"name": name, "namespace": namespace, "is_install": True, "api_versions": list(api_versions)}
+        files = json.loads(_native.call_string("helm_render", _chart()._raw(), values_json, json.dumps(opts)))
+    else:
+        files = _chart().render(json.loads(values_json), name=name, namespace=namespace, is_install=True)
     return tuple(sorted(files.items()))
 
 
-def render_files(values: dict | None = None, name: str = "etl", namespace: str = "data") -> dict[str, str]:
-    """Template path -> rendered text (NOTES.txt included if Helm renders it)."""
+def render_files(values: dict | None = None, name: str = "etl", namespace: str = "data",
+                 api_versions: tuple[str, ...] = ()) -> dict[str, str]:
+    """Template path -> rendered text (NOTES.txt included if Helm renders it). `api_versions`: the
+    extra API versions the cluster serves, e.g. ("monitoring.coreos.com/v1/ServiceMonitor",)."""
     key = json.dumps(values or {}, sort_keys=True)
-    return dict(_render_cached(key, name, namespace))
+    return dict(_render_cached(key, name, namespace, tuple(api_versions)))
 
 
-def render(values: dict | None = None, name: str = "etl", namespace: str = "data") -> list[dict]:
+def render(values: dict | None = None, name: str = "etl", namespace: str = "data",
+           api_versions: tuple[str, ...] = ()) -> list[dict]:
     """Every Kubernetes object the chart renders (hooks and test pods included).
     Cached per values; callers get their own deep copy."""
-    return copy.deepcopy(_parsed(json.dumps(values or {}, sort_keys=True), name, namespace))
+    return copy.deepcopy(_parsed(json.dumps(values or {}, sort_keys=True), name, namespace, tuple(api_versions)))
 
 
 @functools.lru_cache(maxsize=128)
-def _parsed(values_json: str, name: str, namespace: str) -> list[dict]:
+def _parsed(values_json: str, name: str, namespace: str, api_versions: tuple[str, ...] = ()) -> list[dict]:
     docs: list[dict] = []
-    for path, text in render_files(json.loads(values_json), name, namespace).items():
+    for path, text in render_files(json.loads(values_json), name, namespace, api_versions).items():
         if not path.endswith((".yaml", ".yml")):
             continue
         for doc in yaml.safe_load_all(text):
@@ -319,3 +331,68 @@ def ingress_allowed(docs: list[dict], target_labels: dict, source_labels: dict, 
                 if "podSelector" in peer and "namespaceSelector" not in peer and selects(peer["podSelector"], source_labels):
                     return True
     return False
+
+
+# --- the value sets every chart test renders --------------------------------------------------------
+FULL = "etl-ecommerce-etl"
+
+VALUE_SETS = {
+    "default": {},
+    "pgadmin-off": {"pgadmin": {"enabled": False}},
+    "external-db": {
+        "postgresql": {"enabled": False},
+        "externalDatabase": {"host": "pg.example.internal", "port": 6432, "existingSecret": "managed-db",
+                             "etl": {"username": "loader", "database": "events"}},
+    },
+    "existing-secrets": {
+        "postgresql": {"auth": {"existingSecret": "my-db"}},
+        "pgadmin": {"existingSecret": "my-pgadmin"},
+        "kaggle": {"existingSecret": "kaggle-creds", "usernameKey": "user", "keyKey": "token"},
+    },
+    "networkpolicy-off": {"networkPolicy": {"enabled": False}},
+    "everything-set": {
+        "image": {"repository": "registry.example:5000/team/ecommerce-etl", "tag": "1.2.3", "pullPolicy": "Always"},
+        "imagePullSecrets": [{"name": "regcred"}],
+        "commonLabels": {"team": "data"},
+        "postgresql": {"persistence": {"storageClass": "fast", "size": "20Gi"},
+                       "nodeSelector": {"disk": "ssd"},
+                       "tolerations": [{"key": "db", "operator": "Exists", "effect": "NoSchedule"}]},
+        "worker": {"replicas": 2, "clusterUid": "my-cluster",
+                   "extraEnv": [{"name": "PREFECT_LOGGING_LEVEL", "value": "DEBUG"}]},
+        "flowRun": {"extraEnv": [{"name": "API_TOKEN", "valueFrom": {"secretKeyRef": {"name": "t", "key": "k"}}}],
+                    "tmpSizeLimit": "20Gi"},
+        "deployments": {"schedule": "0 3 * * *", "timezone": "Europe/Berlin", "sampleRows": 5000},
+        "networkPolicy": {"serverExtraFrom": [{"namespaceSelector": {"matchLabels": {"name": "ingress"}}}],
+                          "pgadminExtraFrom": [{"namespaceSelector": {"matchLabels": {"name": "ingress"}}}]},
+        "kaggle": {"existingSecret": "kaggle-creds"},
+    },
+    # The production options: an Ingress with TLS and a relative API URL, basic auth (generated),
+    # retention, alerts to a webhook, flow-run placement, a concurrency limit, images by digest.
+    "production": {
+        "image": {"digest": "sha256:" + "a" * 64, "pullPolicy": "Always"},
+        "postgresql": {"image": {"digest": "sha256:" + "b" * 64, "pullPolicy": "Always"}},
+        "pgadmin": {"image": {"digest": "sha256:" + "c" * 64, "pullPolicy": "Always"}},
+        "prefectServer": {
+            "image": {"digest": "sha256:" + "d" * 64, "pullPolicy": "Always"},
+            "uiApiUrl": "/api",
+            "basicAuth": {"enabled": True, "username": "ops"},
+            "retention": {"flowRunDays": 14, "eventDays": 3},
+            "ingress": {"enabled": True, "className": "nginx", "host": "prefect.shop.example",
+                        "tls": {"secretName": "prefect-tls"},
+                        "annotations": {"cert-manager.io/cluster-issuer": "letsencrypt"}},
+        },
+        "alerts": {"pendingMinutes": 5, "runningMinutes": 90, "quarantineRatio": 0.2,
+                   "webhook": {"existingSecret": "alert-hook", "key": "slack-url"}},
+        "flowRun": {"nodeSelector": {"pool": "etl"},
+                    "tolerations": [{"key": "etl", "operator": "Exists", "effect": "NoSchedule"}],
+                    "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [{"matchExpressions": [
+                            {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]}]}]}}},
+                    "podAnnotations": {"cluster-autoscaler.kubernetes.io/safe-to-evict": "false"}},
+        "deployments": {"concurrencyLimit": 3},
+        "networkPolicy": {"serverExtraFrom": [{"namespaceSelector": {"matchLabels": {
+            "kubernetes.io/metadata.name": "ingress-nginx"}}}]},
+    },
+    "basic-auth-existing-secret": {"prefectServer": {"basicAuth": {"enabled": True, "existingSecret": "prefect-auth"}}},
+    "alerts-off": {"alerts": {"enabled": False}, "prefectServer": {"retention": {"flowRunDays": 0}}},
+}
