@@ -22,10 +22,13 @@ import sqlalchemy as sa
 
 from chart_render import find, pod_spec, render
 from flows.load import ensure_schema, load_file
-from flows.localdb import LocalPostgres, free_port
+from flows.localdb import LocalPostgres
 from flows.sample import write_sample
 from flows.sql import Names
-from pg_home import postgres_home
+from helpers import free_port, postgres_home
+
+# a PostgreSQL of its own (set up by the chart's init script) and the Helm engine
+pytestmark = [pytest.mark.integration, pytest.mark.chart]
 
 FULL = "etl-ecommerce-etl"
 AUTH = {"prefect": {"username": "bk_prefect", "database": "bk_prefect_db"},

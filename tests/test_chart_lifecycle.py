@@ -32,6 +32,8 @@ from chart_render import (
 )
 from kube_standin import KubeStandIn
 
+pytestmark = pytest.mark.chart
+
 FULL = "etl-ecommerce-etl"
 INGRESS = {"enabled": True, "host": "etl.shop.example", "tls": {"secretName": "etl-tls"}}
 CONTROLLER = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}]

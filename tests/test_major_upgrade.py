@@ -32,11 +32,13 @@ import sqlalchemy as sa
 
 from chart_render import find, pod_spec, render
 from flows.load import ensure_schema, load_file
-from flows.localdb import LocalPostgres, _bin_dir, free_port
+from flows.localdb import LocalPostgres, _bin_dir
 from flows.sample import write_sample
 from flows.sql import Names
+from helpers import free_port
 
-pytestmark = pytest.mark.timeout(1800)
+# servers of its own (Debian's PostgreSQL 15, the wheel's 18, Prefect) and the Helm engine
+pytestmark = [pytest.mark.integration, pytest.mark.chart, pytest.mark.timeout(1800)]
 
 PG15 = Path("/usr/lib/postgresql/15/bin")
 NAMES = Names("public", "ecommerce_events")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from flows.localdb import free_port
+from helpers import free_port
 
 
 def sh(*args: str, timeout: float = 900, check: bool = True, input: str | None = None) -> str:

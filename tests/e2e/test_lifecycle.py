@@ -28,11 +28,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from helpers import REPO
 from kube_tools import Kube, prefect, run_deployment, sh
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(5400)]
 
-REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "ecommerce-etl"
 VALUES = REPO / "k8s" / "values-kind.yaml"
 RELEASE_COMMIT = "b95aa7e"
