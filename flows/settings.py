@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
+from dotenv import dotenv_values
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from flows.errors import ConfigError
-from flows.schema import check_identifier
+from flows.schema import check_identifier, check_schema_name
 
 KAGGLE_DATASET_URL = "https://www.kaggle.com/datasets/mkechinov/ecommerce-events-history-in-cosmetics-shop"
 
@@ -108,16 +111,30 @@ class Settings(BaseSettings):
         return self.local_db_dir_override or self.local_dir / "postgres"
 
     def checked_names(self) -> tuple[str, str]:
-        return check_identifier(self.db_schema, "ETL_SCHEMA"), check_identifier(self.table, "ETL_TABLE")
+        return check_schema_name(self.db_schema, "ETL_SCHEMA"), check_identifier(self.table, "ETL_TABLE")
+
+    def secrets(self) -> Secrets:
+        """Every secret these settings hold: the passwords, the Kaggle login, DATABASE_URL's password."""
+        values = [s.get_secret_value() for s in (self.pgpassword, self.kaggle_key, self.kaggle_username) if s]
+        url = self.database_url.get_secret_value() if self.database_url else ""
+        return Secrets.of(*values, url_password(url) if url else None)
+
+    def redact(self, text: str) -> str:
+        return self.secrets().redact(text)
 
 
 def normalise_database_url(url: str, setting: str) -> str:
-    """Accept postgres:// and postgresql[+driver]:// URLs and use psycopg2; refuse anything else."""
+    """Accept postgres:// and postgresql[+driver]:// URLs and use psycopg2; refuse anything else,
+    naming `setting` and never showing the URL (it may hold a password)."""
     try:
-        parsed = make_url(url)
+        parsed = make_url(_encoded_userinfo(url))
     except ArgumentError:
         raise ConfigError(
             f"{setting} is not a database URL: use postgresql://USER:PASSWORD@HOST:5432/DATABASE"
+        ) from None
+    except ValueError:  # SQLAlchemy parses the port with int()
+        raise ConfigError(
+            f"{setting} has a port that is not a number: use postgresql://USER:PASSWORD@HOST:5432/DATABASE"
         ) from None
     backend = parsed.get_backend_name()
     if backend not in ("postgresql", "postgres"):
@@ -128,25 +145,66 @@ def normalise_database_url(url: str, setting: str) -> str:
     return parsed.set(drivername="postgresql+psycopg2").render_as_string(hide_password=False)
 
 
-def redact(text: str, settings: Settings | None = None) -> str:
-    """Remove every configured secret from text bound for logs, artifacts or output."""
-    settings = settings or get_settings()
-    secrets = [
-        s.get_secret_value()
-        for s in (settings.pgpassword, settings.kaggle_key, settings.kaggle_username)
-        if s and s.get_secret_value()
-    ]
-    if settings.database_url and settings.database_url.get_secret_value():
+def _split_userinfo(url: str) -> tuple[str, str, str | None, str] | None:
+    """(scheme://, user, password or None, the rest from the host on) of a URL with a user part.
+
+    A password may hold an unencoded "@": the user part ends at the last "@" before the host, where
+    libpq and SQLAlchemy would end it at the first one and take the password's tail for the host."""
+    scheme, sep, rest = url.partition("://")
+    authority_and_path, query_sep, query = rest.partition("?")
+    userinfo, at, host_on = authority_and_path.rpartition("@")
+    if not sep or not at:
+        return None
+    user, colon, password = userinfo.partition(":")
+    return f"{scheme}://", unquote(user), unquote(password) if colon else None, host_on + query_sep + query
+
+
+def _encoded_userinfo(url: str) -> str:
+    """The URL with its user and password percent-encoded (each decoded first, so encoding is not doubled)."""
+    parts = _split_userinfo(url)
+    if parts is None:
+        return url
+    prefix, user, password, host_on = parts
+    auth = quote(user, safe="") + ("" if password is None else ":" + quote(password, safe=""))
+    return f"{prefix}{auth}@{host_on}"
+
+
+def url_password(url: str) -> str | None:
+    """The password of a database URL as its owner wrote it (decoded), or None."""
+    parts = _split_userinfo(url)
+    return parts[2] if parts else None
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """Secret values as configured, removed from any text bound for logs, artifacts or output: by
+    value (whatever characters they hold), as they are and as they appear inside a URL."""
+
+    values: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, *values: str | None) -> Secrets:
+        return cls(frozenset(v for v in values if v))
+
+    def __or__(self, other: Secrets) -> Secrets:
+        return Secrets(self.values | other.values)
+
+    def redact(self, text: str) -> str:
+        forms = self.values | {quote(v, safe="") for v in self.values}
+        for secret in sorted(forms, key=len, reverse=True):
+            text = text.replace(secret, "***")
+        return text
+
+    @classmethod
+    def from_environment(cls, env_file: str = ".env") -> Secrets:
+        """The secret variables' raw values (environment, then .env), for messages written before the
+        settings could be read; never fails."""
         try:
-            password = make_url(settings.database_url.get_secret_value()).password
-        except ArgumentError:
-            password = None
-        if password:
-            secrets.append(password)
-    secrets += [quote(s, safe="") for s in secrets]  # as they appear inside URLs
-    for secret in sorted(set(secrets), key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return text
+            raw = {**dotenv_values(env_file), **os.environ}
+        except (OSError, ValueError):
+            raw = dict(os.environ)
+        values = [raw.get(name) for name in sorted(_SECRET_VARIABLES)]
+        return cls.of(*values, *(url_password(v) for v in values if v))
 
 
 def get_settings() -> Settings:

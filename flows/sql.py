@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from psycopg2 import sql
 
-from flows.schema import CSV_COLUMNS, EVENT_TYPES, LOADED_COLUMNS, check_identifier
+from flows.schema import CSV_COLUMNS, EVENT_TYPES, LOADED_COLUMNS, check_identifier, check_schema_name
 
 COPY_OPTIONS = sql.SQL("(FORMAT csv, ON_ERROR ignore, LOG_VERBOSITY verbose)")
 
@@ -28,7 +28,7 @@ class Names:
     table_setting: str = field(default="ETL_TABLE", compare=False)
 
     def __post_init__(self):
-        check_identifier(self.schema, "ETL_SCHEMA")
+        check_schema_name(self.schema, "ETL_SCHEMA")
         check_identifier(self.table, self.table_setting)
 
     def ident(self, suffix: str = "") -> sql.Composable:

@@ -20,7 +20,7 @@ from prefect.cache_policies import NO_CACHE
 from flows import sources
 from flows.errors import ConfigError, FileRejected
 from flows.load import FileResult, ensure_schema, load_file
-from flows.settings import Settings, redact
+from flows.settings import Settings
 from flows.sql import Names
 from flows.transform import printable
 
@@ -196,7 +196,7 @@ def copy_file(options: RunOptions, path: str, table: str | None, run_id: str) ->
     finally:
         engine.dispose()
     if result.error:
-        result.error = redact(result.error, settings)
+        result.error = settings.redact(result.error)
     log_result(result)
     return result.as_dict()
 

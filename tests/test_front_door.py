@@ -132,6 +132,15 @@ def test_first_run_on_a_fresh_machine_keeps_the_run_in_the_local_ui(front_door, 
     assert "Nothing quarantined" in artifacts["ecommerce-etl-quarantine"]["data"]
 
 
+def test_psql_opens_the_embedded_database_the_run_loaded(front_door, first_run):
+    done = front_door.cli("psql", "-c", "select source_file, count(*) from ecommerce_events group by 1 order by 1",
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for name in MONTH_FILES:
+        assert f" {name} | {SAMPLE_ROWS:>5}" in done.stdout, done.stdout
+    assert "(5 rows)" in done.stdout
+
+
 def test_the_local_server_keeps_its_metadata_in_the_embedded_postgres(front_door, first_run):
     pg = front_door.postgres()
     assert int(pg.psql("SELECT count(*) FROM flow_run", database="prefect")) >= 6  # the parent and 5 subflows
