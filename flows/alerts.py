@@ -30,8 +30,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from flows.errors import ConfigError
 from flows.events import QUARANTINE_HIGH
+from flows.names import PIPELINE_FLOW
 
-PARENT_FLOW = "ecommerce-etl"
 TAG = "ecommerce-etl-alerts"  # marks the automations this module owns
 BLOCK_NAME = "ecommerce-etl-alerts"
 PREFIX = "ecommerce-etl: "
@@ -124,7 +124,7 @@ def _parent_run_trigger(**trigger) -> dict:
         "type": "event",
         "match": {"prefect.resource.id": "prefect.flow-run.*"},
         # the flow of the run: child runs (flow load-file) never match
-        "match_related": {"prefect.resource.role": "flow", "prefect.resource.name": PARENT_FLOW},
+        "match_related": {"prefect.resource.role": "flow", "prefect.resource.name": PIPELINE_FLOW},
         "for_each": ["prefect.resource.id"],
         "threshold": 1,
         **trigger,
@@ -136,7 +136,7 @@ def alert_specs(settings: AlertSettings) -> list[AlertSpec]:
     specs = [
         AlertSpec(
             name=f"{PREFIX}run failed",
-            description=f"A flow run of {PARENT_FLOW} entered Failed or Crashed.",
+            description=f"A flow run of {PIPELINE_FLOW} entered Failed or Crashed.",
             trigger=_parent_run_trigger(
                 expect=["prefect.flow-run.Failed", "prefect.flow-run.Crashed"], posture="Reactive", within=0
             ),
@@ -174,7 +174,7 @@ def alert_specs(settings: AlertSettings) -> list[AlertSpec]:
             AlertSpec(
                 name=f"{PREFIX}run not started",
                 description=(
-                    f"A flow run of {PARENT_FLOW} stayed Late (no worker polls its pool) or Pending "
+                    f"A flow run of {PIPELINE_FLOW} stayed Late (no worker polls its pool) or Pending "
                     f"(its pod did not start) for {settings.pending_minutes:g} minutes."
                 ),
                 # prefect-kubernetes' observer moves a run whose pod stays Pending to InfrastructurePending
@@ -206,7 +206,7 @@ def alert_specs(settings: AlertSettings) -> list[AlertSpec]:
         specs.append(
             AlertSpec(
                 name=f"{PREFIX}run too long",
-                description=f"A flow run of {PARENT_FLOW} stayed Running for {settings.running_minutes:g} minutes.",
+                description=f"A flow run of {PIPELINE_FLOW} stayed Running for {settings.running_minutes:g} minutes.",
                 trigger=_parent_run_trigger(
                     after=["prefect.flow-run.Running"],
                     expect=[f"prefect.flow-run.{s}" for s in _LEFT_RUNNING],

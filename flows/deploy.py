@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from prefect import Flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import DeploymentScheduleCreate, WorkPoolCreate, WorkPoolUpdate
 from prefect.client.schemas.objects import ConcurrencyLimitStrategy, ConcurrencyOptions
@@ -29,13 +30,15 @@ from prefect.utilities.callables import parameter_schema
 
 from flows.alerts import AlertSettings, register_alerts
 from flows.errors import ConfigError
+from flows.names import (
+    LOAD_FILE_DEPLOYMENT_NAME,
+    LOAD_FILE_ENTRYPOINT,
+    LOAD_FILE_FLOW,
+    PIPELINE_ENTRYPOINT,
+    PIPELINE_FLOW,
+    TAG,
+)
 
-FLOW_NAME = "ecommerce-etl"
-ENTRYPOINT = "flows/etl.py:ecommerce_etl"
-LOAD_FILE_FLOW = "load-file"
-LOAD_FILE_ENTRYPOINT = "flows/etl.py:load_one_file"
-# What the chart puts in ETL_FILE_DEPLOYMENT: the pipeline runs start one flow run of it per file.
-LOAD_FILE_DEPLOYMENT = f"{LOAD_FILE_FLOW}/load-file"
 IMAGE_WORKDIR = "/opt/ecommerce-etl"  # where the Dockerfile puts the code; the entrypoint is relative to it
 
 
@@ -45,8 +48,8 @@ class DeploymentSpec:
     description: str
     parameters: dict
     scheduled: bool
-    flow: str = FLOW_NAME
-    entrypoint: str = ENTRYPOINT
+    flow: str = PIPELINE_FLOW
+    entrypoint: str = PIPELINE_ENTRYPOINT
     # at most this many flow runs of the deployment at once (server-enforced before the worker
     # creates a Job); None: no limit
     concurrency_limit: int | None = None
@@ -74,9 +77,9 @@ def deployment_specs(
         # No limit on the work pool instead: it would count the pipeline runs waiting for their
         # files too, and those could hold every slot while their files wait (a deadlock).
         DeploymentSpec(
-            LOAD_FILE_DEPLOYMENT.split("/", 1)[1],
+            LOAD_FILE_DEPLOYMENT_NAME,
             "One file of a source, in its own Job: what the sample and kaggle runs start per file. "
-            "Run it alone to reload one file (e.g. file_name=2019-Oct.csv, source=sample).",
+            'Run it alone to reload one file, e.g. file={"name": "2019-Oct.csv", "source": "sample"}.',
             {},
             scheduled=False,
             flow=LOAD_FILE_FLOW,
@@ -130,9 +133,9 @@ async def register(
     automations to keep in step (None leaves them alone)."""
     if concurrency_limit is not None and concurrency_limit < 0:
         raise ConfigError(f"--concurrency-limit {concurrency_limit}: use 0 (no limit) or a positive number")
-    from flows.etl import ecommerce_etl, load_one_file
+    from flows.etl import ecommerce_etl, file_flow
 
-    flows = {FLOW_NAME: ecommerce_etl, LOAD_FILE_FLOW: load_one_file}
+    flows: dict[str, Flow] = {PIPELINE_FLOW: ecommerce_etl, LOAD_FILE_FLOW: file_flow}
 
     async with get_client() as client:
         await _wait_for_api(client, wait_seconds)
@@ -163,7 +166,7 @@ async def register(
                 parameters=spec.parameters,
                 parameter_openapi_schema=schema.model_dump_for_openapi(),
                 description=spec.description,
-                tags=["ecommerce-etl"],
+                tags=[TAG],
                 schedules=schedules,
                 enforce_parameter_schema=True,
                 concurrency_limit=spec.concurrency_limit,

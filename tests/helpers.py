@@ -205,6 +205,47 @@ def engine_with_schema(url: str, names=None) -> Iterator[sa.Engine]:
         engine.dispose()
 
 
+# --- an HTTP server of files -------------------------------------------------------------------
+
+
+@dataclass
+class WebServer:
+    url: str  # http://127.0.0.1:PORT
+    requests: list[str]  # the paths asked for, in order
+
+
+@contextlib.contextmanager
+def serving(routes: dict[str, bytes | int]) -> Iterator[WebServer]:
+    """A local HTTP server: GET path -> its bytes (200), or the status given for it; anything else 404."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    asked: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            asked.append(self.path)
+            body = routes.get(self.path, 404)
+            if isinstance(body, int):
+                self.send_error(body)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    with ThreadingHTTPServer(("127.0.0.1", 0), Handler) as web:
+        thread = threading.Thread(target=web.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield WebServer(f"http://127.0.0.1:{web.server_address[1]}", asked)
+        finally:
+            web.shutdown()
+
+
 # --- measures -----------------------------------------------------------------------------------
 
 

@@ -87,7 +87,7 @@ def reference(postgres, source):
         assert result.status == "loaded"
         assert state.counts(path.name) == (records, records - bad, bad), path.name
         assert sorted(state.quarantine.get(path.name, {})) == sorted(BAD_LINES.get(path.name, {}))
-    assert [r.path for r in results] == ["fast", "fast", "checked"]
+    assert [r.load_path for r in results] == ["fast", "fast", "careful"]
     return state
 
 
@@ -215,8 +215,8 @@ def test_postgres_restart_mid_copy_is_retried_by_the_task(own_pg, source, refere
             restarts.append(done)
             own_pg.restart()
 
-    pipeline = etl.make_flows(etl.RunOptions(get_settings(), progress=restart_mid_copy)).pipeline
-    summary = pipeline(source="local", path=str(source[0].parent))
+    with etl.run_options(etl.RunOptions(get_settings(), progress=restart_mid_copy)):
+        summary = etl.ecommerce_etl(source="local", path=str(source[0].parent)).as_json()
     assert restarts and own_pg.started_at() != before  # the server really went down mid-COPY
     record_property("restarts", len(restarts))
     assert [f["status"] for f in summary["files"]] == ["loaded"] * 3
@@ -284,7 +284,7 @@ def test_database_down_at_start_is_retried_until_it_is_back(own_pg, source, refe
         return ensure_schema(engine, names)
 
     flow_env.setattr(tasks, "ensure_schema", first_attempt_meets_a_stopped_server)
-    summary = etl.ecommerce_etl(source="local", path=str(source[0].parent))
+    summary = etl.ecommerce_etl(source="local", path=str(source[0].parent)).as_json()
     assert len(attempts) == 2  # the refused connection was retried once, not given up on
     assert [f["status"] for f in summary["files"]] == ["loaded"] * 3
     check_final(url, reference, record_property)

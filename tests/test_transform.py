@@ -237,12 +237,12 @@ def test_sample_is_deterministic_and_realistic(tmp_path):
 
 @pytest.mark.parametrize("files, found", [([], "it is empty"), (["2019-Oct.CSV"], "it holds 2019-Oct.CSV")])
 def test_an_empty_selection_is_a_config_error_naming_what_was_looked_for(tmp_path, files, found):
-    from flows.sources import local_files
+    from flows.sources.local import csv_files
 
     for name in files:
         (tmp_path / name).write_text("x")
     with pytest.raises(ConfigError, match=rf"--path {tmp_path}: no file to load, looked for \*\.csv .*; {found}"):
-        local_files(tmp_path)
+        csv_files(tmp_path)
 
 
 FAST = (b"2019-10-01 00:00:11 UTC,view,5198631,2079068294815440474,,,6.2,285067975,"

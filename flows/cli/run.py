@@ -5,17 +5,18 @@ from __future__ import annotations
 import contextlib
 import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, get_args
 
 from flows.cli._app import EXIT_FAILED, EXIT_OK, Output
 from flows.cli._params import database_url_option, option, positive_int, table_option
+from flows.contract import SourceName
 
 if TYPE_CHECKING:
     from flows.cli._targets import Database
+    from flows.contract import RunRequest
     from flows.report import RunReport
 
 HELP = "fetch a source and load it into PostgreSQL"
-SOURCES = ("sample", "local", "url", "kaggle")
 EMPTY_REPORT: dict[str, object] = {
     "flow_run_url": None,
     "files": [],
@@ -28,7 +29,7 @@ EMPTY_REPORT: dict[str, object] = {
 
 @dataclass(frozen=True)
 class Params:
-    source: str = option("--source", choices=SOURCES, default="sample")
+    source: str = option("--source", choices=get_args(SourceName), default="sample")
     path: str | None = option("--path", help="folder of .csv files (--source local)")
     url: list[str] | None = option(
         "--url",
@@ -51,73 +52,71 @@ class Target:
 
 
 def execute(params: Params, out: Output) -> int:
+    from flows.report import print_table
     from flows.settings import Secrets, url_password
 
     out.body.update(EMPTY_REPORT)
     out.learn(Secrets.of(url_password(params.database_url or "")))
-    target = _prepare(params, out)
+    request, target = _prepare(params, out)
     query = "`ecommerce-etl psql`" if target.database.embedded else "psql with your DATABASE_URL"
     table = params.table or target.database.settings.table
     out.trailer.append(f"Data: {target.database.where}, table {table}; query it with {query}")
     with contextlib.redirect_stdout(sys.stderr), _progress_bars(not params.json and sys.stderr.isatty()) as bars:
-        report, code = _run_flow(params, target, bars, out)
+        report, code = _run_flow(request, target, bars, out)
     out.emit(code, **report.as_json())
     if not out.json:
-        _print_table(report)
+        print_table(report)
         for line in out.trailer:
             out.say(line)
     return code
 
 
-def _prepare(params: Params, out: Output) -> Target:
+def _prepare(params: Params, out: Output) -> tuple[RunRequest, Target]:
     """Every check that needs no Prefect, then the servers; raises ConfigError naming the setting."""
     from flows.cli import _targets
+    from flows.contract import RunRequest
     from flows.schema import check_identifier
     from flows.settings import get_settings
-    from flows.sources import check_arguments, kaggle_login
+    from flows.sources import source_for
 
     settings = get_settings()
     out.learn(settings.secrets())
     settings.checked_names()
     if params.table:
         check_identifier(params.table, "--table")
-    check_arguments(params.source, params.path, params.url)
-    if params.source == "kaggle":
-        kaggle_login(settings)  # fail now, not after starting servers
+    files = [f.strip() for f in params.files.split(",") if f.strip()] if params.files else None
+    request = RunRequest.of(
+        "options",
+        source=params.source,
+        path=params.path,
+        url=params.url,
+        files=files,
+        table=params.table,
+        rows_per_file=params.rows_per_file,
+    )
+    source_for(request.source, settings).check(request)  # its arguments and credentials, now
     configured = _targets.configured_database(settings, params.database_url)
     if configured:
         _targets.check_database(configured.settings)
     ui_url = _targets.prefect_ui(settings)  # refuses a foreign program on its port before starting anything
-    return Target(configured or _targets.embedded_database(settings), ui_url)
+    return request, Target(configured or _targets.embedded_database(settings), ui_url)
 
 
-def _run_flow(params: Params, target: Target, progress, out: Output) -> tuple[RunReport, int]:
+def _run_flow(request: RunRequest, target: Target, progress, out: Output) -> tuple[RunReport, int]:
     """The pipeline flow in this process; a ConfigError or a source's failure it ended with is raised."""
-    from flows.etl import LoadFailed, RunOptions, make_flows
-    from flows.report import RunReport, file_result
+    from flows.etl import LoadFailed, RunOptions, ecommerce_etl, run_options
 
-    files = [f.strip() for f in params.files.split(",") if f.strip()] if params.files else None
-    pipeline = make_flows(RunOptions(settings=target.database.settings, progress=progress)).pipeline
-    url = params.url[0] if params.url and len(params.url) == 1 else params.url
-    state = pipeline(
-        source=params.source,
-        path=params.path,
-        url=url,
-        files=files,
-        table=params.table,
-        rows_per_file=params.rows_per_file,
-        return_state=True,
-    )
-    assert state is not None  # return_state=True always returns the run's final State
+    with run_options(RunOptions(settings=target.database.settings, progress=progress)):
+        state = ecommerce_etl(**request.flow_parameters(), return_state=True)
     run_url = f"{target.ui_url}/runs/flow-run/{state.state_details.flow_run_id}"
     out.body["flow_run_url"] = run_url
     out.trailer.append(f"Flow run in the Prefect UI: {run_url}")
     result = state.result(raise_on_failure=False)
     if isinstance(result, LoadFailed):
         return result.report, EXIT_FAILED
-    if isinstance(result, BaseException):  # a ConfigError (exit 2), the source failed, retries ran out...
+    if isinstance(result, BaseException):  # a ConfigError (exit 2), retries ran out...
         raise result
-    return RunReport(files=[file_result(f) for f in result["files"]], source=params.source), EXIT_OK
+    return result, EXIT_OK
 
 
 @contextlib.contextmanager
@@ -144,24 +143,7 @@ def _progress_bars(enabled: bool):
     def update(name: str, done: int, total: int) -> None:
         if name not in tasks:
             tasks[name] = bars.add_task(name, total=total or None)
-        bars.update(tasks[name], completed=done)
+        bars.update(tasks[name], completed=done, total=total or None)
 
     with bars:
         yield update
-
-
-def _print_table(report: RunReport) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    from flows.report import SUMMARY_COLUMNS, TOTALS
-
-    table = Table(title="ecommerce-etl")
-    for title, _ in SUMMARY_COLUMNS:
-        table.add_column(title, justify="left" if title in ("file", "status", "error") else "right")
-    for row in report.summary_rows():
-        table.add_row(*(f"{v:,}" if isinstance(v, int) else str(v) for v in row.values()))
-    totals = report.totals
-    table.add_row("total", "", *(f"{totals[k]:,}" for k in TOTALS), "", "", "")
-    # a log file or pipe has no width of its own: wide enough that numbers are never cut
-    Console(stderr=True, width=None if sys.stderr.isatty() else 160).print(table)

@@ -116,7 +116,7 @@ def _load(ctx: LoadContext, result: FileResult) -> None:
             [ctx.objects.segment(s.index) for s in ctx.plan.segments] + [ctx.objects.segment("c")],
         )
         raise
-    result.status, result.path, result.checksum = "loaded", staged.path, staged.checksum
+    result.status, result.load_path, result.checksum = "loaded", staged.load_path, staged.checksum
     result.rows_read, result.rows_loaded, result.rows_quarantined = staged.read, staged.loaded, len(staged.quarantined)
     result.quarantine_by_reason, result.quarantine_examples = summarise_quarantine(staged.quarantined)
 
@@ -148,7 +148,7 @@ def _stage(ctx: LoadContext, conn: Any, cur: Any) -> Staged:
         ctx.progress.rewind()
     careful = stage_careful(ctx, conn, cur)
     return Staged(
-        "checked",
+        "careful",
         [(careful.table, 2, None)],
         careful.read,
         careful.loaded,
