@@ -57,6 +57,9 @@ psql: venv ## open psql on the database `make run` loads (ecommerce-etl psql)
 server: venv ## start (or reuse) the local Prefect server with its UI on http://127.0.0.1:4200, in the background
 	$(VENV)/bin/ecommerce-etl server
 
+docs: venv ## regenerate the README's configuration table from flows/settings.py (a test checks it)
+	$(PY) -m flows.docs
+
 lock: ## re-resolve requirements*.lock from pyproject.toml
 	uv pip compile pyproject.toml --python-version 3.11 -q -o requirements.lock
 	uv pip compile pyproject.toml --extra test --python-version 3.11 -q -o requirements-test.lock
@@ -64,7 +67,7 @@ lock: ## re-resolve requirements*.lock from pyproject.toml
 clean: stop ## stop the local servers, remove the venv, downloaded data and the embedded database
 	rm -rf $(VENV) data .data
 
-.PHONY: help venv run stop test test-unit lint fuzz bench bench-full psql server lock clean
+.PHONY: help venv run stop test test-unit lint docs fuzz bench bench-full psql server lock clean
 
 # Component targets (kind, image, e2e...) live beside this file.
 -include mk/*.mk

@@ -23,10 +23,10 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import sqlalchemy as sa
 
+from flows.csv_spec import CSV_HEADER
 from flows.load import ensure_schema
 from flows.localdb import LocalPostgres
 from flows.sample import write_sample
-from flows.schema import CSV_HEADER
 from flows.sql import Names
 
 

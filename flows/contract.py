@@ -50,11 +50,7 @@ class RunRequest(BaseModel):
     def flow_parameters(self) -> dict[str, Any]:
         """The pipeline flow's parameters for this request (what a deployment run would be given)."""
         values = self.model_dump(exclude_defaults=True)
-        if "url" in values:
-            values["url"] = list(self.url)
-        if "files" in values:
-            values["files"] = list(values["files"])
-        return values
+        return {name: list(v) if isinstance(v, tuple) else v for name, v in values.items()}  # JSON has no tuples
 
 
 class FileRequest(BaseModel):

@@ -18,6 +18,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from uuid import UUID
 
 import httpx
 from prefect import Flow
@@ -133,55 +134,57 @@ async def register(
     automations to keep in step (None leaves them alone)."""
     if concurrency_limit is not None and concurrency_limit < 0:
         raise ConfigError(f"--concurrency-limit {concurrency_limit}: use 0 (no limit) or a positive number")
-    from flows.etl import ecommerce_etl, file_flow
-
-    flows: dict[str, Flow] = {PIPELINE_FLOW: ecommerce_etl, LOAD_FILE_FLOW: file_flow}
-
     async with get_client() as client:
         await _wait_for_api(client, wait_seconds)
-        try:
-            await client.read_work_pool(pool)
-            await client.update_work_pool(pool, WorkPoolUpdate(base_job_template=base_job_template))
-            pool_action = "updated"
-        except ObjectNotFound:
-            await client.create_work_pool(
-                WorkPoolCreate(name=pool, type="kubernetes", base_job_template=base_job_template)
-            )
-            pool_action = "created"
+        pool_action = await _upsert_pool(client, pool, base_job_template)
         deployments = {}
         for spec in deployment_specs(sample_rows, max_parallel_files, concurrency_limit or None):
-            flow_id = await client.create_flow_from_name(spec.flow)
-            schema = parameter_schema(flows[spec.flow])
-            schedules = (
-                [DeploymentScheduleCreate(schedule=CronSchedule(cron=schedule, timezone=timezone), active=True)]
-                if schedule and spec.scheduled
-                else []
-            )
-            deployment_id = await client.create_deployment(
-                flow_id=flow_id,
-                name=spec.name,
-                work_pool_name=pool,
-                entrypoint=spec.entrypoint,
-                pull_steps=[{"prefect.deployments.steps.set_working_directory": {"directory": IMAGE_WORKDIR}}],
-                parameters=spec.parameters,
-                parameter_openapi_schema=schema.model_dump_for_openapi(),
-                description=spec.description,
-                tags=[TAG],
-                schedules=schedules,
-                enforce_parameter_schema=True,
-                concurrency_limit=spec.concurrency_limit,
-                # a file beyond the limit waits (AwaitingConcurrencySlot) instead of being cancelled
-                concurrency_options=ConcurrencyOptions(collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
-                if spec.concurrency_limit
-                else None,
-            )
-            deployment = await client.read_deployment(deployment_id)
-            # create_deployment upserts the deployment but adds schedules; keep exactly ours
-            for existing in deployment.schedules:
-                if not any(s.schedule == existing.schedule for s in schedules):
-                    await client.delete_deployment_schedule(deployment_id, existing.id)
-            deployments[spec.name] = str(deployment_id)
+            cron = CronSchedule(cron=schedule, timezone=timezone) if schedule and spec.scheduled else None
+            deployments[spec.name] = str(await _upsert_deployment(client, spec, pool, cron))
         result = {"work_pool": pool, "work_pool_action": pool_action, "deployments": deployments}
         if alerts is not None:
             result.update(await register_alerts(client, alerts))
     return result
+
+
+async def _upsert_pool(client, pool: str, base_job_template: dict) -> str:
+    """The Kubernetes work pool with this base job template; 'created' or 'updated'."""
+    try:
+        await client.read_work_pool(pool)
+    except ObjectNotFound:
+        await client.create_work_pool(WorkPoolCreate(name=pool, type="kubernetes", base_job_template=base_job_template))
+        return "created"
+    await client.update_work_pool(pool, WorkPoolUpdate(base_job_template=base_job_template))
+    return "updated"
+
+
+async def _upsert_deployment(client, spec: DeploymentSpec, pool: str, cron: CronSchedule | None) -> UUID:
+    """The deployment of `spec`, created or updated in place, with exactly the schedule given (or none)."""
+    from flows.etl import ecommerce_etl, file_flow
+
+    flows: dict[str, Flow] = {PIPELINE_FLOW: ecommerce_etl, LOAD_FILE_FLOW: file_flow}
+    schedules = [DeploymentScheduleCreate(schedule=cron, active=True)] if cron else []
+    deployment_id = await client.create_deployment(
+        flow_id=await client.create_flow_from_name(spec.flow),
+        name=spec.name,
+        work_pool_name=pool,
+        entrypoint=spec.entrypoint,
+        pull_steps=[{"prefect.deployments.steps.set_working_directory": {"directory": IMAGE_WORKDIR}}],
+        parameters=spec.parameters,
+        parameter_openapi_schema=parameter_schema(flows[spec.flow]).model_dump_for_openapi(),
+        description=spec.description,
+        tags=[TAG],
+        schedules=schedules,
+        enforce_parameter_schema=True,
+        concurrency_limit=spec.concurrency_limit,
+        # a file beyond the limit waits (AwaitingConcurrencySlot) instead of being cancelled
+        concurrency_options=ConcurrencyOptions(collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
+        if spec.concurrency_limit
+        else None,
+    )
+    deployment = await client.read_deployment(deployment_id)
+    # create_deployment upserts the deployment but adds schedules; keep exactly ours
+    for existing in deployment.schedules:
+        if not any(s.schedule == existing.schedule for s in schedules):
+            await client.delete_deployment_schedule(deployment_id, existing.id)
+    return deployment_id

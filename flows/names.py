@@ -12,3 +12,8 @@ LOAD_FILE_DEPLOYMENT = f"{LOAD_FILE_FLOW}/{LOAD_FILE_DEPLOYMENT_NAME}"
 PIPELINE_ENTRYPOINT = "flows/etl.py:ecommerce_etl"
 LOAD_FILE_ENTRYPOINT = "flows/etl.py:file_flow"
 TAG = "ecommerce-etl"  # on every deployment and flow run we create
+
+
+def file_run_name(file: str) -> str:
+    """The name of a file's `load-file` run, in-process and as a deployment run alike."""
+    return f"load-{file}"

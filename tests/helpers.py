@@ -144,7 +144,6 @@ def started_prefect_server(
 ) -> Iterator[PrefectServerHandle]:
     """`prefect server start` on a free port, its metadata in `database` of `postgres`; stopped on exit."""
     postgres.run_sql(f'CREATE DATABASE "{database}"')
-    port = free_port()
     server_env = {
         **os.environ,
         "PREFECT_HOME": str(home / "server"),
@@ -152,11 +151,10 @@ def started_prefect_server(
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_UI_ENABLED": "false",
         "PREFECT_LOGGING_LEVEL": "WARNING",
-        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",  # what its services' own clients call
         **(extra_env or {}),
     }
     log = home / "server.log"
-    with prefect_server_process(port, server_env, log, services=services) as api_url:
+    with prefect_server_process(server_env, log, services=services) as api_url:
         client_env = {
             "PREFECT_API_URL": api_url,
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",

@@ -22,7 +22,7 @@ from fault_tools import NAMES, audit
 from flows import etl
 from flows.errors import FileRejected
 from flows.load import load_file
-from flows.schema import CSV_HEADER
+from flows.csv_spec import CSV_HEADER
 from flows.sources.archives import unpack
 from flows.transform import MAX_FIELD_CHARS
 from helpers import engine_with_schema, rows

@@ -16,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from flows.names import LOAD_FILE_DEPLOYMENT
+from flows.localdb import postgres_bin_dir
 from helpers import CLI, REPO
 from chart_render import (
     VALUE_SETS,
@@ -296,7 +297,7 @@ def test_postgres_init_script_on_real_postgres(postgres, tmp_path):
     sts = find(docs, "StatefulSet", f"{FULL}-postgresql")["spec"]["template"]["spec"]
     files = secret_files(sts, sts["containers"][0])
     sts_env = {e["name"]: e["value"] for e in sts["containers"][0]["env"]}
-    env = {**os.environ, "PATH": f"{postgres.server.bin_dir}:{os.environ['PATH']}",
+    env = {**os.environ, "PATH": f"{postgres_bin_dir()}:{os.environ['PATH']}",
            "POSTGRES_USER": "postgres", "PGHOST": postgres.host, "PGPORT": str(postgres.port),
            "PGPASSWORD": postgres.password}
     for name in ("ROLE_PREFECT_PASSWORD_FILE", "ROLE_ETL_PASSWORD_FILE"):

@@ -43,7 +43,7 @@ from flows.deploy import deployment_specs
 from flows.names import LOAD_FILE_FLOW
 from flows.fanout import FILE_RESULT_ARTIFACT_KEY
 from flows.sample import write_sample
-from flows.schema import MONTH_FILES
+from flows.csv_spec import MONTH_FILES
 from flows.settings import get_settings
 from helpers import BIN, CLI, REPO, overlap, rows
 from kaggle_standin import DOWNLOAD_PATH, KEY, LIST_PATH, STORAGE, USER

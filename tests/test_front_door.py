@@ -25,7 +25,7 @@ import pytest
 
 import browser
 from flows.localdb import LocalPostgres
-from flows.schema import MONTH_FILES
+from flows.csv_spec import MONTH_FILES
 from helpers import CLI, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]  # the CLI starts its own servers

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from flows.errors import ConfigError
-from flows.schema import MONTH_FILES
+from flows.csv_spec import MONTH_FILES
 from flows.settings import Settings
 from flows.contract import FileRequest, RunRequest
 from flows.sources.kaggle import KaggleSource

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 
 from flows.load import Tuning, load_file
 from flows.sample import write_sample
-from flows.schema import CSV_HEADER
+from flows.csv_spec import CSV_HEADER
 from flows.sql import Names
 
 NAMES = Names("public", "ecommerce_events")

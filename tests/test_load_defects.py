@@ -16,7 +16,7 @@ from oracle import expected_fate
 from flows.errors import ConfigError
 from flows.load import Tuning, ensure_schema, forget_file, load_file
 from flows.load.careful import _Batch
-from flows.schema import CSV_HEADER
+from flows.csv_spec import CSV_HEADER
 from flows.sql import Names
 from helpers import CLI
 

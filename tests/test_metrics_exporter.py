@@ -321,7 +321,7 @@ def test_a_source_that_cannot_be_read_is_reported_not_fatal(server, tmp_path):
 def _reasons():
     from hypothesis import strategies as st
 
-    from flows.schema import CSV_COLUMNS
+    from flows.csv_spec import CSV_COLUMNS
     from flows.transform.fields import MAX_FIELD_CHARS, check_field
     from flows.transform.records import MAX_RECORD_BYTES
 

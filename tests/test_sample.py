@@ -11,7 +11,7 @@ import pytest
 
 import flows.sample as sample
 from flows.cli import main
-from flows.schema import CSV_HEADER, MONTH_FILES
+from flows.csv_spec import CSV_HEADER, MONTH_FILES
 
 
 def test_one_month_alone_has_the_same_bytes_as_in_the_five_file_sample(tmp_path):

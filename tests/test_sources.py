@@ -15,7 +15,7 @@ import pytest
 from flows.contract import FileRequest, RunRequest
 from flows.errors import ConfigError
 from flows.sample import write_sample
-from flows.schema import MONTH_FILES
+from flows.csv_spec import MONTH_FILES
 from flows.settings import Settings
 from flows.sources import SOURCES, source_for
 from flows.sources.url import download_folder

@@ -7,7 +7,8 @@ import pytest
 
 from flows.errors import ConfigError, FileRejected
 from flows.sample import generate_month, write_sample
-from flows.schema import CSV_HEADER, check_identifier, check_schema_name
+from flows.csv_spec import CSV_HEADER
+from flows.identifiers import check_identifier, check_schema_name
 from flows.settings import Secrets, Settings, get_settings, normalise_database_url, url_password
 from flows.transform import (
     MAX_FIELD_CHARS,

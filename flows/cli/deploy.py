@@ -39,13 +39,12 @@ class Params:
 
 
 def execute(params: Params, out: Output) -> int:
-    from flows.alerts import load_alert_settings
     from flows.deploy import read_base_job_template, register
-    from flows.settings import Secrets
+    from flows.settings import get_settings
 
     template = read_base_job_template(params.base_job_template)
-    alerts = load_alert_settings()
-    out.learn(Secrets.of(alerts.url))
+    settings = get_settings()
+    out.learn(settings.secrets())
     result = asyncio.run(
         register(
             params.pool,
@@ -55,7 +54,7 @@ def execute(params: Params, out: Output) -> int:
             sample_rows=params.sample_rows,
             max_parallel_files=params.max_parallel_files,
             concurrency_limit=params.concurrency_limit,
-            alerts=alerts,
+            alerts=settings.alerts,
             wait_seconds=params.wait,
         )
     )

@@ -75,7 +75,7 @@ def _prepare(params: Params, out: Output) -> tuple[RunRequest, Target]:
     """Every check that needs no Prefect, then the servers; raises ConfigError naming the setting."""
     from flows.cli import _targets
     from flows.contract import RunRequest
-    from flows.schema import check_identifier
+    from flows.identifiers import check_identifier
     from flows.settings import get_settings
     from flows.sources import source_for
 

@@ -29,8 +29,8 @@ def execute(params: Params, out: Output) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from flows.csv_spec import MONTH_FILES
     from flows.sample import FULL_ROWS, write_sample
-    from flows.schema import MONTH_FILES
 
     rows = FULL_ROWS if params.full else dict.fromkeys(MONTH_FILES, params.rows_per_file)
     bar = Progress(

@@ -29,7 +29,7 @@ from flows.load.fast import FastStage, stage_fast
 from flows.load.plan import FileStat, Tuning, file_checksum, plan_file
 from flows.load.result import FileResult, Quarantined, summarise_quarantine
 from flows.sql import FileNames, Names
-from flows.transform import MAX_HEADER_BYTES, parse_header, raw_text
+from flows.transform import MAX_HEADER_BYTES, file_name_problem, parse_header, raw_text
 
 
 def load_file(
@@ -70,13 +70,9 @@ def _open(
     checkpoint: Checkpoint | None,
 ) -> LoadContext:
     """Phase "open": everything about the file that does not need the database."""
-    try:
-        source_file.encode("utf-8")
-    except UnicodeEncodeError:
-        raise FileRejected(
-            f"the file name {source_file.encode('utf-8', 'surrogateescape')!r} is not valid UTF-8: "
-            "rename the file (the ledger keeps file names as text)"
-        ) from None
+    problem = file_name_problem(source_file)
+    if problem:
+        raise FileRejected(problem)
     if not path.is_file():
         raise FileRejected(f"file not found: {path}")
     try:

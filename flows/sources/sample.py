@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from flows.contract import FileRequest, RunRequest
+from flows.csv_spec import MONTH_FILES
 from flows.errors import FileRejected
-from flows.schema import MONTH_FILES
 from flows.sources.base import Source
 
 
