@@ -11,8 +11,6 @@ from urllib.parse import quote, unquote
 from dotenv import dotenv_values
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
 
 from flows.errors import ConfigError
 from flows.identifiers import check_identifier, check_schema_name
@@ -247,6 +245,9 @@ class Settings(BaseSettings):
 def normalise_database_url(url: str, setting: str) -> str:
     """Accept postgres:// and postgresql[+driver]:// URLs and use psycopg2; refuse anything else,
     naming `setting` and never showing the URL (it may hold a password)."""
+    from sqlalchemy.engine import make_url  # imported when used: `ecommerce-etl --help` stays quick
+    from sqlalchemy.exc import ArgumentError
+
     try:
         parsed = make_url(_encoded_userinfo(url))
     except ArgumentError:
