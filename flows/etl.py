@@ -37,7 +37,7 @@ from flows.contract import FileRequest, RunRequest, SourceName
 from flows.load import FileResult
 from flows.names import LOAD_FILE_FLOW, PIPELINE_FLOW, file_run_name
 from flows.report import RunReport, failed_result, result_line
-from flows.settings import Settings
+from flows.settings import Settings, get_settings
 from flows.sources import source_for
 from flows.tasks import RunOptions, copy_file, ensure_schema_task, fetch_file, names_for, plan_files
 from flows.transform import file_name_problem, printable
@@ -82,7 +82,7 @@ def run_options(options: RunOptions) -> Iterator[None]:
 
 
 def _current_options() -> RunOptions:
-    return _OPTIONS.get() or RunOptions(settings=Settings())
+    return _OPTIONS.get() or RunOptions(settings=get_settings())  # a deployment run: read once, at its start
 
 
 # --- the flows ------------------------------------------------------------------------------------
@@ -111,8 +111,7 @@ def ecommerce_etl(
     run = _current_options()
     settings = run.settings
     run_id = str(flow_run.get_id() or uuid.uuid4())
-    names = names_for(settings, request.table)
-    report = RunReport(source=request.source, table=f"{names.schema}.{names.table}")
+    report = RunReport(source=request.source, table=_qualified(settings, request.table))
     planned = plan_files(settings, request, run_id)
     ensure_schema_task(settings, request.table)
     # files that exist only where this run is (a local folder) load here, whatever the setting
@@ -267,8 +266,9 @@ def _in_process(run: RunOptions, report: RunReport, planned: list[FileRequest]) 
     """Up to ETL_MAX_PARALLEL_FILES subflows at once, each in a thread that carries this run's
     context (Prefect's run context lives in contextvars: a bare thread would lose the parent)."""
     runnable = _admit(planned, report, run.settings)
-    for _, file in runnable if run.progress else []:  # every file's bar from the start, waiting ones too
-        run.progress(file.name, 0, 0)  # type: ignore[misc]
+    if run.progress:  # every file's bar from the start, waiting ones too
+        for _, file in runnable:
+            run.progress(file.name, 0, 0)
 
     def one(index: int, file: FileRequest) -> None:
         with _START_GATE.starting():
