@@ -91,7 +91,7 @@ class PostgresHandle:
         return self.server.port
 
     def tcp_url(self, user: str, password: str, database: str, driver: str = "psycopg2") -> str:
-        return f"postgresql+{driver}://{quote(user)}:{quote(password, safe='')}@{self.host}:{self.port}/{database}"
+        return tcp_url(self.server, user, password, database, driver)
 
     def admin_url(self, db: str = "postgres") -> str:
         return self.tcp_url("postgres", self.password, db)
@@ -114,6 +114,12 @@ class PostgresHandle:
 
     def log_count(self, text: str) -> int:
         return (self.server.pgdata / "server.log").read_text(errors="replace").count(text)
+
+
+def tcp_url(server: LocalPostgres, user: str, password: str, database: str, driver: str = "psycopg2") -> str:
+    """A URL to `server` over 127.0.0.1 (it was started with a port and a password)."""
+    assert server.port, "this server was started without a TCP port"
+    return f"postgresql+{driver}://{quote(user)}:{quote(password, safe='')}@127.0.0.1:{server.port}/{database}"
 
 
 @contextlib.contextmanager
