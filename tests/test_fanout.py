@@ -129,7 +129,9 @@ def active_copies(admin_url: str, database: str) -> int:
 def test_kill_during_a_concurrent_load_then_rerun_gives_the_clean_result(prefect_server, postgres, tmp_path,
                                                                          record_property):
     folder = tmp_path / "in"
-    write_sample(folder, rows_per_file=150_000, files=MONTH_FILES[:3])
+    # each COPY (about 1 s per 150,000 rows here) must outlast the next file's subflow start (about 1 s on a
+    # busy machine), or two never run at once
+    write_sample(folder, rows_per_file=400_000, files=MONTH_FILES[:3])
     reference_url = postgres.create_database("fanout_kill_reference")
     killed_url = postgres.create_database("fanout_kill")
     env = {**os.environ, **prefect_server.env, "ETL_DATA_DIR": str(tmp_path / "data"),
