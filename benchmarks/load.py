@@ -37,11 +37,11 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import sqlalchemy as sa
 
+from flows.csv_spec import CSV_HEADER
 from flows.load import ensure_schema, forget_file
 from flows.load.plan import FileStat, Tuning, plan_file
 from flows.localdb import LocalPostgres, local_cores
 from flows.sample import write_sample
-from flows.schema import CSV_HEADER
 from flows.settings import copy_segments_for
 from flows.sql import Names
 from flows.transform import MAX_HEADER_BYTES, parse_header
@@ -71,7 +71,7 @@ used = cpu() - before
 engine.dispose()
 assert r.status == 'loaded' and r.rows_quarantined == 0, r
 peak = int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1])
-print(json.dumps({'seconds': r.seconds, 'rows': r.rows_loaded, 'path': r.path, 'peak_kb': peak, 'cpu': used}))
+print(json.dumps({'seconds': r.seconds, 'rows': r.rows_loaded, 'load_path': r.load_path, 'peak_kb': peak, 'cpu': used}))
 """
 
 
@@ -239,7 +239,7 @@ class Bench:
         if done.returncode != 0:
             raise RuntimeError(f"(b) failed:\n{done.stderr[-3000:]}")
         result = json.loads(done.stdout.strip().splitlines()[-1])
-        assert result["path"] == "fast" and result["rows"] == self.rows, result
+        assert result["load_path"] == "fast" and result["rows"] == self.rows, result
         return result["seconds"], result["cpu"], result["peak_kb"] / 1024
 
     def _prepare(self, which: str) -> None:

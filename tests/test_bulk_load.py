@@ -32,7 +32,7 @@ def test_a_fast_load_writes_almost_no_wal(engine, postgres, tmp_path):
     before = wal_position(admin)
     result = load_file(engine, Names("public", "ecommerce_events"), path, tuning=Tuning(parallel=2, min_segment_bytes=1))
     written = wal_position(admin) - before
-    assert (result.status, result.path, result.rows_loaded) == ("loaded", "fast", 60_000)
+    assert (result.status, result.load_path, result.rows_loaded) == ("loaded", "fast", 60_000)
     # with wal_level=replica every row would be logged: about as many bytes as the file
     assert written < path.stat().st_size / 10, f"{written:,} bytes of WAL for a {path.stat().st_size:,}-byte file"
 

@@ -63,7 +63,7 @@ def test_a_segment_that_gives_up_stops_every_producer(engine, tmp_path):
     quoted = b'"' + last_line[:23] + b'"' + last_line[23:]  # the same record, its timestamp quoted
     path.write_bytes(data[: data.rindex(last_line)] + quoted + b"\n")
     result = load_file(engine, NAMES, path, tuning=SMALL)
-    assert (result.status, result.path, result.rows_loaded) == ("loaded", "checked", 30_000)
+    assert (result.status, result.load_path, result.rows_loaded) == ("loaded", "careful", 30_000)
     assert feed_threads() == []
 
 
