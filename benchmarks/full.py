@@ -35,7 +35,7 @@ import sqlalchemy as sa
 from benchmarks.load import ServerCpu, children_cpu, pretransform, segments_of, split_lines, spread
 from flows.csv_spec import MONTH_FILES
 from flows.load import ensure_schema, forget_file
-from flows.localdb import LocalPostgres, local_cores
+from flows.localdb import LocalPostgres, local_cores, postgres_bin_dir
 from flows.localserver import prefect_server_process
 from flows.sample import FULL_ROWS
 from flows.settings import copy_segments_for
@@ -130,7 +130,7 @@ def ensure_parts(pre: list[Path], parts: int) -> list[list[Path]]:
 
 def psql_copy(server: LocalPostgres, table: str, files: list[Path]) -> subprocess.Popen:
     script = "".join(f"\\copy {table} FROM '{p}' WITH (FORMAT csv, HEADER true)\n" for p in files)
-    argv = [str(server.bin_dir / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", str(server.socket_dir)]
+    argv = [str(postgres_bin_dir() / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", str(server.socket_dir)]
     argv += ["-p", str(server.socket_port), "-U", "postgres", "-d", "bench"]
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, text=True)
     assert proc.stdin is not None

@@ -40,7 +40,7 @@ import sqlalchemy as sa
 from flows.csv_spec import CSV_HEADER
 from flows.load import ensure_schema, forget_file
 from flows.load.plan import FileStat, Tuning, plan_file
-from flows.localdb import LocalPostgres, local_cores
+from flows.localdb import LocalPostgres, local_cores, postgres_bin_dir
 from flows.sample import write_sample
 from flows.settings import copy_segments_for
 from flows.sql import Names
@@ -212,7 +212,7 @@ class Bench:
         return [
             subprocess.Popen(
                 [
-                    str(self.server.bin_dir / "psql"),
+                    str(postgres_bin_dir() / "psql"),
                     *("-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", str(self.server.socket_dir)),
                     *("-p", str(self.server.socket_port), "-U", "postgres", "-d", "bench"),
                     "-c",
