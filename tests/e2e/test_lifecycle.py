@@ -75,15 +75,22 @@ def release_tree(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def images(release_tree):
+    """Both flow images, built and loaded into every node; removed from the engine and the nodes
+    afterwards (each node keeps its own copy of a loaded image: about 1 GB each)."""
     started = time.monotonic()
-    sh(str(REPO / "scripts" / "build-image.sh"), NEW_IMAGE, timeout=1800)
-    sh("env", "APP_UID=10001", str(release_tree / "scripts" / "build-image.sh"), OLD_IMAGE, timeout=1800)
-    for ref in (NEW_IMAGE, OLD_IMAGE):
-        sh("kind", "load", "docker-image", ref, "--name", CLUSTER, timeout=900)
-    FIGURES["images_s"] = round(time.monotonic() - started, 1)
-    yield
-    for ref in (NEW_IMAGE, OLD_IMAGE):
-        sh("docker", "image", "rm", ref, check=False)
+    try:
+        sh(str(REPO / "scripts" / "build-image.sh"), NEW_IMAGE, timeout=1800)
+        sh("env", "APP_UID=10001", str(release_tree / "scripts" / "build-image.sh"), OLD_IMAGE, timeout=1800)
+        for ref in (NEW_IMAGE, OLD_IMAGE):
+            sh("kind", "load", "docker-image", ref, "--name", CLUSTER, timeout=900)
+        FIGURES["images_s"] = round(time.monotonic() - started, 1)
+        yield
+    finally:
+        for node in sh("kind", "get", "nodes", "--name", CLUSTER, check=False).split():
+            sh("docker", "exec", node, "crictl", "rmi", *(f"docker.io/library/{ref}" for ref in (NEW_IMAGE, OLD_IMAGE)),
+               check=False)
+        for ref in (NEW_IMAGE, OLD_IMAGE):
+            sh("docker", "image", "rm", ref, check=False)
 
 
 def image_args(image: str) -> list[str]:
