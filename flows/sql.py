@@ -365,6 +365,18 @@ def deliver_notices() -> sql.Composable:
     return sql.SQL("SELECT 1")
 
 
+# The server drops a load's connections once their client has been silent this long (30 s idle,
+# then 3 probes 10 s apart): a load on a node that vanished (no FIN, no RST) would otherwise hold its
+# file's lock, and its re-run would wait on it, for the kernel's default of two hours.
+KEEPALIVE_IDLE_SECONDS, KEEPALIVE_INTERVAL_SECONDS, KEEPALIVE_COUNT = 30, 10, 3
+
+
 def session_setup() -> sql.Composable:
-    # Timestamps carry " UTC"; the session zone only affects display.
-    return sql.SQL("SET TIME ZONE 'UTC'")
+    # Timestamps carry " UTC"; the session zone only affects display. The keepalives are
+    # the server's, for this session's socket (ignored on a unix socket).
+    return sql.SQL(
+        "SET TIME ZONE 'UTC'; SET tcp_keepalives_idle = {}; SET tcp_keepalives_interval = {};"
+        " SET tcp_keepalives_count = {}"
+    ).format(
+        sql.Literal(KEEPALIVE_IDLE_SECONDS), sql.Literal(KEEPALIVE_INTERVAL_SECONDS), sql.Literal(KEEPALIVE_COUNT)
+    )
