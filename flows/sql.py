@@ -377,6 +377,4 @@ def session_setup() -> sql.Composable:
     return sql.SQL(
         "SET TIME ZONE 'UTC'; SET tcp_keepalives_idle = {}; SET tcp_keepalives_interval = {};"
         " SET tcp_keepalives_count = {}"
-    ).format(
-        sql.Literal(KEEPALIVE_IDLE_SECONDS), sql.Literal(KEEPALIVE_INTERVAL_SECONDS), sql.Literal(KEEPALIVE_COUNT)
-    )
+    ).format(sql.Literal(KEEPALIVE_IDLE_SECONDS), sql.Literal(KEEPALIVE_INTERVAL_SECONDS), sql.Literal(KEEPALIVE_COUNT))
