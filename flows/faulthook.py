@@ -20,9 +20,8 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-
-from flows.load.context import Checkpoint
 
 ENV = "ETL_CHAOS_FAULT_HOOK_DIR"
 TRIGGERS = ("oom", "kill", "kill-every")
@@ -31,7 +30,7 @@ POLL_SECONDS = 0.2
 _CHUNK = 32 << 20
 
 
-def checkpoint(source_file: str) -> Checkpoint | None:
+def checkpoint(source_file: str) -> Callable[[str, str], None] | None:
     """The hook for one file's load, or None (no hook at all) when the fault hook is not enabled."""
     folder = os.environ.get(ENV)
     return _Watcher(Path(folder), source_file).checkpoint if folder else None
