@@ -36,7 +36,11 @@ spec:
     - name: main
       image: $image
       imagePullPolicy: Never
-      command: [python3, -c, "$5"]
+      command:
+        - python3
+        - -c
+        - |
+          $5
 YAML
 }
 serve='import http.server as h; h.HTTPServer(("", 8080), h.SimpleHTTPRequestHandler).serve_forever()'
