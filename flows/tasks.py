@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from flows import sources
+from flows import faulthook, sources
 from flows.errors import ConfigError, FileRejected
 from flows.load import FileResult, ensure_schema, load_file
 from flows.settings import Settings, redact
@@ -192,6 +192,7 @@ def copy_file(options: RunOptions, path: str, table: str | None, run_id: str) ->
             run_id=run_id,
             progress=_ProgressLog(file, options.progress),
             parallel=settings.copy_parallelism,
+            checkpoint=faulthook.checkpoint(file.name),  # None unless the chaos harness enabled it
         )
     finally:
         engine.dispose()
