@@ -254,13 +254,14 @@ class Run:
         return self.prefect.flow_run(self.id)["state"]
 
     def copying(self) -> list[str]:
-        """Files of this run whose COPY PostgreSQL is running now."""
+        """Files of this run whose COPY PostgreSQL is running now. A segment table is created in its
+        COPY's own transaction, invisible to other sessions: the COPY is found by its statement."""
         found = self.db.rows(
-            "select c.relname from pg_stat_progress_copy p join pg_class c on c.oid = p.relid "
-            f"where p.bytes_processed > 0 and c.relname like '{self.table}$s%'"
+            "select a.query from pg_stat_progress_copy p join pg_stat_activity a on a.pid = p.pid "
+            f"where p.bytes_processed > 0 and a.query like '%{self.table}$s%'"
         )
         keys = {f: f"{self.table}$s{file_key(f)}" for f in self.files}
-        return sorted({f for (rel,) in found for f, prefix in keys.items() if rel.startswith(prefix)})
+        return sorted({f for (query,) in found for f, prefix in keys.items() if prefix in query})
 
     def child(self, file: str) -> dict:
         runs = [c for c in self.prefect.children(self.id) if c["name"] == f"load-{file}"]
