@@ -728,6 +728,7 @@ def wait_platform() -> None:
 def inject_once(prefect: Prefect, db: Database, fault: Fault, n: int, files: tuple[str, ...], rows: int) -> Outcome:
     outcome = Outcome(fault)
     table = f"chaos_{n:02d}_{fault.name.replace('-', '_')}"[:48]
+    drop_table(db, table)  # left by an earlier run that did not recover: its ledger would skip every file
     created = prefect.start_sample(
         {"rows_per_file": rows, "files": list(files), "table": table}, f"chaos {n:02d} {fault.name}"
     )
@@ -817,6 +818,7 @@ def main(argv: list[str] | None = None) -> int:
     baseline = None
     try:
         if not args.no_baseline:
+            drop_table(db, "chaos_baseline")
             created = prefect.start_sample(
                 {"rows_per_file": args.rows, "files": list(files), "table": "chaos_baseline"}, "chaos baseline"
             )
