@@ -16,8 +16,9 @@ from prefect.exceptions import PrefectHTTPStatusError
 from prefect.states import AwaitingRetry, Completed, Crashed, Pending, Running
 
 from flows import faulthook, recovery
+from helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
+
 
 
 def _history(*states):
