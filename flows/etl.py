@@ -276,8 +276,8 @@ def make_flows(options: RunOptions | None = None) -> Flows:
         children = fanout.start_children(deployment, [f for _, f in startable], source, rows_per_file, table, run_id)
         slot = {c.flow_run_id: row for (row, _), c in zip(startable, children, strict=True)}
 
-        def done(child: fanout.Child, child_run: FlowRun) -> None:
-            result = fanout.child_result(child, child_run)
+        def done(child: fanout.Child, child_run: FlowRun, why: str | None) -> None:
+            result = fanout.child_result(child, child_run, why)
             report.files[slot[child.flow_run_id]] = result
             log_result(result)
             _emit_events(result, run.settings, table, load_file_run=str(child.flow_run_id))

@@ -34,7 +34,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 from prefect.client.schemas.filters import (
@@ -93,22 +93,39 @@ class RetryPolicy:
 class Verdict:
     """What to do with a crashed run, from its state history."""
 
-    crashes: int  # Crashed states in the run's history, this one included
+    crashes: int  # Crashed states in the run's history that count (see verdict)
     retries: int  # the bound
     delay: float
     reason: str  # the last crash's message
+    rescheduled: bool = False  # the last crash cut short Prefect's own SIGTERM reschedule
 
     @property
     def retry(self) -> bool:
-        return self.crashes <= self.retries
+        return self.rescheduled or self.crashes <= self.retries
 
 
 def verdict(history: Sequence[State], policy: RetryPolicy) -> Verdict:
     """Pure: re-run (crash number n <= retries) or give up. Counting the Crashed states of the run's
-    own history, not a counter of ours, keeps the count right whoever restarts."""
-    crashed = [s for s in sorted(history, key=_timestamp) if s.type == StateType.CRASHED]
-    reason = " ".join((crashed[-1].message or "").split()) if crashed else ""
-    return Verdict(len(crashed), policy.retries, policy.delay(len(crashed)), reason or "no message")
+    own history, not a counter of ours, keeps the count right whoever restarts.
+
+    A Crashed state right after Prefect's own AwaitingRetry is not a crash of the load: a pod that
+    gets a SIGTERM has its run rescheduled by its supervisor, but Kubernetes counts a pod being deleted
+    as failed at once, so prefect-kubernetes' observer sees the Job (backoffLimit 0) fail and reports
+    the run Crashed over the reschedule (seen on every pod deletion and drain here). Such a run is
+    re-run at once, as Prefect meant to, and the crash is not counted."""
+    ordered = sorted(history, key=_timestamp)
+    counted: list[State] = []
+    cut_short = False
+    for before, state in zip([None, *ordered], ordered, strict=False):
+        if state.type != StateType.CRASHED:
+            continue
+        cut_short = bool(before and before.name == "AwaitingRetry" and MARK not in (before.message or ""))
+        if not cut_short:
+            counted.append(state)
+    last = next((s for s in reversed(ordered) if s.type == StateType.CRASHED), None)
+    reason = " ".join((last.message or "").split()) if last else ""
+    delay = 0.0 if cut_short else policy.delay(len(counted))
+    return Verdict(len(counted), policy.retries, delay, reason or "no message", cut_short)
 
 
 def _timestamp(state: State) -> datetime:
@@ -127,12 +144,10 @@ def retry_crashed_file(client, run: FlowRun, file: str, policy: RetryPolicy) -> 
     """For a Crashed `load-file` run: set it back to AwaitingRetry when retries are left (and emit
     ecommerce.file.retried). Returns the verdict either way; `.retry` False means the file failed."""
     found = verdict(client.read_flow_run_states(run.id), policy)
-    if not found.retry:
+    current = client.read_flow_run(run.id).state
+    if not found.retry or not (current and current.is_crashed()):  # already re-run (a retried call)
         return found
-    message = (
-        f"{MARK}: the load of {file} crashed ({found.reason}); re-run {found.crashes} of {found.retries} "
-        f"(flowRun.fileRetries) in {found.delay:.0f} s"
-    )
+    message = f"{MARK}: the load of {file} crashed ({found.reason}); {rerun_text(found, 'flowRun.fileRetries')}"
     result = client.set_flow_run_state(run.id, _awaiting_retry(found.delay, message))
     if result.state is None or not result.state.is_scheduled():
         raise RuntimeError(f"could not re-run the crashed load-file run {run.name}: {result.details}")
@@ -143,6 +158,12 @@ def retry_crashed_file(client, run: FlowRun, file: str, policy: RetryPolicy) -> 
         payload={"retry": found.crashes, "retries": found.retries, "delay_seconds": found.delay, "crash": found.reason},
     )
     return found
+
+
+def rerun_text(found: Verdict, setting: str) -> str:
+    if found.rescheduled:
+        return "its SIGTERM reschedule was cut short by that crash report: re-run now (not counted)"
+    return f"re-run {found.crashes} of {found.retries} ({setting}) in {found.delay:.0f} s"
 
 
 def _awaiting_retry(delay: float, message: str) -> State:
@@ -176,11 +197,11 @@ class ApiOutage:
         self.logger = logger or log
         self.since: float | None = None
 
-    def call(self, fn: Callable[[], T]) -> T:
+    def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         pause = 2.0
         while True:
             try:
-                value = fn()
+                value = fn(*args, **kwargs)
             except Exception as exc:
                 if not transient(exc):
                     raise
@@ -238,10 +259,7 @@ def recover_pipeline_runs(
             continue
         found = verdict(client.read_flow_run_states(run.id), policy)
         if found.retry:
-            message = (
-                f"{MARK}: the run crashed ({found.reason}); re-run {found.crashes} of {found.retries} "
-                f"(flowRun.pipelineRetries) in {found.delay:.0f} s"
-            )
+            message = f"{MARK}: the run crashed ({found.reason}); {rerun_text(found, 'flowRun.pipelineRetries')}"
             state = _awaiting_retry(found.delay, message)
             action = "re-run"
         else:
@@ -318,7 +336,7 @@ def watch(settings: RecoverySettings, once: bool = False) -> list[Action]:
     with get_client(sync_client=True) as client:
         outage = ApiOutage(float("inf"))
         while True:
-            actions = outage.call(lambda: recover_pipeline_runs(client, policy, max_age, alive))
+            actions = outage.call(recover_pipeline_runs, client, policy, max_age, alive)
             for a in actions:
                 if a.action != "waiting":
                     log.warning("%s (%s): %s", a.name, a.run, a.message)
@@ -326,3 +344,12 @@ def watch(settings: RecoverySettings, once: bool = False) -> list[Action]:
             if once:
                 return done
             time.sleep(settings.poll_seconds)
+
+
+def main() -> None:  # pragma: no cover - the chart's recovery container until the CLI has `recover`
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    watch(RecoverySettings())
+
+
+if __name__ == "__main__":
+    main()

@@ -49,6 +49,26 @@ def test_verdict_counts_the_crashes_of_the_runs_own_history():
     assert recovery.verdict(_history(Crashed()), none).retry is False
 
 
+def test_a_crash_that_cut_short_prefects_own_reschedule_is_rerun_at_once_and_not_counted():
+    """A deleted pod: its supervisor reschedules the run (AwaitingRetry), then the observer reports
+    the failed Job as Crashed over it. That is re-run without delay and without using a retry; a crash
+    after one of our own re-runs (AwaitingRetry with our mark) counts."""
+    policy = recovery.RetryPolicy(retries=1, delay_seconds=10)
+    cut = recovery.verdict(
+        _history(Running(), AwaitingRetry(), Crashed(message="No active or succeeded pods found for any job")), policy
+    )
+    assert (cut.retry, cut.rescheduled, cut.crashes, cut.delay) == (True, True, 0, 0)
+    ours = AwaitingRetry(message=f"{recovery.MARK}: the run crashed (x); re-run 1 of 1 (flowRun.pipelineRetries)")
+    after_ours = recovery.verdict(_history(Running(), Crashed(message="x"), ours, Crashed(message="y")), policy)
+    assert (after_ours.retry, after_ours.rescheduled, after_ours.crashes) == (False, False, 2)
+    # evicted again and again: each cut-short reschedule is re-run, the real crashes still count
+    many = recovery.verdict(
+        _history(Running(), AwaitingRetry(), Crashed(), ours, Running(), AwaitingRetry(), Crashed()), policy
+    )
+    assert (many.retry, many.crashes) == (True, 0)
+    assert "not counted" in recovery.rerun_text(cut, "flowRun.fileRetries")
+
+
 def test_delays_double_up_to_the_maximum():
     policy = recovery.RetryPolicy(retries=5, delay_seconds=3, max_delay_seconds=20)
     assert [policy.delay(n) for n in range(1, 6)] == [3, 6, 12, 20, 20]
