@@ -28,20 +28,23 @@ def _history(*states):
     return list(reversed(states))  # any order: the verdict sorts by time
 
 
+def _ours():
+    """An AwaitingRetry set by flows/recovery.py (a re-run after a crash)."""
+    return AwaitingRetry(message=f"{recovery.MARK}: the run crashed (x); re-run 1 of 2")
+
+
 def test_verdict_counts_the_crashes_of_the_runs_own_history():
     policy = recovery.RetryPolicy(retries=2, delay_seconds=10, max_delay_seconds=25)
     first = recovery.verdict(_history(Pending(), Running(), Crashed(message="pod OOMKilled")), policy)
     assert (first.retry, first.crashes, first.delay, first.reason) == (True, 1, 10, "pod OOMKilled")
     # a SIGTERM reschedule (AwaitingRetry without a crash) is not a crash
     second = recovery.verdict(
-        _history(Running(), Crashed(message="a"), AwaitingRetry(), Running(), AwaitingRetry(), Running(),
+        _history(Running(), Crashed(message="a"), _ours(), Running(), AwaitingRetry(), Running(),
                  Crashed(message="b\n  second")),
         policy,
     )
     assert (second.retry, second.crashes, second.delay, second.reason) == (True, 2, 20, "b second")
-    third = recovery.verdict(
-        _history(Crashed(message="a"), AwaitingRetry(), Crashed(message="b"), AwaitingRetry(), Crashed()), policy
-    )
+    third = recovery.verdict(_history(Crashed(message="a"), _ours(), Crashed(message="b"), _ours(), Crashed()), policy)
     assert (third.retry, third.crashes, third.delay, third.reason) == (False, 3, 25, "no message")
     assert "crashed 3 time(s)" in recovery.exhausted_message("f.csv", third)
     assert recovery.verdict(_history(Running(), Completed()), policy).crashes == 0
@@ -58,7 +61,7 @@ def test_a_crash_that_cut_short_prefects_own_reschedule_is_rerun_at_once_and_not
         _history(Running(), AwaitingRetry(), Crashed(message="No active or succeeded pods found for any job")), policy
     )
     assert (cut.retry, cut.rescheduled, cut.crashes, cut.delay) == (True, True, 0, 0)
-    ours = AwaitingRetry(message=f"{recovery.MARK}: the run crashed (x); re-run 1 of 1 (flowRun.pipelineRetries)")
+    ours = _ours()
     after_ours = recovery.verdict(_history(Running(), Crashed(message="x"), ours, Crashed(message="y")), policy)
     assert (after_ours.retry, after_ours.rescheduled, after_ours.crashes) == (False, False, 2)
     # evicted again and again: each cut-short reschedule is re-run, the real crashes still count
