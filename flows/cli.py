@@ -105,6 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
     forget.add_argument("file", help="the file's name as loaded (a path is fine: its last part is the name)")
     forget.add_argument("--table", help="target table (default ETL_TABLE or ecommerce_events)")
     forget.add_argument("--database-url", help="PostgreSQL URL; default as for `run`")
+
+    recover = commands.add_parser(
+        "recover",
+        help="re-run crashed pipeline runs (the same flow run) up to ETL_PIPELINE_RETRIES times, then mark them "
+        "Failed; what the chart's recovery container runs",
+    )
+    recover.add_argument("--once", action="store_true", help="one pass, then exit (default: a pass every 10 s)")
     return parser
 
 
@@ -496,6 +503,23 @@ def cmd_forget(args) -> int:
     return EXIT_OK
 
 
+def cmd_recover(args) -> int:
+    import logging
+
+    from pydantic import ValidationError
+
+    from flows.recovery import RecoverySettings, watch
+
+    try:
+        settings = RecoverySettings()
+    except ValidationError as exc:
+        return _fail("; ".join(f"{'/'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    for action in watch(settings, once=args.once):
+        print(f"{action.name} ({action.run}): {action.action}: {action.message}")
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     args = build_parser().parse_args(argv)
@@ -506,6 +530,7 @@ def main(argv: list[str] | None = None) -> int:
         "server": cmd_server,
         "stop": cmd_stop,
         "forget": cmd_forget,
+        "recover": cmd_recover,
     }
     return commands[args.command](args)
 

@@ -34,6 +34,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
@@ -76,6 +77,7 @@ class RecoverySettings(BaseSettings):
     # recovery existed, or while it was down longer than that, are never re-run by surprise)
     max_age_minutes: float = Field(60, gt=0, validation_alias="ETL_RECOVERY_MAX_AGE_MINUTES")
     poll_seconds: float = Field(10, gt=0, validation_alias="ETL_RECOVERY_POLL_SECONDS")
+    heartbeat_file: Path | None = Field(None, validation_alias="ETL_RECOVERY_HEARTBEAT_FILE")
 
 
 @dataclass(frozen=True)
@@ -341,15 +343,8 @@ def watch(settings: RecoverySettings, once: bool = False) -> list[Action]:
                 if a.action != "waiting":
                     log.warning("%s (%s): %s", a.name, a.run, a.message)
             done += actions
+            if settings.heartbeat_file:  # the container's liveness probe reads its age
+                settings.heartbeat_file.touch()
             if once:
                 return done
             time.sleep(settings.poll_seconds)
-
-
-def main() -> None:  # pragma: no cover - the chart's recovery container until the CLI has `recover`
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    watch(RecoverySettings())
-
-
-if __name__ == "__main__":
-    main()

@@ -147,9 +147,9 @@ variables:
     tolerations:
       type: array
       title: Tolerations
-      description: Tolerations of the flow-run pod.
+      description: Tolerations of the flow-run pod (by default also how long it stays on a lost node).
       items: {type: object}
-      default: {{ toJson $fr.tolerations }}
+      default: {{ include "ecommerce-etl.flowRunTolerations" . }}
     affinity:
       type: object
       title: Affinity
@@ -242,6 +242,11 @@ the quarantine alert threshold, optional Kaggle creds. */}}
 {{ include "ecommerce-etl.prefectBaseEnv" . }}
 - name: ETL_MAX_PARALLEL_FILES
   value: {{ .Values.flowRun.maxParallelFiles | quote }}
+# A crashed load-file run is run again by its pipeline run (flows/recovery.py).
+- name: ETL_FILE_RETRIES
+  value: {{ .Values.flowRun.fileRetries | quote }}
+- name: ETL_RETRY_DELAY_SECONDS
+  value: {{ .Values.flowRun.retryDelaySeconds | quote }}
 {{- if .Values.flowRun.fanOut }}
 # One load-file deployment run (its own Job) per file; the name `ecommerce-etl deploy` registers.
 - name: ETL_FILE_DEPLOYMENT
@@ -257,4 +262,21 @@ the quarantine alert threshold, optional Kaggle creds. */}}
 {{- with .Values.flowRun.extraEnv }}
 {{ toYaml . }}
 {{- end }}
+{{- end -}}
+
+
+{{/* flowRun.tolerations, plus (unless they name these keys themselves) how long a flow-run pod stays
+bound to a node that stopped answering: flowRun.nodeLostSeconds instead of Kubernetes' 300 s, so a run
+on a lost node is evicted, reported Crashed and re-run elsewhere sooner. JSON. */}}
+{{- define "ecommerce-etl.flowRunTolerations" -}}
+{{- $fr := .Values.flowRun -}}
+{{- $own := list -}}
+{{- range $fr.tolerations }}{{ $own = append $own (.key | default "") }}{{ end -}}
+{{- $all := list -}}
+{{- range $key := list "node.kubernetes.io/not-ready" "node.kubernetes.io/unreachable" -}}
+{{- if not (has $key $own) -}}
+{{- $all = append $all (dict "key" $key "operator" "Exists" "effect" "NoExecute" "tolerationSeconds" (int $fr.nodeLostSeconds)) -}}
+{{- end -}}
+{{- end -}}
+{{- concat $all $fr.tolerations | toJson -}}
 {{- end -}}
