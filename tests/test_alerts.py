@@ -42,6 +42,7 @@ def test_alert_settings_and_specs(monkeypatch, tmp_path):
         "ETL_ALERT_WEBHOOK_URL_FILE",
         "ETL_ALERT_PENDING_MINUTES",
         "ETL_ALERT_RUNNING_MINUTES",
+        "ETL_ALERT_CRASHED_MINUTES",
     ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(REPO / "tests")  # no .env here
@@ -64,6 +65,7 @@ def test_alert_settings_and_specs(monkeypatch, tmp_path):
     for name, value, fragment in (
         ("ETL_ALERT_PENDING_MINUTES", "0.1", r"ETL_ALERT_PENDING_MINUTES=0\.1"),
         ("ETL_ALERT_RUNNING_MINUTES", "-1", "ETL_ALERT_RUNNING_MINUTES: Input should be"),
+        ("ETL_ALERT_CRASHED_MINUTES", "0.1", r"ETL_ALERT_CRASHED_MINUTES=0\.1"),
         ("ETL_ALERT_WEBHOOK_URL", "hooks.example/x", r"ETL_ALERT_WEBHOOK_URL.*http"),
     ):
         with monkeypatch.context() as m:
@@ -74,10 +76,18 @@ def test_alert_settings_and_specs(monkeypatch, tmp_path):
     specs = {s.name: s for s in alert_specs(AlertSettings(pending_minutes=5, running_minutes=0))}
     assert set(specs) == {
         "ecommerce-etl: run failed",
+        "ecommerce-etl: run crashed",
         "ecommerce-etl: quarantine high",
         "ecommerce-etl: run not started",
     }  # 0 minutes switches a trigger off
-    for name in ("ecommerce-etl: run failed", "ecommerce-etl: run not started"):
+    assert "ecommerce-etl: run crashed" not in {s.name for s in alert_specs(AlertSettings(crashed_minutes=0))}
+    # a crash alone never alerts (the run is re-run); a run that ends Failed, or stays Crashed, does
+    assert specs["ecommerce-etl: run failed"].trigger["expect"] == ["prefect.flow-run.Failed"]
+    crashed = specs["ecommerce-etl: run crashed"].trigger
+    assert (crashed["after"], crashed["posture"], crashed["within"]) == (["prefect.flow-run.Crashed"], "Proactive", 300)
+    assert {"prefect.flow-run.AwaitingRetry", "prefect.flow-run.Failed"} <= set(crashed["expect"])
+    assert "prefect.flow-run.Crashed" not in crashed["expect"]
+    for name in ("ecommerce-etl: run failed", "ecommerce-etl: run not started", "ecommerce-etl: run crashed"):
         related = specs[name].trigger["match_related"]
         assert related == {"prefect.resource.role": "flow", "prefect.resource.name": "ecommerce-etl"}
     assert specs["ecommerce-etl: run not started"].trigger["within"] == 300
