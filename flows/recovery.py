@@ -99,35 +99,50 @@ class Verdict:
     retries: int  # the bound
     delay: float
     reason: str  # the last crash's message
-    rescheduled: bool = False  # the last crash cut short Prefect's own SIGTERM reschedule
+    # the last crash report: "crash" (counts), "repeat" (a second report of the same attempt) or
+    # "rescheduled" (it cut short Prefect's own SIGTERM reschedule); the last two re-run at once, uncounted
+    kind: str = "crash"
+
+    @property
+    def uncounted(self) -> bool:
+        return self.kind != "crash"
 
     @property
     def retry(self) -> bool:
-        return self.rescheduled or self.crashes <= self.retries
+        return self.uncounted or self.crashes <= self.retries
 
 
 def verdict(history: Sequence[State], policy: RetryPolicy) -> Verdict:
     """Pure: re-run (crash number n <= retries) or give up. Counting the Crashed states of the run's
     own history, not a counter of ours, keeps the count right whoever restarts.
 
-    A Crashed state right after Prefect's own AwaitingRetry is not a crash of the load: a pod that
-    gets a SIGTERM has its run rescheduled by its supervisor, but Kubernetes counts a pod being deleted
-    as failed at once, so prefect-kubernetes' observer sees the Job (backoffLimit 0) fail and reports
-    the run Crashed over the reschedule (seen on every pod deletion and drain here). Such a run is
-    re-run at once, as Prefect meant to, and the crash is not counted."""
+    Two kinds of crash report do not count (the run is re-run at once, as it should be):
+    - one right after Prefect's own AwaitingRetry: a pod that gets a SIGTERM has its run rescheduled
+      by its supervisor, but Kubernetes counts a pod being deleted as failed at once, so
+      prefect-kubernetes' observer sees the Job (backoffLimit 0) fail and reports the run Crashed
+      over the reschedule (seen on pod deletions and drains here);
+    - a second report of the same attempt (no Pending since the last crash: no new attempt
+      started): the supervisor reports the engine's death, then whoever watches the infrastructure
+      (the process worker, the observer) reports the same death again."""
     ordered = sorted(history, key=_timestamp)
-    counted: list[State] = []
-    cut_short = False
-    for before, state in zip([None, *ordered], ordered, strict=False):
+    counted = 0
+    kind = "crash"
+    previous_crash: int | None = None
+    for i, state in enumerate(ordered):
         if state.type != StateType.CRASHED:
             continue
+        before = ordered[i - 1] if i else None
         cut_short = bool(before and before.name == "AwaitingRetry" and MARK not in (before.message or ""))
-        if not cut_short:
-            counted.append(state)
-    last = next((s for s in reversed(ordered) if s.type == StateType.CRASHED), None)
+        new_attempt = previous_crash is None or any(
+            s.type == StateType.PENDING for s in ordered[previous_crash + 1 : i]
+        )
+        kind = "rescheduled" if cut_short else "crash" if new_attempt else "repeat"
+        counted += kind == "crash"
+        previous_crash = i
+    last = ordered[previous_crash] if previous_crash is not None else None
     reason = " ".join((last.message or "").split()) if last else ""
-    delay = 0.0 if cut_short else policy.delay(len(counted))
-    return Verdict(len(counted), policy.retries, delay, reason or "no message", cut_short)
+    delay = policy.delay(counted) if kind == "crash" else 0.0
+    return Verdict(counted, policy.retries, delay, reason or "no message", kind)
 
 
 def _timestamp(state: State) -> datetime:
@@ -153,6 +168,8 @@ def retry_crashed_file(client, run: FlowRun, file: str, policy: RetryPolicy) -> 
     result = client.set_flow_run_state(run.id, _awaiting_retry(found.delay, message))
     if result.state is None or not result.state.is_scheduled():
         raise RuntimeError(f"could not re-run the crashed load-file run {run.name}: {result.details}")
+    if found.kind == "repeat":  # announced when it was first reported
+        return found
     emit_event(
         FILE_RETRIED,
         resource={"prefect.resource.id": f"ecommerce.file.{file}", "prefect.resource.name": file},
@@ -163,8 +180,10 @@ def retry_crashed_file(client, run: FlowRun, file: str, policy: RetryPolicy) -> 
 
 
 def rerun_text(found: Verdict, setting: str) -> str:
-    if found.rescheduled:
-        return "its SIGTERM reschedule was cut short by that crash report: re-run now (not counted)"
+    if found.kind == "repeat":
+        return "a second report of the same crash, which does not count: re-run now"
+    if found.kind == "rescheduled":
+        return "that crash report cut short Prefect's own SIGTERM reschedule and does not count: re-run now"
     return f"re-run {found.crashes} of {found.retries} ({setting}) in {found.delay:.0f} s"
 
 
@@ -274,7 +293,7 @@ def recover_pipeline_runs(
         result = client.set_flow_run_state(run.id, state)
         if result.state is None or result.state.type != state.type:
             continue  # someone else moved it first (another replica, a person): theirs stands
-        if action == "re-run":
+        if action == "re-run" and found.kind != "repeat":
             emit_event(
                 RUN_RETRIED,
                 resource={"prefect.resource.id": f"prefect.flow-run.{run.id}", "prefect.resource.name": run.name},

@@ -14,18 +14,16 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 import uuid
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 
 import pytest
 
 from chart_render import base_job_template, render
 from flows.alerts import BLOCK_NAME, TAG, AlertSettings, alert_specs
 from flows.sample import write_sample
-from helpers import BIN, REPO, free_port, started_prefect_server
+from helpers import BIN, REPO, started_prefect_server, webhook_receiver
 
 PENDING_MINUTES = 0.25  # 15 s: the shortest Prefect accepts is 10 s
 POOL = "alerts-no-worker"
@@ -99,47 +97,10 @@ def test_alert_settings_and_specs(monkeypatch, tmp_path):
 
 
 # --- a webhook receiver ------------------------------------------------------------------------
-@dataclass
-class Receiver:
-    url: str
-    posts: list[dict] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def naming(self, text: str) -> list[dict]:
-        with self.lock:
-            return [p for p in self.posts if text in json.dumps(p)]
-
-    def wait_for(self, text: str, timeout: float) -> list[dict]:
-        deadline = time.monotonic() + timeout
-        while not self.naming(text):
-            assert time.monotonic() < deadline, f"no POST naming {text!r} within {timeout:.0f}s: {self.posts}"
-            time.sleep(1)
-        return self.naming(text)
-
-
 @pytest.fixture(scope="module")
 def receiver():
-    posts: list[dict] = []
-    lock = threading.Lock()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = self.rfile.read(int(self.headers.get("content-length", 0)))
-            with lock:
-                posts.append({"path": self.path, "json": json.loads(body or b"null")})
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    rec = Receiver(url=f"http://127.0.0.1:{server.server_port}/hooks/ecommerce-etl", posts=posts, lock=lock)
-    yield rec
-    server.shutdown()
-    server.server_close()
+    with webhook_receiver() as rec:
+        yield rec
 
 
 # --- a Prefect server with services --------------------------------------------------------------

@@ -19,8 +19,6 @@ from flows import faulthook, recovery
 from helpers import REPO
 
 
-
-
 def _history(*states):
     start = datetime(2026, 1, 1, tzinfo=UTC)
     for i, state in enumerate(states):
@@ -39,12 +37,16 @@ def test_verdict_counts_the_crashes_of_the_runs_own_history():
     assert (first.retry, first.crashes, first.delay, first.reason) == (True, 1, 10, "pod OOMKilled")
     # a SIGTERM reschedule (AwaitingRetry without a crash) is not a crash
     second = recovery.verdict(
-        _history(Running(), Crashed(message="a"), _ours(), Running(), AwaitingRetry(), Running(),
-                 Crashed(message="b\n  second")),
+        _history(Pending(), Running(), Crashed(message="a"), _ours(), Pending(), Running(), AwaitingRetry(),
+                 Pending(), Running(), Crashed(message="b\n  second")),
         policy,
     )
     assert (second.retry, second.crashes, second.delay, second.reason) == (True, 2, 20, "b second")
-    third = recovery.verdict(_history(Crashed(message="a"), _ours(), Crashed(message="b"), _ours(), Crashed()), policy)
+    third = recovery.verdict(
+        _history(Pending(), Crashed(message="a"), _ours(), Pending(), Crashed(message="b"), _ours(), Pending(),
+                 Crashed()),
+        policy,
+    )
     assert (third.retry, third.crashes, third.delay, third.reason) == (False, 3, 25, "no message")
     assert "crashed 3 time(s)" in recovery.exhausted_message("f.csv", third)
     assert recovery.verdict(_history(Running(), Completed()), policy).crashes == 0
@@ -60,16 +62,34 @@ def test_a_crash_that_cut_short_prefects_own_reschedule_is_rerun_at_once_and_not
     cut = recovery.verdict(
         _history(Running(), AwaitingRetry(), Crashed(message="No active or succeeded pods found for any job")), policy
     )
-    assert (cut.retry, cut.rescheduled, cut.crashes, cut.delay) == (True, True, 0, 0)
+    assert (cut.retry, cut.uncounted, cut.crashes, cut.delay) == (True, True, 0, 0)
     ours = _ours()
-    after_ours = recovery.verdict(_history(Running(), Crashed(message="x"), ours, Crashed(message="y")), policy)
-    assert (after_ours.retry, after_ours.rescheduled, after_ours.crashes) == (False, False, 2)
+    after_ours = recovery.verdict(
+        _history(Pending(), Crashed(message="x"), ours, Pending(), Running(), Crashed(message="y")), policy
+    )
+    assert (after_ours.retry, after_ours.uncounted, after_ours.crashes) == (False, False, 2)
     # evicted again and again: each cut-short reschedule is re-run, the real crashes still count
     many = recovery.verdict(
-        _history(Running(), AwaitingRetry(), Crashed(), ours, Running(), AwaitingRetry(), Crashed()), policy
+        _history(Pending(), Running(), AwaitingRetry(), Crashed(), ours, Pending(), Running(), AwaitingRetry(),
+                 Crashed()),
+        policy,
     )
     assert (many.retry, many.crashes) == (True, 0)
-    assert "not counted" in recovery.rerun_text(cut, "flowRun.fileRetries")
+    assert cut.kind == "rescheduled" and "does not count" in recovery.rerun_text(cut, "flowRun.fileRetries")
+
+
+def test_a_second_report_of_the_same_crash_is_not_a_second_crash():
+    """The supervisor reports the engine's death, then the process worker (or the observer) reports it
+    again, after the run was set back to AwaitingRetry: no new attempt (Pending) between the two."""
+    policy = recovery.RetryPolicy(retries=1, delay_seconds=10)
+    twice = recovery.verdict(
+        _history(Pending(), Running(), Crashed(message="exit -9"), _ours(), Crashed(message="exit -9 again")), policy
+    )
+    assert (twice.retry, twice.kind, twice.crashes, twice.delay) == (True, "repeat", 1, 0)
+    assert "second report" in recovery.rerun_text(twice, "flowRun.fileRetries")
+    # a crash of a new attempt (it reached Pending) counts, even before it ran
+    started = recovery.verdict(_history(Pending(), Running(), Crashed(), _ours(), Pending(), Crashed()), policy)
+    assert (started.retry, started.uncounted, started.crashes) == (False, False, 2)
 
 
 def test_delays_double_up_to_the_maximum():
