@@ -99,9 +99,10 @@ class Verdict:
     retries: int  # the bound
     delay: float
     reason: str  # the last crash's message
-    # the last crash report: "crash" (counts), "repeat" (a second report of the same attempt) or
-    # "rescheduled" (it cut short Prefect's own SIGTERM reschedule); the last two re-run at once, uncounted
+    # the last crash report: "crash" (counts), "repeat" (no attempt ran since the previous one: a
+    # second report of it) or "rescheduled" (it cut short Prefect's own SIGTERM reschedule)
     kind: str = "crash"
+    reports: int = 1  # every Crashed state, counted or not
 
     @property
     def uncounted(self) -> bool:
@@ -109,40 +110,41 @@ class Verdict:
 
     @property
     def retry(self) -> bool:
-        return self.uncounted or self.crashes <= self.retries
+        # uncounted reports re-run too, but never more than twice per allowed attempt, plus two
+        return self.reports <= 2 * (self.retries + 1) + 2 and (self.uncounted or self.crashes <= self.retries)
 
 
 def verdict(history: Sequence[State], policy: RetryPolicy) -> Verdict:
     """Pure: re-run (crash number n <= retries) or give up. Counting the Crashed states of the run's
     own history, not a counter of ours, keeps the count right whoever restarts.
 
-    Two kinds of crash report do not count (the run is re-run at once, as it should be):
-    - one right after Prefect's own AwaitingRetry: a pod that gets a SIGTERM has its run rescheduled
-      by its supervisor, but Kubernetes counts a pod being deleted as failed at once, so
-      prefect-kubernetes' observer sees the Job (backoffLimit 0) fail and reports the run Crashed
-      over the reschedule (seen on pod deletions and drains here);
-    - a second report of the same attempt (no Pending since the last crash: no new attempt
-      started): the supervisor reports the engine's death, then whoever watches the infrastructure
-      (the process worker, the observer) reports the same death again."""
+    A crash counts when an attempt ran (Running) since the previous crash. Two kinds of report do not
+    count, and the run is re-run (still within a cap on all reports, so nothing loops forever):
+    - "rescheduled", one right after Prefect's own AwaitingRetry: a pod that gets a SIGTERM has its
+      run rescheduled by its supervisor, but Kubernetes counts a pod being deleted as failed at once,
+      so prefect-kubernetes' observer sees the Job (backoffLimit 0) fail and reports the run Crashed
+      over the reschedule (seen on pod deletions and drains here); it is re-run at once;
+    - "repeat", no attempt ran since the previous crash: the same death reported a second time (the
+      supervisor reports the engine's death, then the process worker or the observer reports it
+      again, even onto the next attempt while it is still Pending)."""
     ordered = sorted(history, key=_timestamp)
-    counted = 0
+    counted = reports = 0
     kind = "crash"
     previous_crash: int | None = None
     for i, state in enumerate(ordered):
         if state.type != StateType.CRASHED:
             continue
+        reports += 1
         before = ordered[i - 1] if i else None
         cut_short = bool(before and before.name == "AwaitingRetry" and MARK not in (before.message or ""))
-        new_attempt = previous_crash is None or any(
-            s.type == StateType.PENDING for s in ordered[previous_crash + 1 : i]
-        )
-        kind = "rescheduled" if cut_short else "crash" if new_attempt else "repeat"
+        ran = previous_crash is None or any(s.type == StateType.RUNNING for s in ordered[previous_crash + 1 : i])
+        kind = "rescheduled" if cut_short else "crash" if ran else "repeat"
         counted += kind == "crash"
         previous_crash = i
     last = ordered[previous_crash] if previous_crash is not None else None
     reason = " ".join((last.message or "").split()) if last else ""
-    delay = policy.delay(counted) if kind == "crash" else 0.0
-    return Verdict(counted, policy.retries, delay, reason or "no message", kind)
+    delay = 0.0 if kind == "rescheduled" else policy.delay(max(counted, 1))
+    return Verdict(counted, policy.retries, delay, reason or "no message", kind, reports)
 
 
 def _timestamp(state: State) -> datetime:
@@ -181,7 +183,7 @@ def retry_crashed_file(client, run: FlowRun, file: str, policy: RetryPolicy) -> 
 
 def rerun_text(found: Verdict, setting: str) -> str:
     if found.kind == "repeat":
-        return "a second report of the same crash, which does not count: re-run now"
+        return f"a second report of the same crash, which does not count: re-run in {found.delay:.0f} s"
     if found.kind == "rescheduled":
         return "that crash report cut short Prefect's own SIGTERM reschedule and does not count: re-run now"
     return f"re-run {found.crashes} of {found.retries} ({setting}) in {found.delay:.0f} s"

@@ -43,7 +43,7 @@ def test_verdict_counts_the_crashes_of_the_runs_own_history():
     )
     assert (second.retry, second.crashes, second.delay, second.reason) == (True, 2, 20, "b second")
     third = recovery.verdict(
-        _history(Pending(), Crashed(message="a"), _ours(), Pending(), Crashed(message="b"), _ours(), Pending(),
+        _history(Running(), Crashed(message="a"), _ours(), Running(), Crashed(message="b"), _ours(), Running(),
                  Crashed()),
         policy,
     )
@@ -80,16 +80,32 @@ def test_a_crash_that_cut_short_prefects_own_reschedule_is_rerun_at_once_and_not
 
 def test_a_second_report_of_the_same_crash_is_not_a_second_crash():
     """The supervisor reports the engine's death, then the process worker (or the observer) reports it
-    again, after the run was set back to AwaitingRetry: no new attempt (Pending) between the two."""
+    again, after the run was set back to AwaitingRetry or even onto the next attempt while it is still
+    Pending: no attempt ran (Running) between the two."""
     policy = recovery.RetryPolicy(retries=1, delay_seconds=10)
     twice = recovery.verdict(
         _history(Pending(), Running(), Crashed(message="exit -9"), _ours(), Crashed(message="exit -9 again")), policy
     )
-    assert (twice.retry, twice.kind, twice.crashes, twice.delay) == (True, "repeat", 1, 0)
+    assert (twice.retry, twice.kind, twice.crashes, twice.delay) == (True, "repeat", 1, 10)
     assert "second report" in recovery.rerun_text(twice, "flowRun.fileRetries")
-    # a crash of a new attempt (it reached Pending) counts, even before it ran
-    started = recovery.verdict(_history(Pending(), Running(), Crashed(), _ours(), Pending(), Crashed()), policy)
-    assert (started.retry, started.uncounted, started.crashes) == (False, False, 2)
+    onto_next = recovery.verdict(_history(Running(), Crashed(), _ours(), Pending(), Crashed()), policy)
+    assert (onto_next.retry, onto_next.kind, onto_next.crashes) == (True, "repeat", 1)
+    # a crash of an attempt that ran counts
+    ran = recovery.verdict(_history(Pending(), Running(), Crashed(), _ours(), Pending(), Running(), Crashed()), policy)
+    assert (ran.retry, ran.kind, ran.crashes) == (False, "crash", 2)
+
+
+def test_uncounted_reports_are_capped_so_nothing_loops_forever():
+    """A pod that dies before its run starts, again and again: each report after the first is a
+    "repeat", but at most 2 x (retries + 1) + 2 reports in all."""
+    policy = recovery.RetryPolicy(retries=1, delay_seconds=10)
+    states = [Pending(), Crashed()]
+    for _ in range(5):
+        states += [_ours(), Pending(), Crashed()]
+    found = recovery.verdict(_history(*states), policy)
+    assert (found.kind, found.crashes, found.reports, found.retry) == ("repeat", 1, 6, True)
+    states += [_ours(), Pending(), Crashed()]
+    assert recovery.verdict(_history(*states), policy).retry is False
 
 
 def test_delays_double_up_to_the_maximum():
