@@ -32,7 +32,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.client.schemas.objects import FlowRun
 from prefect.runtime import flow_run
 
-from flows import events, fanout, sources
+from flows import events, fanout, recovery, sources
 from flows.load import FileResult
 from flows.report import RunReport, failed_result, file_result
 from flows.settings import Settings, redact
@@ -278,6 +278,7 @@ def make_flows(options: RunOptions | None = None) -> Flows:
 
         def done(child: fanout.Child, child_run: FlowRun, why: str | None) -> None:
             result = fanout.child_result(child, child_run, why)
+            result.attempts = recovery.attempts(child_run)
             report.files[slot[child.flow_run_id]] = result
             log_result(result)
             _emit_events(result, run.settings, table, load_file_run=str(child.flow_run_id))

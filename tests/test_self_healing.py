@@ -14,6 +14,7 @@ a process of its own (the engine path of a Kubernetes Job) and a webhook receivi
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -187,6 +188,22 @@ def kill_flow_run_processes(run_id) -> int:
     return killed
 
 
+def summary_attempts(h: Healing, run_id) -> dict:
+    """The attempts column of the run's summary artifact (the table the UI shows)."""
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+
+    from flows.etl import SUMMARY_ARTIFACT_KEY
+
+    def find(client):
+        wanted = ArtifactFilter(key=ArtifactFilterKey(any_=[SUMMARY_ARTIFACT_KEY]),
+                                flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
+        return client.read_artifacts(artifact_filter=wanted)
+
+    (artifact,) = _client_call(h.api_url, find)
+    table = json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
+    return {row["file"]: row["attempts"] for row in table}
+
+
 def retried_events(h: Healing, file: str) -> list:
     from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
 
@@ -216,6 +233,7 @@ def test_a_crashed_file_run_is_rerun_and_only_spent_retries_alert(healing):
     assert names.count("Running") == 2, names  # two attempts; a repeated crash report is not a third
     assert (nov.run_count, oct_.run_count) == (2, 1)  # the same flow run, started twice; Oct once
     exact(h, "t_heal_file", ["2019-Oct.csv", "2019-Nov.csv"])
+    assert summary_attempts(h, run.id) == {"2019-Oct.csv": 1, "2019-Nov.csv": 2}  # the attempts, in the UI
     (event,) = retried_events(h, "2019-Nov.csv")
     assert event.payload["retry"] == 1 and event.payload["retries"] == FILE_RETRIES
 

@@ -22,6 +22,7 @@ class FileResult:
     path: str | None = None  # fast | checked: which load path ran
     checksum: str | None = None
     rows_skipped: int = 0  # rows of an unchanged file, as the ledger recorded them
+    attempts: int = 1  # times its load started: more when a crashed or rescheduled load-file run ran again
     # reason class -> count, and the first few quarantined lines of each class (for the report)
     quarantine_by_reason: dict[str, int] = field(default_factory=dict)
     quarantine_examples: list[dict[str, Any]] = field(default_factory=list)
