@@ -281,6 +281,9 @@ def recover_pipeline_runs(
             actions.append(Action(str(run.id), run.name, "waiting", "a pod of this run is still alive"))
             continue
         found = verdict(client.read_flow_run_states(run.id), policy)
+        current = client.read_flow_run(run.id).state
+        if not (current and current.is_crashed()):  # moved on since it was listed (another replica)
+            continue
         if found.retry:
             message = f"{MARK}: the run crashed ({found.reason}); {rerun_text(found, 'flowRun.pipelineRetries')}"
             state = _awaiting_retry(found.delay, message)

@@ -159,7 +159,8 @@ def create_schema(names: Names) -> list[tuple[str, sql.Composable]]:
                 "CREATE TABLE {} (source_file text PRIMARY KEY, checksum text NOT NULL,"
                 " size_bytes bigint, partition_name text NOT NULL, rows_read bigint NOT NULL,"
                 " rows_loaded bigint NOT NULL,"
-                " rows_quarantined bigint NOT NULL, run_id text, loaded_at timestamptz NOT NULL DEFAULT now())"
+                " rows_quarantined bigint NOT NULL, run_id text, loaded_at timestamptz NOT NULL DEFAULT now(),"
+                " load_seconds double precision)"
             ).format(names.ledger),
         ),
     ]
@@ -169,10 +170,17 @@ def create_db_schema(names: Names) -> sql.Composable:
     return sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(names.schema))
 
 
-def add_ledger_size_column(names: Names) -> sql.Composable:
-    """Ledgers written before size_bytes existed; run only when the column is missing, so that no
+# Ledger columns added after the first release: (name, type), in the order they were added.
+LEDGER_ADDED_COLUMNS = (("size_bytes", "bigint"), ("load_seconds", "double precision"))
+
+
+def add_ledger_column(names: Names, column: str) -> sql.Composable:
+    """Ledgers written before `column` existed; run only when the column is missing, so that no
     DDL ever queues behind a running load's lock on the ledger."""
-    return sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS size_bytes bigint").format(names.ledger)
+    sql_type = dict(LEDGER_ADDED_COLUMNS)[column]
+    return sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
+        names.ledger, sql.Identifier(column), sql.SQL(sql_type)
+    )
 
 
 def schema_objects(names: Names) -> sql.Composable:
@@ -353,10 +361,12 @@ def copy_quarantine(names: Names) -> sql.Composable:
 def upsert_ledger(names: Names) -> sql.Composable:
     return sql.SQL(
         "INSERT INTO {} (source_file, checksum, size_bytes, partition_name, rows_read, rows_loaded,"
-        " rows_quarantined, run_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (source_file) DO UPDATE SET"
+        " rows_quarantined, run_id, load_seconds) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        " ON CONFLICT (source_file) DO UPDATE SET"
         " checksum = EXCLUDED.checksum, size_bytes = EXCLUDED.size_bytes, partition_name = EXCLUDED.partition_name,"
         " rows_read = EXCLUDED.rows_read, rows_loaded = EXCLUDED.rows_loaded,"
-        " rows_quarantined = EXCLUDED.rows_quarantined, run_id = EXCLUDED.run_id, loaded_at = now()"
+        " rows_quarantined = EXCLUDED.rows_quarantined, run_id = EXCLUDED.run_id, loaded_at = now(),"
+        " load_seconds = EXCLUDED.load_seconds"
     ).format(names.ledger)
 
 
@@ -378,3 +388,54 @@ def session_setup() -> sql.Composable:
         "SET TIME ZONE 'UTC'; SET tcp_keepalives_idle = {}; SET tcp_keepalives_interval = {};"
         " SET tcp_keepalives_count = {}"
     ).format(sql.Literal(KEEPALIVE_IDLE_SECONDS), sql.Literal(KEEPALIVE_INTERVAL_SECONDS), sql.Literal(KEEPALIVE_COUNT))
+
+
+# --- metrics (flows/metrics): read-only queries on the ledger and quarantine tables -------------
+
+
+def metric_targets() -> sql.Composable:
+    """The targets of a schema (%s): every <table> with its partitioned events table, its ledger and its
+    quarantine table, readable by this role."""
+    return sql.SQL(
+        "SELECT left(l.relname, -length('_ledger')) FROM pg_class l"
+        " WHERE l.relnamespace = to_regnamespace(%s) AND l.relkind = 'r' AND l.relname LIKE '%%\\_ledger'"
+        " AND has_table_privilege(l.oid, 'SELECT')"
+        " AND EXISTS (SELECT FROM pg_class t WHERE t.relnamespace = l.relnamespace AND t.relkind = 'p'"
+        " AND t.relname = left(l.relname, -length('_ledger')))"
+        " AND EXISTS (SELECT FROM pg_class t WHERE t.relnamespace = l.relnamespace AND t.relkind = 'r'"
+        " AND t.relname = left(l.relname, -length('_ledger')) || '_quarantine'"
+        " AND has_table_privilege(t.oid, 'SELECT'))"
+        " ORDER BY 1"
+    )
+
+
+def ledger_rows(names: Names) -> sql.Composable:
+    """Every ledger entry as JSON, so a ledger written before a column existed reads too."""
+    return sql.SQL("SELECT to_jsonb(l) FROM {} l ORDER BY source_file").format(names.ledger)
+
+
+# flows.transform.reason_class in SQL: the reason without its value (tests check both agree).
+_REASON_CLASS = sql.SQL(
+    "CASE WHEN starts_with({reason}, 'unparseable CSV') THEN 'unparseable CSV' ELSE"
+    " regexp_replace(regexp_replace(regexp_replace({reason},"
+    " '^(\\w+): \".*\" (is not |has no )', '\\1: value \\2'),"
+    " '^(expected \\d+ fields), found \\d+$', '\\1'),"
+    " '^(\\w+): field of \\d+ characters exceeds (\\d+)$', '\\1: field longer than \\2 characters') END"
+)
+
+
+def quarantine_by_reason_class(names: Names) -> sql.Composable:
+    return sql.SQL("SELECT {}, count(*) FROM {} GROUP BY 1 ORDER BY 1").format(
+        _REASON_CLASS.format(reason=sql.Identifier("reason")), names.quarantine
+    )
+
+
+def reason_classes() -> sql.Composable:
+    """The class of each reason in %s (a list), in order: the SQL side of the reason_class check."""
+    return sql.SQL("SELECT {} FROM unnest(%s::text[]) WITH ORDINALITY AS r(reason, n) ORDER BY n").format(
+        _REASON_CLASS.format(reason=sql.Identifier("reason"))
+    )
+
+
+def database_size() -> sql.Composable:
+    return sql.SQL("SELECT pg_database_size(current_database())")

@@ -53,6 +53,7 @@ class LoadContext:
     tuning: Tuning
     progress: ProgressTotal
     checkpoint: Checkpoint | None = None
+    started: float = 0.0  # time.perf_counter() when load_file began: the ledger's load_seconds
 
     @contextlib.contextmanager
     def step(self, name: str) -> Iterator[None]:
