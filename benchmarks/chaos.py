@@ -70,6 +70,10 @@ def kubectl(*args: str, **kw) -> str:
     return sh("kubectl", "--context", CONTEXT, "-n", NAMESPACE, *args, **kw)
 
 
+def helm(*args: str, **kw) -> str:
+    return sh("helm", "--kube-context", CONTEXT, "-n", NAMESPACE, *args, **kw)
+
+
 def kube_json(*args: str) -> dict:
     return json.loads(kubectl(*args, "-o", "json", timeout=60))
 
@@ -680,22 +684,7 @@ def install(image: str) -> None:
         "--set",
         f"alerts.webhook.existingSecret={WEBHOOK}",
     ]
-    sh(
-        "helm",
-        "--kube-context",
-        CONTEXT,
-        "-n",
-        NAMESPACE,
-        "upgrade",
-        "--install",
-        RELEASE,
-        str(CHART),
-        *args,
-        "--wait",
-        "--timeout",
-        "15m",
-        timeout=1200,
-    )
+    helm("upgrade", "--install", RELEASE, str(CHART), *args, "--wait", "--timeout", "15m", timeout=1200)
 
 
 def alert_posts() -> list[tuple[float, str]]:
@@ -837,22 +826,20 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         prefect.forward.close()
         if not args.keep and not args.no_install:
-            log("uninstalling the release")
+            log("uninstalling the release and its namespace (its volume keeps the passwords of this install)")
+            helm("uninstall", RELEASE, "--wait", "--timeout", "5m", check=False, timeout=600)
             sh(
-                "helm",
-                "--kube-context",
+                "kubectl",
+                "--context",
                 CONTEXT,
-                "-n",
+                "delete",
+                "namespace",
                 NAMESPACE,
-                "uninstall",
-                RELEASE,
-                "--wait",
-                "--timeout",
-                "5m",
+                "--wait=true",
+                "--timeout=300s",
                 check=False,
-                timeout=600,
+                timeout=400,
             )
-            kubectl("delete", "pod,service,secret", WEBHOOK, "--ignore-not-found", "--wait=false", check=False)
     bad = [o for o in outcomes if not o.recovered]
     return 1 if bad or len(outcomes) < len(wanted) * args.rounds else 0
 

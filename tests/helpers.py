@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -270,3 +271,25 @@ def webhook_receiver(path: str = "/hooks/ecommerce-etl") -> Iterator[WebhookRece
     finally:
         server.shutdown()
         server.server_close()
+
+
+# --- a Prefect process worker -------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def process_worker(pool: str, env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]:
+    """`prefect worker start --type process` on `pool` (each flow run its own process, as a Job's),
+    its output in `log`; stopped (killed if it must be) on exit."""
+    with log.open("w") as out:
+        worker = subprocess.Popen(
+            [str(BIN / "prefect"), "worker", "start", "--pool", pool, "--type", "process", "--name", f"{pool}-worker"],
+            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO,
+        )
+    try:
+        yield worker
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)

@@ -17,7 +17,6 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
 import time
 import uuid
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from pydantic import SecretStr
 from flows import recovery
 from flows.alerts import AlertSettings, register_alerts
 from flows.deploy import ENTRYPOINT, LOAD_FILE_ENTRYPOINT, LOAD_FILE_FLOW
-from helpers import BIN, REPO, cli, rows, started_prefect_server, webhook_receiver
+from helpers import REPO, cli, process_worker, rows, started_prefect_server, webhook_receiver
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -112,18 +111,8 @@ def healing(postgres, tmp_path_factory):
             "PREFECT_WORKER_PREFETCH_SECONDS": "1",
         }
         log = home / "worker.log"
-        with log.open("w") as out:
-            worker = subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--pool", pool, "--type", "process"],
-                                      env=flow_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                      cwd=REPO)
-        try:
+        with process_worker(pool, flow_env, log):
             yield Healing(server.api_url, env, data, hook, f"ecommerce-etl/{name}", receiver, log)
-        finally:
-            worker.terminate()
-            try:
-                worker.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(worker.pid, signal.SIGKILL)
 
 
 def start(h: Healing, files: list[str], table: str):
