@@ -705,6 +705,13 @@ def build_image() -> str:
     return ref
 
 
+def remove_image(ref: str) -> None:
+    """The flow image out of every node and the engine: each node keeps a copy (disk is short here)."""
+    for node in sh("kind", "get", "nodes", "--name", CLUSTER).split():
+        sh("docker", "exec", node, "crictl", "rmi", f"docker.io/library/{ref}", check=False)
+    sh("docker", "rmi", ref, check=False)
+
+
 def wait_platform() -> None:
     """The release's long-running parts are back (after a fault that took one away)."""
     for kind_name in (f"deployment/{SERVER}", f"deployment/{FULL}-worker", f"statefulset/{PG}"):
@@ -800,8 +807,10 @@ def main(argv: list[str] | None = None) -> int:
     wanted = [f for f in FAULTS if not args.only or f.name in args.only.split(",")]
     files = FILES[: args.files]
     started = time.time()
+    built = ""
     if not args.no_install:
-        install(args.image or build_image())
+        built = "" if args.image else build_image()
+        install(args.image or built)
     prefect, db = Prefect(), Database()
     outcomes: list[Outcome] = []
     baseline = None
@@ -840,6 +849,8 @@ def main(argv: list[str] | None = None) -> int:
                 check=False,
                 timeout=400,
             )
+            if built:
+                remove_image(built)
     bad = [o for o in outcomes if not o.recovered]
     return 1 if bad or len(outcomes) < len(wanted) * args.rounds else 0
 
