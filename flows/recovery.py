@@ -52,7 +52,8 @@ from prefect.states import AwaitingRetry, Failed, State
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-PIPELINE_FLOW = "ecommerce-etl"
+from flows.names import PIPELINE_FLOW
+
 FILE_RETRIED = "ecommerce.file.retried"
 RUN_RETRIED = "ecommerce.run.retried"
 # Marks the states this module sets, so the UI, the logs and the chaos harness can tell them apart

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from chart_render import base_job_template, env_from_files, find, render, render_error, restricted_violations
-from flows.cli import build_parser
+from flows.cli._app import _commands, build_parser
 
 pytestmark = pytest.mark.chart
 
@@ -30,7 +30,7 @@ def test_the_worker_pod_runs_the_recovery_loop_with_the_pipeline_bound():
     recovery = containers["recovery"]
     command, _ = env_from_files(spec, recovery)
     assert command[-2:] == ["ecommerce-etl", "recover"]
-    assert build_parser().parse_args(command[-1:]).command == "recover"  # the CLI has that command
+    assert build_parser(_commands()).parse_args(command[-1:]).command_name == "recover"  # the CLI has that command
     env = _env(recovery)
     assert (env["ETL_PIPELINE_RETRIES"], env["ETL_RETRY_DELAY_SECONDS"]) == ("3", "20")
     assert env["PREFECT_API_URL"] == _env(containers["worker"])["PREFECT_API_URL"]

@@ -26,8 +26,9 @@ import pytest
 from pydantic import SecretStr
 
 from flows import recovery
-from flows.alerts import AlertSettings, register_alerts
-from flows.deploy import ENTRYPOINT, LOAD_FILE_ENTRYPOINT, LOAD_FILE_FLOW
+from flows.alerts import register_alerts
+from flows.names import LOAD_FILE_ENTRYPOINT, LOAD_FILE_FLOW, PIPELINE_ENTRYPOINT
+from flows.settings import AlertSettings
 from helpers import REPO, cli, process_worker, rows, started_prefect_server, webhook_receiver
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
@@ -89,7 +90,7 @@ def healing(postgres, tmp_path_factory):
 
             client.create_work_pool(WorkPoolCreate(name=pool, type="process",
                                                    base_job_template=ProcessWorker.get_default_base_job_template()))
-            for flow_name, entrypoint in (("ecommerce-etl", ENTRYPOINT), (LOAD_FILE_FLOW, LOAD_FILE_ENTRYPOINT)):
+            for flow_name, entrypoint in (("ecommerce-etl", PIPELINE_ENTRYPOINT), (LOAD_FILE_FLOW, LOAD_FILE_ENTRYPOINT)):
                 client.create_deployment(flow_id=client.create_flow_from_name(flow_name), name=name,
                                          work_pool_name=pool, entrypoint=entrypoint,
                                          job_variables={"working_dir": str(REPO)})
