@@ -309,7 +309,7 @@ m, c = RedisMessagingSettings(), RedisWorkerCleanupQueueSettings()
 print(json.dumps({
     "broker": s.events.messaging_broker, "cache": s.events.messaging_cache, "ordering": s.events.causal_ordering,
     "leases": s.concurrency.lease_storage, "cleanup": s.worker_channel.cleanup_queue_storage,
-    "migrate": s.database.migrate_on_start, "metrics": s.metrics_enabled,
+    "migrate": s.database.migrate_on_start, "blocks": s.register_blocks_on_start, "metrics": s.metrics_enabled,
     "messaging": [m.host, m.port, m.db, m.password], "cleanup_redis": [c.host, c.port, c.db, c.password]}))
 """
     done = subprocess.run([sys.executable, "-c", program], env=env, capture_output=True, text=True, timeout=120)
@@ -321,7 +321,7 @@ print(json.dumps({
         "prefect_redis.lease_storage",
         "prefect_redis.cleanup_queue",
     )
-    assert got["migrate"] is False
+    assert got["migrate"] is False and got["blocks"] is False, "the migrate initContainer did both, once"
     assert got["messaging"] == got["cleanup_redis"] == ["redis.shared.svc", 6380, 3, "pw1"]
 
 
@@ -378,3 +378,5 @@ exec(compile(sys.argv[1], "migrate", "exec"))
     )
     head = postgres.run_sql("select version_num from alembic_version", database).split()
     assert head, "the database was migrated"
+    # ...and the block types the API processes no longer register themselves are there
+    assert int(postgres.run_sql("select count(*) from block_type", database)) > 10
