@@ -29,7 +29,7 @@ from chart_render import (
     selects,
     strip_source,
 )
-from checkov_scan import checkov_binary, scan_documents
+from checkov_scan import assert_value_sets_clean
 
 pytestmark = pytest.mark.chart
 
@@ -271,17 +271,8 @@ def test_network_policies_admit_only_the_server_to_redis_and_the_services_to_pos
 
 
 def test_checkov_reports_no_failed_check_on_the_ha_value_sets(tmp_path):
-    checkov = checkov_binary()
-    if not checkov:
-        pytest.skip("checkov not installed: `make checkov` (own venv under .cache/checkov) or set CHECKOV")
-    sets = {name: [strip_source(d) for d in render(values)] for name, values in VALUE_SETS.items()}
-    reports, without = scan_documents(checkov, sets, tmp_path)
-    failed = {n: sorted({(f["check_id"], f["resource"]) for f in r["failed"]}) for n, r in reports.items()}
-    assert {n: f for n, f in failed.items() if f} == {}
-    for name, report in reports.items():
+    for name, report in assert_value_sets_clean(VALUE_SETS, tmp_path).items():
         assert f"Deployment.data.{FULL}-prefect-services" in report["resources"], name
-        skipped = {(c["check_id"], c["resource"]) for c in report["skipped"]}
-        assert skipped == {(c["check_id"], c["resource"]) for c in without[name]["failed"]}, name
 
 
 # --- the names are Prefect's and prefect-redis' own settings ----------------------------------------

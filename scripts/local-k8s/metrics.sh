@@ -8,20 +8,9 @@ set -euo pipefail
 # shellcheck source=scripts/local-k8s/lib.sh
 . "$(dirname "$0")/lib.sh"
 
-cluster=$(lk_cluster)
-existed=0
-if have kind && kind get clusters 2>/dev/null | grep -qx "$cluster"; then existed=1; fi
-# shellcheck disable=SC2329  # called by the EXIT trap
-cleanup() {
-  if [ "$existed" = 0 ] && [ "${KEEP:-0}" != 1 ]; then
-    log "deleting kind cluster $cluster"
-    kind delete cluster --name "$cluster" || true
-  fi
-}
-trap cleanup EXIT
-
 t0=$SECONDS
-CLUSTER=$cluster "$LK_HERE/up.sh"
+lk_run_cluster
+cluster=$LK_RUN_CLUSTER
 "$LK_HERE/standin-images.sh" valkey prometheus
 valkey=$(chart_image prefectServer.redis)
 kind load docker-image "$valkey" "${PROMETHEUS_IMAGE:-local/prometheus:bookworm}" --name "$cluster"
