@@ -32,7 +32,8 @@ from helpers import BIN, REPO, free_port, overlap, started_postgres, wait_for_se
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(2400)]  # docker: flow_image
 
 RELEASE, NAMESPACE = "etl", "ecommerce"
-IMAGE_REPO, IMAGE_TAG = "ecommerce-etl", "t4"
+# a tag per session: two checkouts testing at once on one engine never run each other's image
+IMAGE_REPO, IMAGE_TAG = "ecommerce-etl", f"t4-{secrets.token_hex(4)}"
 IMAGE = f"{IMAGE_REPO}:{IMAGE_TAG}"
 SAMPLE_ROWS = 500  # per monthly file; the deployment's parameter, via the chart's hook
 LABEL = f"ecommerce-etl-t4={secrets.token_hex(4)}"  # every container this module starts
@@ -59,6 +60,7 @@ def flow_image(docker_engine, tmp_path_factory) -> str:
                          capture_output=True, text=True).stdout.split()
     if ids:
         subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
+    subprocess.run(["docker", "rmi", IMAGE], capture_output=True)  # the layers stay cached
 
 
 # --- Kubernetes objects -> docker run -----------------------------------------------------------
