@@ -6,7 +6,6 @@
 #   the dev loop (skaffold-check.sh).
 # Binaries land in $LK_BIN/<name>-<version>/; an existing binary is reused.
 # Usage: build-tools.sh [name ...]   names: kind etcd coredns crictl local-path pause helm kube-router skaffold
-#                                          prometheus
 set -euo pipefail
 # shellcheck source=scripts/local-k8s/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -99,19 +98,6 @@ build_kube_router() {
     "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router@$KUBE_ROUTER_VERSION"
 }
 
-# Prometheus for make metrics-local: its Kubernetes service discovery only (plus file and http, which
-# are always in), no web UI assets (the module does not carry the built UI; the HTTP API is all the test uses).
-build_prometheus() {
-  local out="$LK_BIN/prometheus-$PROMETHEUS_VERSION/prometheus"
-  [ -x "$out" ] && { log "prometheus cached: $out"; return 0; }
-  mkdir -p "$(dirname "$out")"
-  log "go install -tags remove_all_sd,enable_kubernetes_sd github.com/prometheus/prometheus/cmd/prometheus@$PROMETHEUS_VERSION"
-  local start=$SECONDS
-  GOBIN=$(dirname "$out") go_nice install -tags remove_all_sd,enable_kubernetes_sd -ldflags "-s -w" \
-    "github.com/prometheus/prometheus/cmd/prometheus@$PROMETHEUS_VERSION"
-  log "built prometheus in $((SECONDS - start)) s"
-}
-
 # skaffold's go.mod pins dependencies with (versioned) replace directives, so `go install
 # module@version` refuses it; build_in_module keeps those replaces. The proxy refuses
 # skaffold's version list, so SKAFFOLD_VERSION is pinned (versions.sh). It gets a Helm 3 of its own
@@ -171,7 +157,7 @@ for n in "${names[@]}"; do
   case $n in
     kind) build_kind ;; etcd) build_etcd ;; coredns) build_coredns ;; crictl) build_crictl ;;
     local-path) build_local_path ;; pause) build_pause ;; helm) build_helm ;;
-    kube-router) build_kube_router ;; skaffold) build_skaffold ;; prometheus) build_prometheus ;;
+    kube-router) build_kube_router ;; skaffold) build_skaffold ;;
     *) die "unknown tool $n" ;;
   esac
 done

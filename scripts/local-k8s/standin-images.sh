@@ -8,8 +8,7 @@
 #   prefecthq/prefect:<tag> the `prefect` wheel (same pins as requirements.lock)
 #   valkey/valkey:<tag>     Debian bookworm's redis-server (7.0, BSD) as valkey-server, for an HA server
 # and, not a chart image, for the monitoring check on kind (make metrics-local):
-#   local/prometheus:<version> Prometheus from its Go module (build-tools.sh: Kubernetes discovery only;
-#                              Debian's 2.42 package is built without Kubernetes discovery)
+#   local/prometheus:bookworm  Debian bookworm's prometheus package (2.42)
 # Usage: standin-images.sh [postgres|pgadmin|prefect|valkey|prometheus ...]   (FORCE=1 rebuilds)
 # Without arguments: postgres, prefect and pgadmin (what the default chart runs).
 set -euo pipefail
@@ -160,22 +159,18 @@ DOCKERFILE
 # ---------------------------------------------------------------------------------------
 build_prometheus() {
   local d; d=$(ctx_dir prometheus)
-  "$LK_HERE/build-tools.sh" prometheus
-  cp "$LK_BIN/prometheus-$PROMETHEUS_VERSION/prometheus" "$d/prometheus"
-  # the binary's version is part of the context: a new PROMETHEUS_VERSION rebuilds the image
-  printf '# prometheus %s (Go module build, build-tools.sh)\n' "$PROMETHEUS_VERSION" >"$d/version.sh"
   cat >"$d/Dockerfile" <<DOCKERFILE
 ARG BASE_IMAGE
 FROM \${BASE_IMAGE}
-COPY prometheus /usr/local/bin/prometheus
-RUN mkdir -p /prometheus && chmod 1777 /prometheus
+RUN set -eu; apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      prometheus >/dev/null; rm -rf /var/lib/apt/lists/*; mkdir -p /prometheus; chmod 1777 /prometheus
 USER 65534
 WORKDIR /prometheus
 EXPOSE 9090
-ENTRYPOINT ["/usr/local/bin/prometheus"]
+ENTRYPOINT ["/usr/bin/prometheus"]
 CMD ["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus"]
 DOCKERFILE
-  build prometheus "${PROMETHEUS_IMAGE:-local/prometheus:$PROMETHEUS_VERSION}" "$d"
+  build prometheus "${PROMETHEUS_IMAGE:-local/prometheus:bookworm}" "$d"
 }
 
 names=("$@")

@@ -14,8 +14,6 @@
 : "${LOCAL_PATH_VERSION:=v0.0.30}"
 : "${HELM_VERSION:=v4.2.3}"            # the Helm CI pins (.github/workflows)
 : "${KUBE_ROUTER_VERSION:=v2.1.0}"     # NetworkPolicy firewall only (netpol.sh)
-# Prometheus 3.16 for make metrics-local (Debian's 2.42 package has no Kubernetes discovery).
-: "${PROMETHEUS_VERSION:=v0.316.0}"
 # The Go module proxy refuses skaffold's version list (@latest), so the version is pinned.
 : "${SKAFFOLD_VERSION:=v2.16.1}"
 # skaffold v2.16.1 drives Helm 3 only (it runs `helm version --client`, which Helm 4 removed): its own helm.

@@ -1,7 +1,7 @@
 """T5 (`make metrics-local`): monitoring and the highly available server on kind.
 
 One release with `metrics.enabled`, `prefectServer.replicas=2` (Redis: the Valkey stand-in) and basic
-auth, and a real Prometheus (3.16, built from its Go module; no Operator) in the namespace the chart's
+auth, and a real Prometheus (Debian's package, no Operator) in the namespace the chart's
 NetworkPolicies expect. Prometheus scrapes what the chart's ServiceMonitor names (its endpoints,
 paths and basic-auth credentials, read from `helm template` with the object forced) and evaluates the
 rule groups of the rendered PrometheusRule, so neither can drift from the chart.
@@ -50,7 +50,7 @@ RELEASE = "mon"
 FULL = f"{RELEASE}-ecommerce-etl"
 PROM_NAMESPACE = "monitoring"  # the chart's default metrics.networkPolicy.namespace
 PROM = "prometheus"
-PROM_IMAGE = os.environ.get("PROMETHEUS_IMAGE", "local/prometheus:v0.316.0")
+PROM_IMAGE = os.environ.get("PROMETHEUS_IMAGE", "local/prometheus:bookworm")
 TAG = f"mon-{secrets.token_hex(3)}"
 IMAGE = f"ecommerce-etl:{TAG}"
 SAMPLE_ROWS = 500
