@@ -2,9 +2,10 @@
 
 One release with `metrics.enabled`, `prefectServer.replicas=2` (Redis: the Valkey stand-in) and basic
 auth, and a real Prometheus (Debian's package, no Operator) in the namespace the chart's
-NetworkPolicies expect. Prometheus scrapes what the chart's ServiceMonitor names (its endpoints,
-paths and basic-auth credentials, read from `helm template` with the object forced) and evaluates the
-rule groups of the rendered PrometheusRule, so neither can drift from the chart.
+NetworkPolicies expect. Prometheus scrapes what the chart's ServiceMonitor names (the Services it
+selects, their ports, paths and basic-auth credentials, read from `helm template` with the object
+forced; each pod found through a headless twin of its Service, as Debian's build has no Kubernetes
+discovery) and evaluates the rule groups of the rendered PrometheusRule, so neither can drift from the chart.
 
 - With one API pod deleted in the middle of a `sample` run, the run ends Completed and the UI keeps
   answering (probed from inside the cluster through the Service).
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import secrets
 import shlex
 import shutil
@@ -115,58 +115,79 @@ def rendered(kind: str) -> dict:
 
 
 # --- Prometheus, configured from the rendered ServiceMonitor and PrometheusRule ----------------------
-def _label(key: str) -> str:
-    return "__meta_kubernetes_service_label_" + re.sub(r"[^a-zA-Z0-9_]", "_", key)
+# Debian's prometheus (2.42, the package that gives promtool) is built without Kubernetes discovery, so
+# each Service the ServiceMonitor selects gets a headless twin, and Prometheus finds the pods behind it
+# by DNS: one target per ready pod, as the Operator's endpoints discovery gives.
+def selected_services(monitor: dict) -> list[dict]:
+    services = json.loads(kube.kubectl("get", "services", "-o", "json"))["items"]
+    selector = monitor["spec"]["selector"]["matchExpressions"]
+    return [s for s in services
+            if all(s["metadata"]["labels"].get(e["key"]) in e["values"] for e in selector)]  # fmt: skip
 
 
-def scrape_configs(monitor: dict, auth_username: str) -> list[dict]:
-    """What the Operator would generate from the ServiceMonitor: per endpoint, the Services its
-    selector picks, that port, that path, its basic auth; job = the Service's name."""
-    keep = [{"source_labels": [_label(e["key"])], "regex": "|".join(map(re.escape, e["values"])), "action": "keep"}
-            for e in monitor["spec"]["selector"]["matchExpressions"]]  # fmt: skip
+def container_port(service: dict, port_name: str) -> int | None:
+    """The pods' port behind the Service's port named `port_name` (its targetPort, resolved by name)."""
+    (port,) = [p for p in service["spec"]["ports"] if p["name"] == port_name] or [None]
+    if port is None:
+        return None
+    target = port["targetPort"]
+    if isinstance(target, int):
+        return target
+    pods = json.loads(kube.kubectl("get", "pods", "-o", "json", "-l",
+                                   ",".join(f"{k}={v}" for k, v in service["spec"]["selector"].items())))["items"]  # fmt: skip
+    return next(p["containerPort"] for pod in pods for c in pod["spec"]["containers"] for p in c.get("ports", [])
+                if p.get("name") == target)  # fmt: skip
+
+
+def headless_twin(service: dict) -> dict:
+    name = service["metadata"]["name"]
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": f"{name}-scrape", "namespace": NAMESPACE},
+            "spec": {"clusterIP": "None", "selector": service["spec"]["selector"],
+                     "ports": [{"name": p["name"], "port": p["port"], "targetPort": p["targetPort"]}
+                               for p in service["spec"]["ports"]]}}  # fmt: skip
+
+
+def scrape_configs(monitor: dict, services: list[dict], auth_username: str) -> list[dict]:
+    """What the Operator would generate from the ServiceMonitor, per endpoint and selected Service:
+    that port on each pod, that path, its basic auth; job = the Service's name."""
     jobs = []
     for endpoint in monitor["spec"]["endpoints"]:
-        job = {
-            "job_name": f"{monitor['metadata']['name']}/{endpoint['port']}",
-            "metrics_path": endpoint["path"],
-            "scrape_interval": SCRAPE,
-            "scrape_timeout": "4s",
-            "kubernetes_sd_configs": [{"role": "endpoints", "namespaces": {"names": monitor["spec"]["namespaceSelector"]["matchNames"]}}],
-            "relabel_configs": [
-                *keep,
-                {"source_labels": ["__meta_kubernetes_endpoint_port_name"], "regex": endpoint["port"], "action": "keep"},
-                {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
-                {"source_labels": ["__meta_kubernetes_service_name"], "target_label": "service"},
-                {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
-                {"source_labels": ["__meta_kubernetes_service_name"], "target_label": "job"},
-                {"target_label": "endpoint", "replacement": endpoint["port"]},
-            ],
-        }  # fmt: skip
-        if "basicAuth" in endpoint:
-            job["basic_auth"] = {"username": auth_username, "password_file": "/etc/prometheus/auth/password"}
-        jobs.append(job)
+        for service in services:
+            port = container_port(service, endpoint["port"])
+            if port is None:
+                continue
+            name = service["metadata"]["name"]
+            job = {
+                "job_name": f"{monitor['metadata']['name']}/{name}/{endpoint['port']}",
+                "metrics_path": endpoint["path"],
+                "scrape_interval": SCRAPE,
+                "scrape_timeout": "4s",
+                "dns_sd_configs": [{"names": [f"{name}-scrape.{NAMESPACE}.svc.cluster.local"], "type": "A",
+                                    "port": port, "refresh_interval": "5s"}],
+                "relabel_configs": [
+                    {"target_label": "namespace", "replacement": NAMESPACE},
+                    {"target_label": "service", "replacement": name},
+                    {"target_label": "job", "replacement": name},
+                    {"target_label": "endpoint", "replacement": endpoint["port"]},
+                ],
+            }  # fmt: skip
+            if "basicAuth" in endpoint:
+                job["basic_auth"] = {"username": auth_username, "password_file": "/etc/prometheus/auth/password"}
+            jobs.append(job)
     return jobs
 
 
 def prometheus_objects(config: dict, rules: dict, password: str) -> list[dict]:
     labels = {"app.kubernetes.io/name": PROM}
     restricted = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}
-    reader = {"apiGroups": [""], "resources": ["services", "endpoints", "pods"], "verbs": ["get", "list", "watch"]}
-    slices = {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]}
     return [
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": PROM, "namespace": PROM_NAMESPACE}},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": PROM, "namespace": NAMESPACE},
-         "rules": [reader, slices]},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": PROM, "namespace": NAMESPACE},
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": PROM},
-         "subjects": [{"kind": "ServiceAccount", "name": PROM, "namespace": PROM_NAMESPACE}]},
         {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": f"{PROM}-scrape-auth", "namespace": PROM_NAMESPACE},
          "stringData": {"password": password}},
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": PROM, "namespace": PROM_NAMESPACE},
          "data": {"prometheus.yml": yaml.safe_dump(config), "rules.yaml": yaml.safe_dump(rules)}},
         {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": PROM, "namespace": PROM_NAMESPACE, "labels": labels},
          "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "template": {"metadata": {"labels": labels}, "spec": {
-             "serviceAccountName": PROM,
+             "automountServiceAccountToken": False,
              "securityContext": {"runAsNonRoot": True, "runAsUser": 65534, "runAsGroup": 65534, "fsGroup": 65534,
                                  "seccompProfile": {"type": "RuntimeDefault"}},
              "containers": [{"name": PROM, "image": PROM_IMAGE, "imagePullPolicy": "IfNotPresent",
@@ -192,12 +213,17 @@ def prometheus_objects(config: dict, rules: dict, password: str) -> list[dict]:
 def prometheus(release):
     """A real Prometheus in `monitoring`, scraping the release; yields its HTTP API's base URL."""
     monitor, rule = rendered("ServiceMonitor"), rendered("PrometheusRule")
+    services = selected_services(monitor)
+    assert sorted(s["metadata"]["name"] for s in services) == [f"{FULL}-metrics", f"{FULL}-prefect-server"]
     auth = kube.secret(f"{FULL}-basic-auth")["data"]
     config = {"global": {"scrape_interval": SCRAPE, "evaluation_interval": SCRAPE},
-              "rule_files": ["/etc/prometheus/rules.yaml"], "scrape_configs": scrape_configs(monitor, auth["username"])}  # fmt: skip
+              "rule_files": ["/etc/prometheus/rules.yaml"],
+              "scrape_configs": scrape_configs(monitor, services, auth["username"])}  # fmt: skip
+    SEEN["scrape jobs"] = [(j["job_name"], j["metrics_path"], "basic_auth" in j) for j in config["scrape_configs"]]
+    twins = [headless_twin(s) for s in services]
     prom_kube.create_namespace()
     try:
-        objects = prometheus_objects(config, {"groups": rule["spec"]["groups"]}, auth["password"])
+        objects = [*twins, *prometheus_objects(config, {"groups": rule["spec"]["groups"]}, auth["password"])]
         sh("kubectl", "--context", CONTEXT, "apply", "-f", "-",
            input=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))  # fmt: skip
         with prom_kube.dump_on_failure():
@@ -206,7 +232,7 @@ def prometheus(release):
             yield url
     finally:
         if not KEEP:
-            kube.kubectl("delete", "role,rolebinding", PROM, "--ignore-not-found", check=False)
+            kube.kubectl("delete", "service", *(t["metadata"]["name"] for t in twins), "--ignore-not-found", check=False)
             prom_kube.delete_namespace()
 
 
@@ -314,7 +340,7 @@ def test_prometheus_scrapes_the_exporter_and_every_api_pod_with_credentials(prom
     result = wait_query(prometheus, server, lambda r: len(r) == 2 and all(s["value"][1] == "1" for s in r))
     exporter = wait_query(prometheus, f'up{{namespace="{NAMESPACE}", job="{FULL}-metrics"}}',
                           lambda r: [s["value"][1] for s in r] == ["1"])  # fmt: skip
-    SEEN[server] = [(s["metric"]["pod"], s["value"][1]) for s in result]
+    SEEN[server] = [(s["metric"]["instance"], s["value"][1]) for s in result]
     SEEN["up exporter"] = exporter[0]["value"][1]
     rules = httpx.get(f"{prometheus}/api/v1/rules", timeout=30).json()["data"]["groups"]
     SEEN["rules loaded"] = sorted(r["name"] for g in rules for r in g["rules"])
