@@ -162,8 +162,11 @@ build_prometheus() {
   cat >"$d/Dockerfile" <<DOCKERFILE
 ARG BASE_IMAGE
 FROM \${BASE_IMAGE}
-RUN set -eu; apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-      prometheus >/dev/null; rm -rf /var/lib/apt/lists/*; mkdir -p /prometheus; chmod 1777 /prometheus
+# Only the package's binary (its Depends are the web console's JavaScript libraries, not needed here).
+RUN set -eu; apt-get update -qq; cd /tmp; apt-get download -qq prometheus; \
+    dpkg-deb -x prometheus_*.deb /tmp/deb; install -m 0755 /tmp/deb/usr/bin/prometheus /usr/bin/prometheus; \
+    rm -rf /tmp/deb /tmp/prometheus_*.deb /var/lib/apt/lists/*; mkdir -p /prometheus; chmod 1777 /prometheus; \
+    prometheus --version
 USER 65534
 WORKDIR /prometheus
 EXPOSE 9090
