@@ -327,14 +327,15 @@ async def _client_call(api_url: str, fn):
 
 @pytest.fixture(scope="module")
 def registered(release):
-    """The chart's post-install hook Job (wait-for-server init container, then
-    `ecommerce-etl deploy`) run from the image."""
-    hook = cr.find(release["rendered"].docs, "Job", _fullname("deploy"))
+    """The worker's initContainers (wait for the server, then `ecommerce-etl deploy`) run from the
+    image, without the worker container itself."""
+    worker = cr.find(release["rendered"].docs, "Deployment", _fullname("worker"))["spec"]["template"]["spec"]
+    assert [c["name"] for c in worker["initContainers"]] == ["wait-for-prefect-server", "register-deployments"]
     started = time.monotonic()
-    results = run_pod(hook["spec"]["template"]["spec"], release["rendered"], release["loopback"],
-                      release["work"], "t4-hook")
-    assert results and all(r["rc"] == 0 for r in results), _tail(results)
-    print(f"\nT4 hook Job: {time.monotonic() - started:.1f}s", file=sys.stderr)
+    results = run_pod({**worker, "containers": []}, release["rendered"], release["loopback"],
+                      release["work"], "t4-register")
+    assert len(results) == 2 and all(r["rc"] == 0 for r in results), _tail(results)
+    print(f"\nT4 deployment registration: {time.monotonic() - started:.1f}s", file=sys.stderr)
     out = json.loads(results[-1]["logs"].strip().splitlines()[-1])
     assert set(out["deployments"]) >= {"sample", "kaggle", "load-file"}, out
     return out
