@@ -27,19 +27,16 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 import yaml
+from kube_tools import Kube, sh
 
-# tests/e2e/kube_tools.py arrives with the lifecycle tests (make lifecycle-local)
-kube_tools = pytest.importorskip("kube_tools", reason="tests/e2e/kube_tools.py is not in this checkout yet")
-Kube, sh = kube_tools.Kube, kube_tools.sh
+from helpers import REPO
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(3600)]
 
-REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "ecommerce-etl"
 VALUES = REPO / "k8s" / "values-kind.yaml"
 DASHBOARD = CHART / "dashboards" / "ecommerce-etl.json"
@@ -133,8 +130,8 @@ def container_port(service: dict, port_name: str) -> int | None:
     target = port["targetPort"]
     if isinstance(target, int):
         return target
-    pods = json.loads(kube.kubectl("get", "pods", "-o", "json", "-l",
-                                   ",".join(f"{k}={v}" for k, v in service["spec"]["selector"].items())))["items"]  # fmt: skip
+    selector = ",".join(f"{k}={v}" for k, v in service["spec"]["selector"].items())
+    pods = json.loads(kube.kubectl("get", "pods", "-o", "json", "-l", selector))["items"]
     return next(p["containerPort"] for pod in pods for c in pod["spec"]["containers"] for p in c.get("ports", [])
                 if p.get("name") == target)  # fmt: skip
 
@@ -185,8 +182,10 @@ def prometheus_objects(config: dict, rules: dict, password: str) -> list[dict]:
          "stringData": {"password": password}},
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": PROM, "namespace": PROM_NAMESPACE},
          "data": {"prometheus.yml": yaml.safe_dump(config), "rules.yaml": yaml.safe_dump(rules)}},
-        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": PROM, "namespace": PROM_NAMESPACE, "labels": labels},
-         "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "template": {"metadata": {"labels": labels}, "spec": {
+        {"apiVersion": "apps/v1", "kind": "Deployment",
+         "metadata": {"name": PROM, "namespace": PROM_NAMESPACE, "labels": labels},
+         "spec": {"replicas": 1, "selector": {"matchLabels": labels},
+                  "template": {"metadata": {"labels": labels}, "spec": {
              "automountServiceAccountToken": False,
              "securityContext": {"runAsNonRoot": True, "runAsUser": 65534, "runAsGroup": 65534, "fsGroup": 65534,
                                  "seccompProfile": {"type": "RuntimeDefault"}},
@@ -232,7 +231,8 @@ def prometheus(release):
             yield url
     finally:
         if not KEEP:
-            kube.kubectl("delete", "service", *(t["metadata"]["name"] for t in twins), "--ignore-not-found", check=False)
+            names = [t["metadata"]["name"] for t in twins]
+            kube.kubectl("delete", "service", *names, "--ignore-not-found", check=False)
             prom_kube.delete_namespace()
 
 
@@ -290,7 +290,8 @@ with get_client(sync_client=True) as client:
     while True:
         try:
             state = client.read_flow_run(run.id).state
-            print(json.dumps({"t": time.time(), "run": str(run.id), "state": state.name, "final": state.is_final()}), flush=True)
+            line = {"t": time.time(), "run": str(run.id), "state": state.name, "final": state.is_final()}
+            print(json.dumps(line), flush=True)
             if state.is_final():
                 break
         except Exception as exc:
@@ -407,7 +408,8 @@ def bad_files_server() -> str:
     """An in-cluster web server (the flow image, restricted) with a sample month whose every 20th
     row has a price that is not a number, and a file with a wrong header."""
     script = (f"ecommerce-etl sample --out /tmp/www --rows-per-file {SAMPLE_ROWS} >/dev/null"
-              " && cd /tmp/www && awk -F, 'NR > 1 && NR % 20 == 0 {$7 = \"price?\"} 1' OFS=, 2019-Oct.csv > quarantine.csv"
+              " && cd /tmp/www"
+              " && awk -F, 'NR > 1 && NR % 20 == 0 {$7 = \"price?\"} 1' OFS=, 2019-Oct.csv > quarantine.csv"
               " && printf 'time,type\\n2020-01-01 00:00:00 UTC,view\\n' > broken.csv"
               " && exec python3 -m http.server 8080")  # fmt: skip
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": WEB, "labels": {"app": WEB}},
@@ -417,7 +419,8 @@ def bad_files_server() -> str:
                     "containers": [{"name": "web", "image": IMAGE, "imagePullPolicy": "IfNotPresent",
                                     "command": ["sh", "-c", script], "ports": [{"containerPort": 8080}],
                                     "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 2},
-                                    "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                    "securityContext": {"allowPrivilegeEscalation": False,
+                                                        "readOnlyRootFilesystem": True,
                                                         "capabilities": {"drop": ["ALL"]}},
                                     "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
                                     "resources": {"requests": {"cpu": "50m", "memory": "128Mi"},
