@@ -200,8 +200,8 @@ def check_against_oracle(engine, folder: Path, data: bytes, fast_compatible: boo
         path = folder / name
         path.write_bytes(data)
         result = load_file(engine, NAMES, path, tuning=tuning)
-        where = f"{name} on the {tuning.path} path ({result.path})"
-        record(f"{tuning.path}: {result.status} via {result.path}")
+        where = f"{name} on the {tuning.path} path ({result.load_path})"
+        record(f"{tuning.path}: {result.status} via {result.load_path}")
         if result.rows_quarantined:
             record(f"{tuning.path}: some rows quarantined")
         if expected.rejected:
@@ -214,7 +214,7 @@ def check_against_oracle(engine, folder: Path, data: bytes, fast_compatible: boo
         assert (result.rows_read, result.rows_loaded, result.rows_quarantined) == (
             len(loaded) + len(quarantined), len(loaded), len(quarantined)), where
         if fast_compatible and tuning is SEGMENTED:
-            assert result.path == "fast", f"{where}: a file without structural problems left the fast path"
+            assert result.load_path == "fast", f"{where}: a file without structural problems left the fast path"
         forgotten = forget_file(engine, NAMES, name)
         assert (forgotten.rows_loaded, forgotten.rows_quarantined) == (len(loaded), len(quarantined))
         assert table_rows(engine, name) == ({}, {})

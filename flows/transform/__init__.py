@@ -21,7 +21,7 @@ from flows.transform.fields import (
     to_copy_line,
 )
 from flows.transform.header import MAX_HEADER_BYTES, UTF8_BOM, Header, parse_header
-from flows.transform.records import MAX_RECORD_BYTES, iter_records, printable, raw_text
+from flows.transform.records import MAX_RECORD_BYTES, file_name_problem, iter_records, printable, raw_text
 
 __all__ = [
     "MAX_FAST_LINE_BYTES",
@@ -35,6 +35,7 @@ __all__ = [
     "SkippedRow",
     "check_field",
     "check_record",
+    "file_name_problem",
     "iter_records",
     "parse_header",
     "parse_skip_notice",
