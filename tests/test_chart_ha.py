@@ -79,6 +79,7 @@ def test_one_replica_renders_nothing_of_ha():
     assert "--no-services" not in command
     assert spec["containers"][0]["image"].startswith("prefecthq/prefect:")
     assert "topologySpreadConstraints" not in spec
+    assert "lifecycle" not in spec["containers"][0] and "terminationGracePeriodSeconds" not in spec
     names = {f"{d['kind']}/{d['metadata']['name']}" for d in docs}
     assert not {n for n in names if "services" in n or "redis" in n or n.startswith("PodDisruptionBudget/")}
     assert not any("PREFECT_REDIS" in e["name"] or "MESSAGING" in e["name"] for e in spec["containers"][0]["env"])
@@ -108,6 +109,11 @@ def test_ha_api_pods():
     assert selects(spread["labelSelector"], deployment["spec"]["template"]["metadata"]["labels"])
     # the API's probes stay; the Service still selects only the API pods
     assert container["readinessProbe"]["httpGet"]["path"] == "/api/ready"
+    # a stopping API pod answers until the Service no longer sends it requests, within its grace period
+    assert container["lifecycle"] == {"preStop": {"exec": {"command": ["sleep", "15"]}}}
+    assert spec["terminationGracePeriodSeconds"] == 45
+    no_drain = pod_spec(server(render({"prefectServer": {"replicas": 2, "ha": {"drainSeconds": 0}}})))
+    assert "lifecycle" not in no_drain["containers"][0] and no_drain["terminationGracePeriodSeconds"] == 30
     services = find(docs, "Deployment", f"{FULL}-prefect-services")
     api_service = find(docs, "Service", f"{FULL}-prefect-server")
     assert not selects(
@@ -208,6 +214,7 @@ VALIDATION = {
         "prefectServer.ha.minAvailable=2",
     ),
     "replicas-zero": ({"prefectServer": {"replicas": 0}}, "/prefectServer/replicas"),
+    "drain-negative": ({"prefectServer": {"replicas": 2, "ha": {"drainSeconds": -1}}}, "/prefectServer/ha/drainSeconds"),
 }
 
 
