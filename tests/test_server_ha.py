@@ -102,9 +102,9 @@ def test_two_api_processes_and_a_services_process_share_one_redis(postgres, tmp_
             urls = [
                 apis.enter_context(
                     prefect_server_process(
-                        port,
                         {**api_env, "PREFECT_HOME": str(tmp_path / f"api{i}")},
                         tmp_path / f"api{i}.log",
+                        port=port,
                         services=False,
                     )
                 )
