@@ -21,7 +21,7 @@ from flows.transform.fields import (
     to_copy_line,
 )
 from flows.transform.header import MAX_HEADER_BYTES, UTF8_BOM, Header, parse_header
-from flows.transform.records import MAX_RECORD_BYTES, iter_records, printable, raw_text
+from flows.transform.records import MAX_RECORD_BYTES, iter_records, printable, raw_text, split_lines
 
 __all__ = [
     "MAX_FAST_LINE_BYTES",
@@ -41,5 +41,6 @@ __all__ = [
     "printable",
     "raw_text",
     "reason_class",
+    "split_lines",
     "to_copy_line",
 ]

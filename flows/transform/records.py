@@ -25,6 +25,18 @@ def raw_text(lines: list[bytes]) -> str:
     return printable(b"".join(lines).removesuffix(b"\n").removesuffix(b"\r").decode("utf-8", "surrogateescape"))
 
 
+def split_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The lines (each with its LF; the last may lack it) of bytes read in chunks cut anywhere."""
+    carry = b""
+    for chunk in chunks:
+        lines = (carry + chunk).split(b"\n")
+        carry = lines.pop()
+        for line in lines:
+            yield line + b"\n"
+    if carry:
+        yield carry
+
+
 class _RecordTooLarge(Exception):
     pass
 
