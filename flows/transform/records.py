@@ -26,15 +26,22 @@ def raw_text(lines: list[bytes]) -> str:
 
 
 def split_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    """The lines (each with its LF; the last may lack it) of bytes read in chunks cut anywhere."""
-    carry = b""
+    """The lines (each with its LF; the last may lack it) of bytes read in chunks cut anywhere. A line
+    longer than a chunk is gathered in a list and joined once: linear in its length."""
+    pending: list[bytes] = []
     for chunk in chunks:
-        lines = (carry + chunk).split(b"\n")
-        carry = lines.pop()
+        lines = chunk.split(b"\n")
+        if len(lines) == 1:
+            pending.append(chunk)
+            continue
+        if pending:
+            lines[0] = b"".join([*pending, lines[0]])
+        last = lines.pop()
+        pending = [last] if last else []
         for line in lines:
             yield line + b"\n"
-    if carry:
-        yield carry
+    if pending:
+        yield b"".join(pending)
 
 
 class _RecordTooLarge(Exception):
