@@ -29,7 +29,7 @@ from flows.load.fast import FastStage, stage_fast
 from flows.load.plan import FileStat, Tuning, file_checksum, plan_file
 from flows.load.result import FileResult, Quarantined, summarise_quarantine
 from flows.sql import FileNames, Names
-from flows.transform import MAX_HEADER_BYTES, parse_header, raw_text
+from flows.transform import MAX_HEADER_BYTES, Header, copy_skip_reason, parse_header, raw_text
 
 
 def load_file(
@@ -159,22 +159,24 @@ def _stage(ctx: LoadContext, conn: Any, cur: Any) -> Staged:
 
 def _from_fast(ctx: LoadContext, fast: FastStage) -> Staged:
     skipped = {line: reason for s in fast.staged for line, reason in s.skipped.items()}
-    quarantined = _read_lines(ctx.path, skipped)
+    quarantined = _read_lines(ctx.path, ctx.plan.header, skipped)
     loaded = sum(s.loaded for s in fast.staged)
     leaves = [(s.table, s.segment.first_line, s.segment.end_line) for s in fast.staged]
     digests = [d for s in fast.staged for d in s.digests]
     return Staged("fast", leaves, loaded + len(quarantined), loaded, quarantined, ctx.plan.checksum(digests))
 
 
-def _read_lines(path: Path, reasons: dict[int, str]) -> list[Quarantined]:
-    """The raw text of the lines COPY refused (each is one line: the fast path takes no quotes)."""
+def _read_lines(path: Path, header: Header, reasons: dict[int, str]) -> list[Quarantined]:
+    """The raw text of the lines COPY refused (each is one line: the fast path takes no quotes), with
+    the careful path's reasons."""
     if not reasons:
         return []
     found = []
     with path.open("rb") as f:
         for number, line in enumerate(f, start=1):
             if number in reasons:
-                found.append(Quarantined(number, raw_text([line]), reasons[number]))
+                raw = raw_text([line])
+                found.append(Quarantined(number, raw, copy_skip_reason(raw, header, reasons[number])))
                 if len(found) == len(reasons):
                     break
     return found
