@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from fault_tools import NAMES, audit
+from fault_tools import NAMES, CutIn, audit
 
 from flows.load import Tuning, load_file
 
@@ -38,51 +36,6 @@ def q(engine: sa.Engine, sql: str, **params) -> list[tuple]:
         return [tuple(r) for r in conn.execute(sa.text(sql), params).all()]
 
 
-def lock_waiters(engine: sa.Engine) -> int:
-    """Backends of this database waiting for a lock."""
-    return q(engine, "select count(*) from pg_stat_activity where datname = current_database()"
-                     " and wait_event_type = 'Lock'")[0][0]
-
-
-def wait_for(condition: Callable[[], bool], seconds: float = 30) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
-
-
-class CutIn:
-    """A checkpoint for the first load: at `step`/`when` it starts the second load in a thread and
-    holds the first until the second has finished or waits for a lock (on the first, presumably)."""
-
-    def __init__(self, engine: sa.Engine, step: str, when: str, second: Callable[[], object]):
-        self.engine, self.step, self.when = engine, step, when
-        self.result: object = None
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, args=(second,), daemon=True)
-
-    def _run(self, second: Callable[[], object]) -> None:
-        try:
-            self.result = second()
-        except BaseException as exc:  # reported by the test
-            self.error = exc
-
-    def __call__(self, step: str, when: str) -> None:
-        if (step, when) == (self.step, self.when) and not self.thread.is_alive() and self.result is None:
-            self.thread.start()
-            wait_for(lambda: not self.thread.is_alive() or lock_waiters(self.engine) > 0)
-
-    def join(self) -> object:
-        if not self.thread.is_alive() and self.result is None and self.error is None:
-            self._run(lambda: None)  # the step never came: nothing cut in
-        self.thread.join(120)
-        if self.error:
-            raise self.error
-        return self.result
-
-
 # --- item 1: identity ------------------------------------------------------------------------------
 @pytest.mark.parametrize("step, when", [
     ("stage-fast.commit", "after"),  # the first file's segments are committed, not attached
@@ -98,8 +51,8 @@ def test_two_files_whose_name_hashes_share_a_prefix_load_at_once_with_every_row_
         paths[name].write_text(rows_text(1000, salt * 10_000))
     cut_in = CutIn(engine, step, when, lambda: load_file(engine, NAMES, paths[second], tuning=SEGMENTED))
     results = {first: load_file(engine, NAMES, paths[first], tuning=SEGMENTED, checkpoint=cut_in)}
+    assert cut_in.fired.is_set(), f"the first load never reached {step} {when}"
     results[second] = cut_in.join()
-    assert cut_in.thread.ident is not None, "the second load never started"
     assert {n: (r.status, r.path, r.rows_loaded) for n, r in results.items()} == {
         first: ("loaded", "fast", 1000), second: ("loaded", "fast", 1000)}
     found = audit(data_db)
@@ -141,3 +94,87 @@ def write(folder: Path, name: str, text: str) -> Path:
     path = folder / name
     path.write_text(text)
     return path
+
+
+# --- item 1: orphans, and installs from before issue 18 ----------------------------------------------
+def legacy_name(kind: str, source_file: str, run: str = "abcdef", index: int | str = "") -> str:
+    """How a table was named before issue 18: by md5(file name)[:8] and a 24-bit run key."""
+    return f"ecommerce_events${kind}{hashlib.md5(source_file.encode()).hexdigest()[:8]}{run}{index}"
+
+
+def committed_segment(engine: sa.Engine, table: str, source_file: str) -> None:
+    """A segment table as a load commits it before attaching it (what a crash leaves behind)."""
+    from flows import sql as q
+
+    with engine.begin() as conn:
+        cursor = conn.connection.dbapi_connection.cursor()
+        for statement in q.create_leaf(NAMES, table, source_file, 2, None, None) + q.finish_leaf(NAMES, table, None):
+            cursor.execute(statement)
+
+
+def tables(engine: sa.Engine) -> set[str]:
+    return {r[0] for r in q(engine, "select relname from pg_class where starts_with(relname, 'ecommerce_events$s')")}
+
+
+def test_orphans_are_dropped_only_when_they_hold_that_files_rows_and_nothing_holds_them(engine, data_db, tmp_path):
+    """A crashed load's segment tables, named the old way (a short hash both names share) or the new
+    way: the next load of a file drops only its own, proven by their CHECK constraint, and neither
+    waits for nor drops one that something holds (a pg_dump holds every table it reads)."""
+    mine, other = COLLIDING
+    own = {legacy_name("s", mine, "aaaaaa", 0), "ecommerce_events$s_999_0", "ecommerce_events$s_998_c"}
+    others = {legacy_name("s", other, "bbbbbb", 0), "ecommerce_events$s_997_0"}
+    held = "ecommerce_events$s_996_1"
+    for table in own | {held}:
+        committed_segment(engine, table, mine)
+    for table in others:
+        committed_segment(engine, table, other)
+    holder = engine.connect()
+    try:
+        holder.execute(sa.text(f'lock table "{held}" in access share mode'))  # as pg_dump would
+        path = write(tmp_path, mine, rows_text(50))
+        results = []
+        loading = threading.Thread(target=lambda: results.append(load_file(engine, NAMES, path, tuning=SEGMENTED)),
+                                   daemon=True)
+        loading.start()
+        loading.join(30)
+        assert not loading.is_alive(), "the load waits for a table that something else holds"
+        assert [r.rows_loaded for r in results] == [50]
+        assert tables(engine) & (own | others | {held}) == others | {held}
+    finally:
+        holder.rollback()
+        holder.close()
+    write(tmp_path, mine, rows_text(60))  # changed: it loads again, and the held orphan goes now
+    assert load_file(engine, NAMES, path, tuning=SEGMENTED).rows_loaded == 60
+    assert tables(engine) & (own | others | {held}) == others
+    assert load_file(engine, NAMES, write(tmp_path, other, rows_text(5)), tuning=SEGMENTED).status == "loaded"
+    assert audit(data_db).leftovers == [] and audit(data_db).problems == []
+
+
+def test_an_install_from_before_issue_18_upgrades_in_place(engine, data_db, tmp_path):
+    """Partitions named by the old short hash, a ledger without load_id: the next run adds the column,
+    skips unchanged files, replaces a changed one atomically and forgets an old one."""
+    from flows.load import ensure_schema, forget_file
+
+    files = {name: write(tmp_path, name, rows_text(20, salt)) for salt, name in enumerate(["a.csv", "b.csv", "c.csv"])}
+    for path in files.values():
+        assert load_file(engine, NAMES, path).status == "loaded"
+    with engine.begin() as conn:  # back to the old layout
+        for name, partition in conn.execute(sa.text("select source_file, partition_name from ecommerce_events_ledger")):
+            old = legacy_name("p", name)
+            conn.execute(sa.text(f'alter table "{partition}" rename to "{old}"'))
+            conn.execute(sa.text("update ecommerce_events_ledger set partition_name = :p where source_file = :f"),
+                         {"p": old, "f": name})
+        conn.execute(sa.text("alter table ecommerce_events_ledger drop column load_id"))
+    ensure_schema(engine, NAMES)
+    assert q(engine, "select count(*), count(distinct load_id), count(load_id) from ecommerce_events_ledger") == [(3, 3, 3)]
+    assert [load_file(engine, NAMES, p).status for p in files.values()] == ["skipped"] * 3
+    write(tmp_path, "b.csv", rows_text(30, 1))
+    changed = load_file(engine, NAMES, files["b.csv"])
+    assert (changed.status, changed.rows_loaded) == ("loaded", 30)
+    assert forget_file(engine, NAMES, "c.csv").rows_loaded == 20
+    found = audit(data_db)
+    assert found.problems == [] and found.leftovers == []
+    assert {f: found.counts(f) for f in found.ledger} == {"a.csv": (20, 20, 0), "b.csv": (30, 30, 0)}
+    partitions = dict(q(engine, "select source_file, partition_name from ecommerce_events_ledger"))
+    load_id = q(engine, "select load_id from ecommerce_events_ledger where source_file = 'b.csv'")[0][0]
+    assert partitions == {"a.csv": legacy_name("p", "a.csv"), "b.csv": f"ecommerce_events$p_{load_id}"}

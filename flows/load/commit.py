@@ -60,6 +60,7 @@ def commit(ctx: LoadContext, conn: Any, cur: Any, staged: Staged, old_partition:
                 staged.loaded,
                 len(staged.quarantined),
                 ctx.run_id,
+                ctx.load_id,
             ),
         )
     with ctx.step("commit.transaction"):

@@ -72,8 +72,9 @@ def ensure_schema(engine: sa.Engine, names: Names, checkpoint: Checkpoint | None
                 cur.execute(statement)
         ledger = names.table + "_ledger"
         ledger_columns = next((d for kind, name, _, d in found if kind == "relation" and name == ledger), None)
-        if ledger_columns is not None and "size_bytes" not in ledger_columns:
-            cur.execute(q.add_ledger_size_column(names))
+        for column, statement in q.ledger_upgrades(names):
+            if ledger_columns is not None and column not in ledger_columns:
+                cur.execute(statement)
 
 
 def _cursor(connection: sa.Connection) -> Any:

@@ -13,10 +13,10 @@ errors raise, so the caller's retry policy applies (nothing is visible before th
 from __future__ import annotations
 
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
+import psycopg2
 import sqlalchemy as sa
 
 from flows import sql as q
@@ -28,7 +28,7 @@ from flows.load.db import drop_quietly, transaction
 from flows.load.fast import FastStage, stage_fast
 from flows.load.plan import FileStat, Tuning, file_checksum, plan_file
 from flows.load.result import FileResult, Quarantined, summarise_quarantine
-from flows.sql import FileNames, Names
+from flows.sql import Names
 from flows.transform import MAX_HEADER_BYTES, Header, copy_skip_reason, parse_header, raw_text
 
 
@@ -85,10 +85,7 @@ def _open(
         plan = plan_file(path, header, stat, tuning.parallel, tuning.min_segment_bytes, tuning.block_bytes)
     except OSError as exc:
         raise FileRejected(f"cannot read {path}: {exc.strerror or exc}") from None
-    objects = FileNames.of(names, source_file, run_key=uuid.uuid4().hex[:6])
-    return LoadContext(
-        engine, names, path, source_file, run_id, plan, objects, tuning, ProgressTotal(progress), checkpoint
-    )
+    return LoadContext(engine, names, path, source_file, run_id, plan, tuning, ProgressTotal(progress), checkpoint)
 
 
 def _load(ctx: LoadContext, result: FileResult) -> None:
@@ -101,6 +98,8 @@ def _load(ctx: LoadContext, result: FileResult) -> None:
                     conn.rollback()
                     result.status, result.rows_skipped = "skipped", entry[2]
                     return
+            cur.execute(q.next_load_id(ctx.names))
+            ctx.load_id = cur.fetchone()[0]
             _drop_orphans(ctx, cur)
             staged = _stage(ctx, conn, cur)
             if result.checksum and result.checksum != staged.checksum:
@@ -110,11 +109,12 @@ def _load(ctx: LoadContext, result: FileResult) -> None:
                 )
             commit(ctx, conn, cur, staged, entry[3] if entry else None)
     except BaseException:
-        drop_quietly(
-            ctx.engine,
-            ctx.names,
-            [ctx.objects.segment(s.index) for s in ctx.plan.segments] + [ctx.objects.segment("c")],
-        )
+        if ctx.load_id is not None:
+            drop_quietly(
+                ctx.engine,
+                ctx.names,
+                [ctx.objects.segment(s.index) for s in ctx.plan.segments] + [ctx.objects.segment("c")],
+            )
         raise
     result.status, result.path, result.checksum = "loaded", staged.path, staged.checksum
     result.rows_read, result.rows_loaded, result.rows_quarantined = staged.read, staged.loaded, len(staged.quarantined)
@@ -130,11 +130,26 @@ def _check_ledger(ctx: LoadContext, cur: Any) -> tuple | None:
 
 
 def _drop_orphans(ctx: LoadContext, cur: Any) -> None:
-    """Segment tables a crashed load of this file committed but never attached."""
+    """Segment tables a crashed load of this file committed but never attached. Only tables whose own
+    CHECK constraint says they hold this file's rows; each is locked without waiting and checked again
+    once locked, so a table that a running load holds (or attached meanwhile) is left alone. (Loads of
+    this same file wait for its lock, so none of them is running now.)"""
     with ctx.step("drop-orphans"):
-        cur.execute(q.unattached_tables(ctx.names), (ctx.objects.staging_prefix,))
+        cur.execute(q.orphan_segments(ctx.names), q.own_file_check(ctx.names, ctx.source_file))
         for (orphan,) in cur.fetchall():
-            cur.execute(q.drop_table(ctx.names, orphan))
+            _drop_if_still_orphan(ctx, cur, orphan)
+
+
+def _drop_if_still_orphan(ctx: LoadContext, cur: Any, table: str) -> None:
+    cur.execute(q.savepoint("orphan"))
+    try:
+        cur.execute(q.lock_table_nowait(ctx.names, table))
+        cur.execute(q.orphan_segments(ctx.names), q.own_file_check(ctx.names, ctx.source_file, table))
+        if cur.fetchone():
+            cur.execute(q.drop_table(ctx.names, table))
+        cur.execute(q.release_savepoint("orphan"))
+    except (psycopg2.errors.LockNotAvailable, psycopg2.errors.UndefinedTable):
+        cur.execute(q.rollback_to_savepoint("orphan"))  # in use, or gone: not ours to drop now
 
 
 def _stage(ctx: LoadContext, conn: Any, cur: Any) -> Staged:
