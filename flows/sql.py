@@ -60,7 +60,7 @@ class Names:
 
     @property
     def segment_prefix(self) -> str:
-        """Every segment table of this target starts with it (also those named before issue 18, by a
+        """Every segment table of this target starts with it (also those named by a
         short hash of the file name: `<table>$s<8 hex>...`)."""
         return f"{self.table}$s"
 

@@ -4,7 +4,7 @@ Hypothesis writes CSV files from realistic rows plus hostile mutations; every fi
 real PostgreSQL twice (default path choice with small parallel segments, and the careful path
 forced), and every record's fate (table row with its values, or quarantined line with its raw text
 and whole reason, or the whole file refused) and the ledger's checksum must be the oracle's.
-Edges (issue 18): lines spanning multiples of the block size, lines of 4 to 16 MiB at the real block
+Edges: lines spanning multiples of the block size, lines of 4 to 16 MiB at the real block
 size, and two files with generated names (some sharing a short hash) loading at once, one cutting in
 at a step of the other. `make test` runs a fixed-seed, bounded number of examples; `make fuzz` runs
 the `fuzz` profile (many more, random seed). Every failure Hypothesis ever shrank is kept in
@@ -70,7 +70,7 @@ good_values = {
 out_of_range = {
     "event_time": st.sampled_from(["2019-02-29 10:00:00 UTC", "2019-04-31 00:00:00 UTC", "2019-13-01 00:00:00 UTC",
                                    "0000-01-01 00:00:00 UTC", "2019-10-00 00:00:00 UTC", "2019-10-01 12:60:00 UTC"]),
-    # long ones too: PostgreSQL's notice cuts a value to 100 bytes (issue 18 item 7)
+    # long ones too: PostgreSQL's notice cuts a value to 100 bytes
     "event_type": st.sampled_from(["refund", "View", "vieww", "x" * 150, "\u00e9" * 60, "y" * 101]),
     "product_id": st.sampled_from(["9223372036854775808", "99999999999999999999", "-9223372036854775809"]),
     "user_id": st.sampled_from(["18446744073709551615", "-9223372036854775809"]),
@@ -278,6 +278,15 @@ REGRESSIONS: dict[str, bytes] = {
                                                     b'4000000,\n\n"2019-02-29 10:00:00 UTC",view,1,1000000000000000000,,,0.00,4000000,\n',
     "reason-is-the-first-field-in-file-order": b"\xef\xbb\xbf" + _H + b'\n\n"2019-01-01 00:00:00 UTC, x",,1,'
                                                b'1000000000000000000,,,0.00,4000000,\n',
+    # found by the long-brand rows against block ends counted from a long line's end (not from B's multiples)
+    "checksum-after-a-line-spanning-two-blocks": (
+        b"\xef\xbb\xbf" + _H + b'\n"",view,1,1000000000000000000,,' + b"b" * 100 + b",-6.04,4000000,\n"
+        b"now UTC,view,1,1000000000000000000,," + b"b" * 569 + b",0.00,4000000,72e63ac7-a953-8322-1f70-d5dc2e675fc7\n"
+        b'"",view,1,1000000000000000000,,,0.00,4000000,\n"",view,1,1000000000000000000,,,0.00,4000000,\n'),
+    # found by the long event types against the fast path's reasons taken from COPY's notice (cut at 100 bytes)
+    "fast-path-reason-cut-to-100-bytes": (
+        _H + b"\n2019-01-01 00:00:00 UTC," + b"x" * 150 + b",1,1000000000000000000,," + b"b" * 100
+        + b",0.00,4000000,\n"),
 }
 
 
@@ -286,7 +295,7 @@ def test_shrunk_failures_stay_fixed(name, engine, tmp_path):
     check_against_oracle(engine, tmp_path, REGRESSIONS[name], fast_compatible=False, record=lambda _: None)
 
 
-# --- edges (issue 18): lines of 4 MiB and more at the real block size ---------------------------------
+# --- edges: lines of 4 MiB and more at the real block size ---------------------------------
 MiB = 1 << 20
 REAL_B = Tuning().block_bytes
 REAL = (Tuning(parallel=3, min_segment_bytes=1), Tuning(path="careful"))
@@ -334,10 +343,10 @@ def test_lines_of_4_to_16_mib_at_the_real_block_size_agree_with_the_oracle(recip
     check_against_oracle(engine, tmp_path_factory.mktemp("long", numbered=True), data, False, tunings=REAL)
 
 
-# --- edges (issue 18): generated names, some sharing a short hash, two files loading at once ----------
+# --- edges: generated names, some sharing a short hash, two files loading at once ----------
 def _colliding_pairs(prefix_chars: int = 8, names: int = 200_000) -> list[tuple[str, str]]:
-    """Names whose md5 share the first `prefix_chars` hex digits (the key that named internal tables
-    before issue 18); about two pairs per 100,000 names for 8 digits."""
+    """Names whose md5 share the first `prefix_chars` hex digits (the key that once named internal
+    tables); about two pairs per 100,000 names for 8 digits."""
     seen: dict[str, str] = {}
     pairs = []
     for n in range(names):
@@ -349,7 +358,7 @@ def _colliding_pairs(prefix_chars: int = 8, names: int = 200_000) -> list[tuple[
     return pairs
 
 
-COLLIDING = [("2019-Oct-part20184.csv", "2019-Oct-part20266.csv"),  # issue 18's pair
+COLLIDING = [("2019-Oct-part20184.csv", "2019-Oct-part20266.csv"),  # the pair that lost rows
              ("2019-Nov-part62537.csv", "2019-Nov-part72651.csv"), ("2019-Nov-part11708.csv", "2019-Nov-part142548.csv")]
 HOSTILE_NAMES = ["it's.csv", "back\\slash.csv", '"quoted".csv', "%s %% %(x)s.csv", "fuzz_events$s_1_0",
                  "fuzz_events$p_1", " leading space.csv", "\u00fcn\u00efc\u00f6d\u00e9 \u20ac.csv", "x" * 255,

@@ -1,9 +1,9 @@
-"""T2 (real PostgreSQL): the edges of exactly-once from issue 18.
+"""T2 (real PostgreSQL): the edges of exactly-once.
 
-- item 1: two files whose names share a short-hash prefix load at the same time, with the interleaving
+- identity: two files whose names share a short-hash prefix load at the same time, with the interleaving
   that lost a file's rows forced through the load's checkpoint hook; orphaned segment tables are dropped
   only when they are provably unattached and provably that file's;
-- item 7: a value COPY refuses on the fast path gets the careful path's reason, whole (PostgreSQL's
+- reasons: a value COPY refuses on the fast path gets the careful path's reason, whole (PostgreSQL's
   notice cuts it to 100 bytes and "...").
 """
 
@@ -22,7 +22,7 @@ from flows.load import Tuning, load_file
 HEADER = "event_time,event_type,product_id,category_id,category_code,brand,price,user_id,user_session\n"
 ROW = ("2019-10-01 00:{m:02d}:{s:02d} UTC,view,{n},1487580005134238553,,runail,2.62,463240011,"
        "26dd6e6e-4dac-4778-8d2c-92e149dab885\n")
-# Both names' md5 start with bdf9a342: the 32-bit key that named their internal tables before issue 18.
+# Both names' md5 start with bdf9a342: the 32-bit key that once named their internal tables.
 COLLIDING = ("2019-Oct-part20184.csv", "2019-Oct-part20266.csv")
 SEGMENTED = Tuning(parallel=3, min_segment_bytes=1, block_bytes=4096)
 
@@ -36,10 +36,10 @@ def q(engine: sa.Engine, sql: str, **params) -> list[tuple]:
         return [tuple(r) for r in conn.execute(sa.text(sql), params).all()]
 
 
-# --- item 1: identity ------------------------------------------------------------------------------
+# --- identity ------------------------------------------------------------------------------
 @pytest.mark.parametrize("step, when", [
     ("stage-fast.commit", "after"),  # the first file's segments are committed, not attached
-    ("commit.attach", "after"),  # attached, not committed: issue 18's interleaving (0 rows, ledger 1,000)
+    ("commit.attach", "after"),  # attached, not committed: the interleaving that lost rows (0 rows, ledger 1,000)
 ])
 def test_two_files_whose_name_hashes_share_a_prefix_load_at_once_with_every_row_kept(
         engine, data_db, tmp_path, step, when):
@@ -60,11 +60,11 @@ def test_two_files_whose_name_hashes_share_a_prefix_load_at_once_with_every_row_
     assert (found.counts(first), found.counts(second)) == ((1000, 1000, 0), (1000, 1000, 0))
     assert q(engine, "select source_file, count(distinct product_id) from ecommerce_events group by 1 order by 1") == [
         (first, 1000), (second, 1000)]
-    # and a rerun skips both: the loss in issue 18 was permanent because the ledger said 1,000
+    # and a rerun skips both: such a loss was permanent, because the ledger said 1,000
     assert [load_file(engine, NAMES, paths[n], tuning=SEGMENTED).status for n in COLLIDING] == ["skipped", "skipped"]
 
 
-# --- item 7: the same reasons on both paths ------------------------------------------------------
+# --- the same reasons on both paths ------------------------------------------------------
 LONG_VALUES = {
     "150 ASCII characters": "x" * 150,
     "60 two-byte characters": "\u00e9" * 60,  # 120 bytes: PostgreSQL cuts at a character boundary
@@ -96,9 +96,9 @@ def write(folder: Path, name: str, text: str) -> Path:
     return path
 
 
-# --- item 1: orphans, and installs from before issue 18 ----------------------------------------------
+# --- identity: orphans, and installs with hash-named tables ----------------------------------------------
 def legacy_name(kind: str, source_file: str, run: str = "abcdef", index: int | str = "") -> str:
-    """How a table was named before issue 18: by md5(file name)[:8] and a 24-bit run key."""
+    """How a table was named before load ids: by md5(file name)[:8] and a 24-bit run key."""
     return f"ecommerce_events${kind}{hashlib.md5(source_file.encode()).hexdigest()[:8]}{run}{index}"
 
 
@@ -150,7 +150,7 @@ def test_orphans_are_dropped_only_when_they_hold_that_files_rows_and_nothing_hol
     assert audit(data_db).leftovers == [] and audit(data_db).problems == []
 
 
-def test_an_install_from_before_issue_18_upgrades_in_place(engine, data_db, tmp_path):
+def test_an_install_with_hash_named_tables_and_no_load_id_upgrades_in_place(engine, data_db, tmp_path):
     """Partitions named by the old short hash, a ledger without load_id: the next run adds the column,
     skips unchanged files, replaces a changed one atomically and forgets an old one."""
     from flows.load import ensure_schema, forget_file

@@ -1,9 +1,9 @@
-"""T1 (no services): the load's pure parts at the edges of issue 18.
+"""T1 (no services): the load's pure parts at their edges.
 
-- item 8: the ledger checksum, exactly as flows/load/SPEC.md defines it, after lines that span one or
+- the ledger checksum, exactly as flows/load/SPEC.md defines it, after lines that span one or
   more multiples of the block size B (against the reference in tests/oracle.py), both read in order
   and hashed per segment as the fast path does;
-- item 6: the careful path reads a file with a 64 MiB line in about the time of a 64 MiB file of
+- the careful path reads a file with a 64 MiB line in about the time of a 64 MiB file of
   ordinary lines (it was quadratic in the line's length).
 """
 
@@ -88,14 +88,14 @@ def check_checksums(data: bytes, block: int, folder: Path) -> None:
         assert segment_checksum(data, plan) == expected, f"hashed per segment, {parallel} segment(s)"
 
 
-@settings(max_examples=300, deadline=None, derandomize=True, database=None,
+@settings(max_examples=150, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(lengths=long_line_lengths(block=256))
 def test_checksum_blocks_follow_the_spec_after_lines_spanning_multiples_of_b(lengths, tmp_path):
     check_checksums(file_of(lengths), 256, tmp_path)
 
 
-@settings(max_examples=20, deadline=None, derandomize=True, database=None,
+@settings(max_examples=6, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(lengths=long_line_lengths(block=4 * MiB))
 def test_checksum_follows_the_spec_with_lines_of_4_to_16_mib_at_the_real_block_size(lengths, tmp_path):
@@ -103,13 +103,13 @@ def test_checksum_follows_the_spec_with_lines_of_4_to_16_mib_at_the_real_block_s
 
 
 def test_checksum_after_a_line_just_over_b_that_spans_two_multiples(tmp_path):
-    """The shape of issue 18 item 8: a line starting just before 4 MiB and ending just after 8 MiB
+    """The shape that was wrong: a line starting just before 4 MiB and ending just after 8 MiB
     shifted every later block end (they were counted from that line's end, not from 12 MiB)."""
     block = 4 * MiB
     check_checksums(file_of(((block - 10 - len(HEADER), 1), (block + 20, 1), (100, 50_000))), block, tmp_path)
 
 
-# --- item 6: the careful path is linear in the file size, whatever its line lengths ---------------
+# --- the careful path is linear in the file size, whatever its line lengths ---------------
 def chunks(data: bytes, size: int = 256 << 10) -> Iterator[bytes]:
     for start in range(0, len(data), size):
         yield data[start : start + size]
@@ -130,7 +130,7 @@ def test_a_64_mib_line_reads_in_about_the_time_of_a_64_mib_file_of_ordinary_line
     one_line = ordinary.replace(b"\n", b"\r")  # CR-only line endings: the whole body is one line
     ordinary_seconds = careful_read_seconds(ordinary)
     one_line_seconds = careful_read_seconds(one_line)
-    # measured after the fix: ~0.05x; the quadratic version took ~5-10x (19.7 s for 64 MiB in issue 18)
+    # measured: ~0.3x; when joining the carry to every chunk made it quadratic, ~6x (18.5 s vs 3.1 s)
     assert one_line_seconds < 1.5 * ordinary_seconds, (one_line_seconds, ordinary_seconds)
 
 
