@@ -406,9 +406,10 @@ def test_the_colliding_names_share_their_short_hash():
         assert hashlib.md5(first.encode()).hexdigest()[:8] == hashlib.md5(second.encode()).hexdigest()[:8]
 
 
-# Found by test_two_files_at_once_agree_with_the_oracle against tables named by md5(name)[:8]: the second
-# file's clean-up dropped the first's committed segments (UndefinedTable at the first's assemble).
+# Found by test_two_files_at_once_agree_with_the_oracle.
 PAIR_REGRESSIONS = {
+    # against tables named by md5(name)[:8]: the second file's clean-up dropped the first's committed segments
+    # (UndefinedTable at the first's assemble)
     "colliding-names-second-drops-the-firsts-segments": dict(
         names=COLLIDING[0],
         cases=((_H + b"\n", True), (
@@ -418,6 +419,12 @@ PAIR_REGRESSIONS = {
             b'remove_from_cart,1,1000000000000000000,,bpw.style,0.00,4000000,\n\n"2019-01-01 00:00:00 UTC, x",,1,'
             b"1000000000000000000,," + b"b" * 100 + b",0.00,4000000,\n", False)),
         step="commit.assemble", when="before", careful=(False, False)),
+    # found by `make fuzz`: the quarantine COPY read a file name holding a lone CR as the end of its row
+    "a-carriage-return-as-the-file-name": dict(
+        names=("\r", "it's.csv"),
+        cases=((_H + b"\n2019-02-29 10:00:00 UTC,view,1,1000000000000000000,," + b"b" * 100 + b",0.00,4000000,\n",
+                True), (_H + b"\n", True)),
+        step="check-ledger", when="before", careful=(False, False)),
 }
 
 

@@ -178,3 +178,19 @@ def test_an_install_with_hash_named_tables_and_no_load_id_upgrades_in_place(engi
     partitions = dict(q(engine, "select source_file, partition_name from ecommerce_events_ledger"))
     load_id = q(engine, "select load_id from ecommerce_events_ledger where source_file = 'b.csv'")[0][0]
     assert partitions == {"a.csv": legacy_name("p", "a.csv"), "b.csv": f"ecommerce_events$p_{load_id}"}
+
+
+# --- names and raw text with carriage returns -------------------------------------------------------
+@pytest.mark.parametrize("name, line", [
+    ("\r", ROW.format(m=0, s=0, n=1).replace("2019-10-01", "2019-02-29")),  # found by the paired-names fuzzing
+    ("cr\rinside.csv", ROW.format(m=0, s=0, n=1).replace("2019-10-01", "2019-02-29")),
+    ("plain.csv", "lone\rcarriage-return\n"),  # a raw line with a bare CR and no comma
+    ("plain.csv", "x\r\r\n"),  # raw text "x\r": one CR is part of the line ending, the other is not
+])
+def test_quarantine_rows_with_a_carriage_return_in_the_file_name_or_raw_text_are_written(engine, tmp_path, name, line):
+    path = tmp_path / name
+    path.write_text(HEADER + line + ROW.format(m=0, s=1, n=2), newline="")
+    result = load_file(engine, NAMES, path)
+    assert (result.status, result.rows_loaded, result.rows_quarantined) == ("loaded", 1, 1), result.error
+    raw = line.removesuffix("\n").removesuffix("\r")
+    assert q(engine, "select source_file, source_line, raw_line from ecommerce_events_quarantine") == [(name, 2, raw)]
