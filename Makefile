@@ -30,6 +30,9 @@ stop: ## stop the local Prefect server and the embedded PostgreSQL that `make ru
 test: venv checkov lint ## make lint, then every test rung (T1-T4; T5 kind skips without a cluster toolchain)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
+test-unit: venv ## the unit tier only (-m unit): no database, Prefect server or Docker, under a minute
+	$(PY) -m pytest -q -m unit $(PYTEST_ARGS)
+
 LINT_PATHS ?= flows benchmarks scripts
 lint: venv ## ruff check, ruff format --check (LINT_PATHS), mypy flows/, shellcheck on every script
 	@rc=0; \
@@ -61,7 +64,7 @@ lock: ## re-resolve requirements*.lock from pyproject.toml
 clean: stop ## stop the local servers, remove the venv, downloaded data and the embedded database
 	rm -rf $(VENV) data .data
 
-.PHONY: help venv run stop test lint fuzz bench bench-full psql server lock clean
+.PHONY: help venv run stop test test-unit lint fuzz bench bench-full psql server lock clean
 
 # Component targets (kind, image, e2e...) live beside this file.
 -include mk/*.mk

@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import CI, REPO
+
 SCREENSHOTS = REPO / "test-results" / "screenshots"
 CHROMIUM = os.environ.get("ETL_CHROMIUM", "/usr/bin/chromium")
 # Without the background-networking flags Chromium keeps dialling Google and is refused, many times a second.
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 TIMEOUT_MS = 60_000
-CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 def require_chromium() -> None:

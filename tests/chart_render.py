@@ -300,3 +300,68 @@ def ingress_allowed(docs: list[dict], target_labels: dict, source_labels: dict, 
                 if "podSelector" in peer and "namespaceSelector" not in peer and selects(peer["podSelector"], source_labels):
                     return True
     return False
+
+
+# --- the value sets every chart test renders --------------------------------------------------------
+FULL = "etl-ecommerce-etl"
+
+VALUE_SETS = {
+    "default": {},
+    "pgadmin-off": {"pgadmin": {"enabled": False}},
+    "external-db": {
+        "postgresql": {"enabled": False},
+        "externalDatabase": {"host": "pg.example.internal", "port": 6432, "existingSecret": "managed-db",
+                             "etl": {"username": "loader", "database": "events"}},
+    },
+    "existing-secrets": {
+        "postgresql": {"auth": {"existingSecret": "my-db"}},
+        "pgadmin": {"existingSecret": "my-pgadmin"},
+        "kaggle": {"existingSecret": "kaggle-creds", "usernameKey": "user", "keyKey": "token"},
+    },
+    "networkpolicy-off": {"networkPolicy": {"enabled": False}},
+    "everything-set": {
+        "image": {"repository": "registry.example:5000/team/ecommerce-etl", "tag": "1.2.3", "pullPolicy": "Always"},
+        "imagePullSecrets": [{"name": "regcred"}],
+        "commonLabels": {"team": "data"},
+        "postgresql": {"persistence": {"storageClass": "fast", "size": "20Gi"},
+                       "nodeSelector": {"disk": "ssd"},
+                       "tolerations": [{"key": "db", "operator": "Exists", "effect": "NoSchedule"}]},
+        "worker": {"replicas": 2, "clusterUid": "my-cluster",
+                   "extraEnv": [{"name": "PREFECT_LOGGING_LEVEL", "value": "DEBUG"}]},
+        "flowRun": {"extraEnv": [{"name": "API_TOKEN", "valueFrom": {"secretKeyRef": {"name": "t", "key": "k"}}}],
+                    "tmpSizeLimit": "20Gi"},
+        "deployments": {"schedule": "0 3 * * *", "timezone": "Europe/Berlin", "sampleRows": 5000},
+        "networkPolicy": {"serverExtraFrom": [{"namespaceSelector": {"matchLabels": {"name": "ingress"}}}],
+                          "pgadminExtraFrom": [{"namespaceSelector": {"matchLabels": {"name": "ingress"}}}]},
+        "kaggle": {"existingSecret": "kaggle-creds"},
+    },
+    # The production options: an Ingress with TLS and a relative API URL, basic auth (generated),
+    # retention, alerts to a webhook, flow-run placement, a concurrency limit, images by digest.
+    "production": {
+        "image": {"digest": "sha256:" + "a" * 64, "pullPolicy": "Always"},
+        "postgresql": {"image": {"digest": "sha256:" + "b" * 64, "pullPolicy": "Always"}},
+        "pgadmin": {"image": {"digest": "sha256:" + "c" * 64, "pullPolicy": "Always"}},
+        "prefectServer": {
+            "image": {"digest": "sha256:" + "d" * 64, "pullPolicy": "Always"},
+            "uiApiUrl": "/api",
+            "basicAuth": {"enabled": True, "username": "ops"},
+            "retention": {"flowRunDays": 14, "eventDays": 3},
+            "ingress": {"enabled": True, "className": "nginx", "host": "prefect.shop.example",
+                        "tls": {"secretName": "prefect-tls"},
+                        "annotations": {"cert-manager.io/cluster-issuer": "letsencrypt"}},
+        },
+        "alerts": {"pendingMinutes": 5, "runningMinutes": 90, "quarantineRatio": 0.2,
+                   "webhook": {"existingSecret": "alert-hook", "key": "slack-url"}},
+        "flowRun": {"nodeSelector": {"pool": "etl"},
+                    "tolerations": [{"key": "etl", "operator": "Exists", "effect": "NoSchedule"}],
+                    "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [{"matchExpressions": [
+                            {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]}]}]}}},
+                    "podAnnotations": {"cluster-autoscaler.kubernetes.io/safe-to-evict": "false"}},
+        "deployments": {"concurrencyLimit": 3},
+        "networkPolicy": {"serverExtraFrom": [{"namespaceSelector": {"matchLabels": {
+            "kubernetes.io/metadata.name": "ingress-nginx"}}}]},
+    },
+    "basic-auth-existing-secret": {"prefectServer": {"basicAuth": {"enabled": True, "existingSecret": "prefect-auth"}}},
+    "alerts-off": {"alerts": {"enabled": False}, "prefectServer": {"retention": {"flowRunDays": 0}}},
+}

@@ -19,18 +19,14 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 
 from chart_render import base_job_template, render
 from flows.alerts import BLOCK_NAME, TAG, AlertSettings, alert_specs
-from flows.localdb import free_port
-from flows.localserver import prefect_server_process
 from flows.sample import write_sample
+from helpers import BIN, REPO, free_port, started_prefect_server
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 PENDING_MINUTES = 0.25  # 15 s: the shortest Prefect accepts is 10 s
 POOL = "alerts-no-worker"
 
@@ -147,36 +143,21 @@ class AlertServer:
 
 @pytest.fixture(scope="module")
 def alert_server(postgres, tmp_path_factory):
-    home = tmp_path_factory.mktemp("alerts-home")
-    database = f"prefect_alerts_{uuid.uuid4().hex[:8]}"
-    postgres.run_sql(f'CREATE DATABASE "{database}"')
-    port = free_port()
-    api_url, ui_url = f"http://127.0.0.1:{port}/api", "http://prefect.example.test"
-    env = {
-        **os.environ,
-        "PREFECT_HOME": str(home),
-        "PREFECT_API_URL": api_url,
-        "PREFECT_SERVER_DATABASE_CONNECTION_URL": postgres.server.url(database, driver="asyncpg"),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_SERVER_UI_ENABLED": "false",
+    home = tmp_path_factory.mktemp("alerts")
+    ui_url = "http://prefect.example.test"
+    extra = {
         "PREFECT_UI_URL": ui_url,  # links in the messages
-        "PREFECT_LOGGING_LEVEL": "WARNING",
         # Mark a workerless run Late after 5 s (default 15 s), so the wait stays short.
         "PREFECT_SERVER_SERVICES_LATE_RUNS_AFTER_SECONDS": "5",
         "PREFECT_SERVER_SERVICES_LATE_RUNS_LOOP_SECONDS": "2",
     }
-    log = home / "server.log"
+    database = f"prefect_alerts_{uuid.uuid4().hex[:8]}"
     try:
-        with prefect_server_process(port, env, log):
-            client_env = {
-                **os.environ,
-                "PREFECT_API_URL": api_url,
-                "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                "PREFECT_HOME": str(tmp_path_factory.mktemp("alerts-client")),
-            }
-            yield AlertServer(api_url=api_url, env=client_env, database=database, ui_url=ui_url)
+        with started_prefect_server(postgres, home, database, services=True, extra_env=extra) as server:
+            yield AlertServer(api_url=server.api_url, env={**os.environ, **server.env}, database=database, ui_url=ui_url)
     finally:
-        print(f"alert server log tail:\n{log.read_text()[-3000:]}", file=sys.stderr)
+        log = home / "server.log"
+        print(f"alert server log tail:\n{log.read_text()[-3000:] if log.exists() else ''}", file=sys.stderr)
 
 
 def _api(server: AlertServer, fn):

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import engine_with_schema, rows
 from fault_tools import NAMES, audit
 
 from flows import etl
@@ -26,6 +25,7 @@ from flows.load import load_file
 from flows.schema import CSV_HEADER
 from flows.sources import _unpack
 from flows.transform import MAX_FIELD_CHARS
+from helpers import engine_with_schema, rows
 
 HEADER = ",".join(CSV_HEADER)
 GOOD = dict(zip(CSV_HEADER, ["2019-10-01 00:00:00 UTC", "view", "5773203", "1487580005134238553", "", "runail",

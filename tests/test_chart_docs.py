@@ -19,8 +19,10 @@ import pytest
 import yaml
 
 from chart_render import CHART_DIR, base_job_template, pod_spec, render
+from helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.chart
+
 HELM_DOCS = REPO / "scripts" / "helm-docs.sh"
 
 

@@ -8,7 +8,6 @@ import asyncio
 import json
 import os
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -17,7 +16,10 @@ import pytest
 import sqlalchemy as sa
 
 from flows.deploy import LOAD_FILE_DEPLOYMENT
+from helpers import CLI, REPO
 from chart_render import (
+    VALUE_SETS,
+    FULL,
     base_job_template,
     find,
     ingress_allowed,
@@ -28,10 +30,9 @@ from chart_render import (
     secret_files,
 )
 
-REPO = Path(__file__).resolve().parents[1]
-CLI = Path(sys.executable).parent / "ecommerce-etl"
+pytestmark = pytest.mark.chart
+
 NS = "shop-etl"
-FULL = "etl-ecommerce-etl"
 VALUES = {
     "image": {"repository": "registry.example:5000/team/ecommerce-etl", "tag": "2.0.1", "pullPolicy": "Always"},
     "kaggle": {"existingSecret": "kaggle-creds"},
@@ -138,8 +139,6 @@ def test_base_job_template_gives_the_job_the_worker_would_create(prefect_server)
 def test_placement_values_reach_the_job_and_a_run_can_override_them(prefect_server):
     """flowRun.nodeSelector/tolerations/affinity/podAnnotations through the base job template;
     job_variables of a deployment (or one run) replace them, e.g. a nodeSelector no node has."""
-    from test_chart_render import VALUE_SETS
-
     values = VALUE_SETS["production"]
     template = base_job_template(render(values, namespace=NS))
     deployment_id, flow_run_id = _create_run(prefect_server.api_url, template, {})
@@ -173,10 +172,10 @@ def test_job_variables_can_still_override_image_and_resources(prefect_server):
 
 
 def _deploy(prefect_server, template_path: Path, *extra: str) -> subprocess.CompletedProcess:
-    assert CLI.exists(), f"console script {CLI} missing (project not installed?)"
+    assert Path(CLI).exists(), f"console script {CLI} missing (project not installed?)"
     env = {**os.environ, **prefect_server.env}
     return subprocess.run(
-        [str(CLI), "deploy", "--base-job-template", str(template_path), *extra],
+        [CLI, "deploy", "--base-job-template", str(template_path), *extra],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
     )
 
@@ -308,7 +307,7 @@ def test_postgres_init_script_on_real_postgres(postgres, tmp_path):
         subprocess.run([str(path)], env=env, check=True, capture_output=True, text=True, timeout=60)
 
         def connect(user, password, db):
-            engine = sa.create_engine(postgres.server.tcp_url(user, password, db))
+            engine = sa.create_engine(postgres.tcp_url(user, password, db))
             try:
                 with engine.connect() as conn:
                     return conn.execute(sa.text("select current_user || '@' || current_database()")).scalar()
@@ -326,7 +325,7 @@ def test_postgres_init_script_on_real_postgres(postgres, tmp_path):
         with pytest.raises(sa.exc.OperationalError, match="password authentication failed"):
             connect(e["username"], "wrong-password", e["database"])
         # The data role owns its database, so the pipeline can create its tables.
-        engine = sa.create_engine(postgres.server.tcp_url(e["username"], pw["etl-password"], e["database"]))
+        engine = sa.create_engine(postgres.tcp_url(e["username"], pw["etl-password"], e["database"]))
         with engine.begin() as conn:
             conn.execute(sa.text("create table t3_probe (id int)"))
         engine.dispose()

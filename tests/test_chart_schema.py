@@ -10,6 +10,8 @@ import pytest
 
 from chart_render import CHART_DIR, render, render_error
 
+pytestmark = pytest.mark.chart
+
 # (values, the key path Helm must name, a fragment of the reason)
 BAD_VALUES = {
     "unknown-top-level-key": ({"imagee": {"tag": "1"}}, "additional properties 'imagee'", "not allowed"),

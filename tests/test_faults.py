@@ -21,16 +21,16 @@ import psycopg2
 import pytest
 import sqlalchemy as sa
 from fault_tools import NAMES, Trap, audit
-from pg_home import postgres_home
 
 from flows import etl, tasks
 from flows.load import Tuning, ensure_schema, load_file
-from flows.localdb import LocalPostgres, free_port
 from flows.sample import write_sample
 from flows.settings import get_settings
+from helpers import CLI, started_postgres
 
 TOOLS = Path(__file__).with_name("fault_tools.py")
-CLI = str(Path(sys.executable).parent / "ecommerce-etl")
+pytestmark = pytest.mark.integration  # a PostgreSQL of its own, restarted mid-load
+
 FILES = ("2019-Oct.csv", "2019-Nov.csv", "2019-Dec.csv")
 CHUNK_BYTES = Tuning().chunk_bytes
 # Nov is larger than one COPY chunk, so a kill at a byte offset lands mid-COPY.
@@ -191,32 +191,10 @@ def test_sigkill_then_rerun_loads_everything_exactly_once(name, source, referenc
 
 
 # --- Postgres restarts (own server: the session one is shared) ----------------------------------
-@dataclass
-class OwnPostgres:
-    server: LocalPostgres
-    password: str
-
-    def database(self, name: str) -> str:
-        self.server.psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        self.server.psql(f'CREATE DATABASE "{name}"')
-        return self.server.tcp_url("postgres", self.password, name)
-
-    def started_at(self) -> str:
-        return self.server.psql("select pg_postmaster_start_time()").strip()
-
-    def log_count(self, text: str) -> int:
-        return (self.server.pgdata / "server.log").read_text(errors="replace").count(text)
-
-
 @pytest.fixture(scope="module")
 def own_pg():
-    with postgres_home("restarts") as home:
-        server = LocalPostgres(home / "data", port=free_port(), password="restart-Pw-7781", durable=False)
-        server.start()
-        try:
-            yield OwnPostgres(server, "restart-Pw-7781")
-        finally:
-            server.stop(mode="immediate")
+    with started_postgres("restarts", "restart-Pw-7781") as handle:
+        yield handle
 
 
 @pytest.fixture
@@ -227,7 +205,7 @@ def flow_env(monkeypatch, tmp_path, prefect_api):
 
 
 def test_postgres_restart_mid_copy_is_retried_by_the_task(own_pg, source, reference, flow_env, record_property):
-    url = own_pg.database("restart_flow")
+    url = own_pg.create_database("restart_flow")
     flow_env.setenv("DATABASE_URL", url)
     before = own_pg.started_at()
     restarts = []
@@ -235,7 +213,7 @@ def test_postgres_restart_mid_copy_is_retried_by_the_task(own_pg, source, refere
     def restart_mid_copy(name, done, total):
         if name == FILES[1] and done > CHUNK_BYTES and not restarts:
             restarts.append(done)
-            own_pg.server.restart()
+            own_pg.restart()
 
     pipeline = etl.make_flows(etl.RunOptions(get_settings(), progress=restart_mid_copy)).pipeline
     summary = pipeline(source="local", path=str(source[0].parent))
@@ -252,9 +230,9 @@ def test_postgres_restart_mid_copy_is_retried_by_the_task(own_pg, source, refere
 ], ids=["f2-attach", "f3-after-ledger-insert", "f1-commit"])
 def test_postgres_restart_in_a_transaction_then_load_file_again(own_pg, source, reference, file, step, when,
                                                                 record_property):
-    url = own_pg.database(f"restart_f{file}_" + step.replace(".", "_").replace("-", "_"))
+    url = own_pg.create_database(f"restart_f{file}_" + step.replace(".", "_").replace("-", "_"))
     before = own_pg.started_at()
-    trap = Trap(step, own_pg.server.restart, file, when)
+    trap = Trap(step, own_pg.restart, file, when)
     engine = sa.create_engine(url)  # no pre-ping: the dead connection must not be pooled again
     ensure_schema(engine, NAMES)
     failures = []
@@ -293,7 +271,7 @@ def test_two_cli_runs_at_once_load_each_file_once(prefect_server, data_db, sourc
 
 # --- transient and permanent connection errors --------------------------------------------------
 def test_database_down_at_start_is_retried_until_it_is_back(own_pg, source, reference, flow_env, record_property):
-    url = own_pg.database("transient")
+    url = own_pg.create_database("transient")
     flow_env.setenv("DATABASE_URL", url)
     flow_env.setattr(etl.ensure_schema_task, "retry_delay_seconds", [2, 2, 2])
     attempts = []
@@ -317,7 +295,7 @@ def test_database_down_at_start_is_retried_until_it_is_back(own_pg, source, refe
     (lambda url: url.rsplit("/", 1)[0] + "/no_such_db", 'database "no_such_db" does not exist'),
 ], ids=["bad-password", "missing-database"])
 def test_permanent_connection_errors_fail_fast_with_a_clear_message(own_pg, prefect_server, break_url, message, tmp_path, source):
-    url = break_url(own_pg.server.tcp_url("postgres", own_pg.password, "postgres"))
+    url = break_url(own_pg.admin_url("postgres"))
     attempts = own_pg.log_count(message)
     env = {**os.environ, **prefect_server.env, "ETL_DATA_DIR": str(tmp_path / "data")}
     done = subprocess.run([CLI, "run", "--source", "local", "--path", str(source[0].parent), "--database-url", url, "--json"],

@@ -4,19 +4,16 @@ import asyncio
 import json
 import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterId
 
 from flows import etl
 from flows.sample import write_sample
 from flows.settings import get_settings
+from helpers import CLI, rows
 
-CLI = str(Path(sys.executable).parent / "ecommerce-etl")
 
 
 @pytest.fixture
@@ -24,15 +21,6 @@ def pipeline_env(monkeypatch, data_db, tmp_path, prefect_api):
     monkeypatch.setenv("DATABASE_URL", data_db)
     monkeypatch.setenv("ETL_DATA_DIR", str(tmp_path / "data"))
     return data_db
-
-
-def rows(url, sql):
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return conn.execute(sa.text(sql)).all()
-    finally:
-        engine.dispose()
 
 
 async def _artifact_and_subflows(flow_run_id):

@@ -17,7 +17,6 @@ import json
 import os
 import re
 import secrets
-import shutil
 import subprocess
 import sys
 import threading
@@ -28,20 +27,15 @@ import pytest
 import sqlalchemy as sa
 
 import chart_render as cr
-from concurrency import overlap
-from flows.localdb import LocalPostgres, free_port
-from pg_home import postgres_home
-from server_health import wait_healthy
+from helpers import BIN, REPO, free_port, overlap, started_postgres, wait_for_server
 
-pytestmark = [pytest.mark.docker, pytest.mark.timeout(2400)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(2400)]  # docker: flow_image
 
-REPO = Path(__file__).resolve().parents[1]
 RELEASE, NAMESPACE = "etl", "ecommerce"
 IMAGE_REPO, IMAGE_TAG = "ecommerce-etl", "t4"
 IMAGE = f"{IMAGE_REPO}:{IMAGE_TAG}"
 SAMPLE_ROWS = 500  # per monthly file; the deployment's parameter, via the chart's hook
 LABEL = f"ecommerce-etl-t4={secrets.token_hex(4)}"  # every container this module starts
-CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 def _fullname(component: str) -> str:
@@ -51,26 +45,8 @@ def _fullname(component: str) -> str:
 # --- Docker -------------------------------------------------------------------------------------
 
 
-def _docker_problem() -> str | None:
-    if not shutil.which("docker"):
-        return "no docker CLI on PATH (run scripts/docker-engine.sh, or .ci/run)"
-    try:
-        info = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"],
-                              capture_output=True, text=True, timeout=30)
-    except subprocess.TimeoutExpired:
-        return "`docker info` timed out: no usable Docker engine"
-    if info.returncode != 0:
-        return f"no usable Docker engine (`docker info`: {info.stderr.strip()[:300]}); run scripts/docker-engine.sh"
-    return None
-
-
 @pytest.fixture(scope="module")
-def flow_image(tmp_path_factory) -> str:
-    problem = _docker_problem()
-    if problem:
-        if CI:  # on CI the engine is provisioned by .ci/run: a skip would hide a broken setup
-            pytest.fail(f"CI=true but {problem}")
-        pytest.skip(problem)
+def flow_image(docker_engine, tmp_path_factory) -> str:
     log = tmp_path_factory.mktemp("build") / "build.log"
     started = time.monotonic()
     with log.open("w") as out:
@@ -268,9 +244,8 @@ def _release(stack: contextlib.ExitStack, tmp_path_factory):
     pg_svc, server_svc = _fullname("postgresql"), _fullname("prefect-server")
 
     db_secret = _fullname("db")
-    pg_home = stack.enter_context(postgres_home("t4"))  # outside pytest's base temp: see pg_home.py
-    pg = LocalPostgres(pg_home / "data", port=free_port(),
-                       password=rendered.secrets[f"{db_secret}/postgres-password"], durable=False).start()
+    own_pg = stack.enter_context(started_postgres("t4", rendered.secrets[f"{db_secret}/postgres-password"]))
+    pg = own_pg.server
     server_port = free_port()
     loopback = Loopback({pg_svc: (5432, pg.port), f"{pg_svc}-hl": (5432, pg.port),
                          server_svc: (4200, server_port)})
@@ -304,7 +279,7 @@ def _release(stack: contextlib.ExitStack, tmp_path_factory):
         # What its envFromFiles wrapper exports from the Secret files, then the real command.
         cmd, from_files = cr.env_from_files(srv_pod, srv)
         assert cmd[:3] == ["prefect", "server", "start"], cmd
-        cmd[0] = str(Path(sys.executable).parent / "prefect")
+        cmd[0] = str(BIN / "prefect")
         cmd[cmd.index("--host") + 1] = "127.0.0.1"
         cmd[cmd.index("--port") + 1] = str(server_port)
         srv_env = loopback.env({**rendered.env(srv),
@@ -318,12 +293,12 @@ def _release(stack: contextlib.ExitStack, tmp_path_factory):
                      "PREFECT_SERVER_UI_ENABLED": "false"},  # the UI is not under test
             )
         api_url = f"http://127.0.0.1:{server_port}/api"
-        wait_healthy(api_url, proc, log)
+        wait_for_server(api_url, proc, log)
 
         yield {
             "rendered": rendered, "loopback": loopback, "work": work, "api_url": api_url, "pg": pg,
             "server_log": log,
-            "data_url": pg.tcp_url("etl", rendered.secrets[f"{db_secret}/etl-password"], "ecommerce"),
+            "data_url": own_pg.tcp_url("etl", rendered.secrets[f"{db_secret}/etl-password"], "ecommerce"),
         }
     finally:
         if proc is not None:
@@ -332,7 +307,6 @@ def _release(stack: contextlib.ExitStack, tmp_path_factory):
                 proc.wait(20)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        pg.stop(mode="immediate")
 
 
 def _api(api_url: str):

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -25,12 +24,12 @@ import httpx
 import pytest
 
 import browser
-from flows.localdb import LocalPostgres, free_port
+from flows.localdb import LocalPostgres
 from flows.schema import MONTH_FILES
+from helpers import CLI, free_port
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]  # the CLI starts its own servers
 
-CLI = str(Path(sys.executable).parent / "ecommerce-etl")
 SAMPLE_ROWS = 300
 FLOW_RUN_URL = re.compile(r"^http://127\.0\.0\.1:(\d+)/runs/flow-run/([0-9a-f-]{36})$")
 

@@ -1,11 +1,10 @@
-"""T2: one regression test per defect of issue 13, on a real PostgreSQL, on both load paths where a
+"""T2: one regression test per load defect found by review, on a real PostgreSQL, on both load paths where a
 file can take either (the careful path forced, and the default choice)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -19,13 +18,13 @@ from flows.load import Tuning, ensure_schema, forget_file, load_file
 from flows.load.careful import _Batch
 from flows.schema import CSV_HEADER
 from flows.sql import Names
+from helpers import CLI
 
 NAMES = Names("public", "ecommerce_events")
 HEADER = ",".join(CSV_HEADER) + "\n"
 GOOD = ("2019-10-01 00:00:{s:02d} UTC,view,5773203,1487580005134238553,,runail,2.62,463240011,"
         "26dd6e6e-4dac-4778-8d2c-92e149dab885\n")
 PATHS = {"careful": Tuning(path="careful"), "auto": Tuning()}
-CLI = str(Path(sys.executable).parent / "ecommerce-etl")
 
 
 def rows(engine, sql: str, **params) -> list[tuple]:

@@ -14,21 +14,19 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 import yaml
 
-from chart_render import base_job_template, by_kind, ingress_allowed, pod_spec, render, strip_source
+from chart_render import VALUE_SETS, base_job_template, by_kind, ingress_allowed, pod_spec, render, strip_source
 from fault_tools import audit
 from flows.load import ensure_schema, load_file
 from flows.sample import write_sample
 from flows.sql import Names
+from helpers import CLI, REPO
 
-REPO = Path(__file__).resolve().parents[1]
-CLI = str(Path(sys.executable).parent / "ecommerce-etl")
 
 def _checkov() -> str | None:
     for candidate in (os.environ.get("CHECKOV"), str(REPO / ".cache" / "checkov" / "bin" / "checkov"),
@@ -94,8 +92,6 @@ def checkov_reports(tmp_path_factory) -> dict[str, tuple[list[dict], dict, dict]
     """checkov on the rendered chart of every value set the chart tests use, plus the flow-run Job
     the worker builds from its base job template: once as rendered, once with the chart's
     checkov.io/skip annotations removed. {value set: (docs, report, report without skips)}."""
-    from test_chart_render import VALUE_SETS
-
     checkov = _checkov()
     if not checkov:
         pytest.skip("checkov not installed: `make checkov` (own venv under .cache/checkov) or set CHECKOV")
@@ -111,6 +107,7 @@ def checkov_reports(tmp_path_factory) -> dict[str, tuple[list[dict], dict, dict]
     return {name: (docs[name], with_skips[name], without[name]) for name in VALUE_SETS}
 
 
+@pytest.mark.chart
 def test_checkov_reports_no_failed_check_on_any_value_set(checkov_reports, record_property):
     failed = {name: sorted({(f["check_id"], f["resource"]) for f in report["failed"]})
               for name, (_, report, _) in checkov_reports.items()}
@@ -121,6 +118,7 @@ def test_checkov_reports_no_failed_check_on_any_value_set(checkov_reports, recor
     assert {name: f for name, f in failed.items() if f} == {}
 
 
+@pytest.mark.chart
 def test_every_checkov_skip_has_a_reason_and_hides_a_real_failure(checkov_reports):
     """The chart's checkov.io/skip annotations: each names its reason, and each is needed (without
     the annotations exactly the skipped checks fail), so none can hide a regression or go stale."""
@@ -133,6 +131,7 @@ def test_every_checkov_skip_has_a_reason_and_hides_a_real_failure(checkov_report
         assert skipped, f"{name}: nothing skipped? then the annotations were not read"
 
 
+@pytest.mark.chart
 def test_checkov_scanned_the_flow_run_job_and_it_passes_the_pod_checks(checkov_reports):
     def on_job(results):
         return [r for r in results if r["resource"].startswith("Job.") and "flow-run" in r["resource"]]
@@ -239,6 +238,7 @@ def _pod_labels(docs: list[dict]) -> list[tuple[str, dict]]:
     return pods
 
 
+@pytest.mark.chart
 @pytest.mark.parametrize("values", [{}, {"pgadmin": {"enabled": False}},
                                     {"networkPolicy": {"pgadminExtraFrom": [{"namespaceSelector": {}}]}}],
                          ids=["default", "pgadmin-off", "pgadmin-open-to-namespaces"])

@@ -40,7 +40,7 @@ def test_header_accepts_bom_crlf_and_reordered_columns():
         (HEADER_LINE.replace(b"price", b"cost"), "missing price; unexpected 'cost'"),
         (HEADER_LINE.replace(b"\n", b",price\n"), "duplicated price"),
         (b"\xff\xfe" + HEADER_LINE, "not UTF-8"),
-        # item 2 of issue 13: these used to escape as csv errors and abort the whole run
+        # these used to escape as csv errors and abort the whole run
         (HEADER_LINE.replace(b"\n", b"\r") + b"2019-10-01 00:00:00 UTC,view\r", "carriage return"),
         (b"x" * 70_000 + HEADER_LINE, "longer than 65536 bytes"),
         (b'"event_time,' + HEADER_LINE, "not a CSV header"),

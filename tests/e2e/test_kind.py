@@ -26,19 +26,16 @@ import shutil
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 import yaml
 
 import browser
-from concurrency import overlap
-from flows.localdb import free_port
+from helpers import REPO, free_port, overlap
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(3600)]
 
-REPO = Path(__file__).resolve().parents[2]
 CLUSTER = yaml.safe_load((REPO / "kind-config.yaml").read_text())["name"]
 CONTEXT = f"kind-{CLUSTER}"
 NAMESPACE = yaml.safe_load((REPO / "k8s" / "namespace.yaml").read_text())["metadata"]["name"]
