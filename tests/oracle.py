@@ -200,5 +200,5 @@ def checksum(data: bytes, block_bytes: int) -> str:
             ends.append(end)
     if not ends or ends[-1] != len(data):
         ends.append(len(data))
-    digests = b"".join(hashlib.sha256(data[a:b]).digest() for a, b in zip([0, *ends], ends))
+    digests = b"".join(hashlib.sha256(data[a:b]).digest() for a, b in zip([0, *ends], ends, strict=True))
     return f"sha256-blocks{block_bytes}:" + hashlib.sha256(digests).hexdigest()

@@ -359,7 +359,8 @@ def _colliding_pairs(prefix_chars: int = 8, names: int = 200_000) -> list[tuple[
 
 
 COLLIDING = [("2019-Oct-part20184.csv", "2019-Oct-part20266.csv"),  # the pair that lost rows
-             ("2019-Nov-part62537.csv", "2019-Nov-part72651.csv"), ("2019-Nov-part11708.csv", "2019-Nov-part142548.csv")]
+             ("2019-Nov-part62537.csv", "2019-Nov-part72651.csv"),
+             ("2019-Nov-part11708.csv", "2019-Nov-part142548.csv")]
 HOSTILE_NAMES = ["it's.csv", "back\\slash.csv", '"quoted".csv', "%s %% %(x)s.csv", "fuzz_events$s_1_0",
                  "fuzz_events$p_1", " leading space.csv", "\u00fcn\u00efc\u00f6d\u00e9 \u20ac.csv", "x" * 255,
                  "\u00e9" * 127, "a'';--.csv", "tab\there.csv", "new\nline.csv"]
@@ -386,7 +387,7 @@ def check_pair(engine, folder: Path, names, cases, step: str, when: str, careful
                record=event) -> None:
     tunings = [CAREFUL if c else SEGMENTED for c in careful]
     paths = []
-    for i, (name, (data, _)) in enumerate(zip(names, cases)):
+    for i, (name, (data, _)) in enumerate(zip(names, cases, strict=True)):
         (folder / str(i)).mkdir()
         paths.append(folder / str(i) / name)
         paths[-1].write_bytes(data)
@@ -395,7 +396,7 @@ def check_pair(engine, folder: Path, names, cases, step: str, when: str, careful
     results = [load_file(engine, NAMES, paths[0], tuning=tunings[0], checkpoint=cut_in)]
     record(f"the second cut in: {cut_in.fired.is_set()}")
     results.append(cut_in.join())
-    for name, (data, fast_compatible), tuning, result in zip(names, cases, tunings, results):
+    for name, (data, fast_compatible), tuning, result in zip(names, cases, tunings, results, strict=True):
         check_loaded(engine, name, data, tuning, result, expected_fate(data), fast_compatible, record)
 
 

@@ -166,7 +166,8 @@ def test_an_install_with_hash_named_tables_and_no_load_id_upgrades_in_place(engi
                          {"p": old, "f": name})
         conn.execute(sa.text("alter table ecommerce_events_ledger drop column load_id"))
     ensure_schema(engine, NAMES)
-    assert q(engine, "select count(*), count(distinct load_id), count(load_id) from ecommerce_events_ledger") == [(3, 3, 3)]
+    ids = "select count(*), count(distinct load_id), count(load_id) from ecommerce_events_ledger"
+    assert q(engine, ids) == [(3, 3, 3)]
     assert [load_file(engine, NAMES, p).status for p in files.values()] == ["skipped"] * 3
     write(tmp_path, "b.csv", rows_text(30, 1))
     changed = load_file(engine, NAMES, files["b.csv"])
