@@ -2,9 +2,11 @@
 
 - identity: two files whose names share a short-hash prefix load at the same time, with the interleaving
   that lost a file's rows forced through the load's checkpoint hook; orphaned segment tables are dropped
-  only when they are provably unattached and provably that file's;
+  only when they are provably unattached and provably that file's, without waiting for any lock; a
+  database whose tables were named by that hash (and whose ledger has no load_id) upgrades in place;
 - reasons: a value COPY refuses on the fast path gets the careful path's reason, whole (PostgreSQL's
-  notice cuts it to 100 bytes and "...").
+  notice cuts it to 100 bytes and "...");
+- a carriage return in a file name or a quarantined line reaches the quarantine table intact.
 """
 
 from __future__ import annotations
