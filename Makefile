@@ -42,7 +42,7 @@ lint: venv ## ruff check, ruff format --check (LINT_PATHS), mypy flows/, shellch
 	echo "== shellcheck"; SHELLCHECK=$(VENV)/bin/shellcheck scripts/lint-shell.sh || rc=1; \
 	exit $$rc
 
-fuzz: venv ## differential fuzzing: FUZZ_EXAMPLES (2000) generated files, both load paths against tests/oracle.py
+fuzz: venv ## differential fuzzing against tests/oracle.py, both load paths: FUZZ_EXAMPLES (2000) files, FUZZ_EDGE_EXAMPLES (300) pairs loading at once, FUZZ_LONG_EXAMPLES (25) with 4-16 MiB lines
 	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q tests/test_differential.py -k oracle --hypothesis-show-statistics
 
 bench: venv ## time psql \copy vs our loader vs the tutorial's to_sql (BENCH_ROWS=1000000)
