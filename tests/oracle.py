@@ -10,6 +10,7 @@ from __future__ import annotations
 import bisect
 import csv
 import hashlib
+import itertools
 import re
 import uuid
 from collections.abc import Iterator
@@ -200,5 +201,5 @@ def checksum(data: bytes, block_bytes: int) -> str:
             ends.append(end)
     if not ends or ends[-1] != len(data):
         ends.append(len(data))
-    digests = b"".join(hashlib.sha256(data[a:b]).digest() for a, b in zip([0, *ends], ends, strict=True))
+    digests = b"".join(hashlib.sha256(data[a:b]).digest() for a, b in itertools.pairwise([0, *ends]))
     return f"sha256-blocks{block_bytes}:" + hashlib.sha256(digests).hexdigest()
