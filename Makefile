@@ -27,7 +27,7 @@ run: venv ## load the bundled sample into the embedded PostgreSQL; runs kept in 
 stop: ## stop the local Prefect server and the embedded PostgreSQL that `make run` started
 	@if [ -x $(VENV)/bin/ecommerce-etl ]; then $(VENV)/bin/ecommerce-etl stop; else echo "nothing to stop (no .venv)"; fi
 
-test: venv checkov lint ## make lint, then every test rung (T1-T4; T5 kind skips without a cluster toolchain)
+test: venv checkov promtool lint ## make lint, then every test rung (T1-T4; T5 kind skips without a cluster toolchain)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 test-unit: venv ## the unit tier only (-m unit): no database, Prefect server or Docker, under a minute

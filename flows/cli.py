@@ -105,7 +105,29 @@ def build_parser() -> argparse.ArgumentParser:
     forget.add_argument("file", help="the file's name as loaded (a path is fine: its last part is the name)")
     forget.add_argument("--table", help="target table (default ETL_TABLE or ecommerce_events)")
     forget.add_argument("--database-url", help="PostgreSQL URL; default as for `run`")
+    _add_metrics_parser(commands)
     return parser
+
+
+def _add_metrics_parser(commands) -> None:
+    from flows.metrics import DEFAULT_PORT
+
+    metrics = commands.add_parser(
+        "metrics",
+        help="serve Prometheus metrics of the data (ledger, quarantine) and of the runs (Prefect API)",
+    )
+    metrics.add_argument("--address", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
+    metrics.add_argument("--port", type=_positive_int, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}")
+    metrics.add_argument(
+        "--cache-seconds", type=float, default=10.0, help="scrapes within this many seconds share one read"
+    )
+    metrics.add_argument(
+        "--events-lookback-hours",
+        type=_positive_int,
+        default=168,
+        help="how far back file events are read (a file's latest outcome); keep it within Prefect's event retention",
+    )
+    metrics.add_argument("--once", action="store_true", help="print one scrape on stdout and exit")
 
 
 def _fail(message: str, code: int = EXIT_CONFIG) -> int:
@@ -496,6 +518,25 @@ def cmd_forget(args) -> int:
     return EXIT_OK
 
 
+def cmd_metrics(args) -> int:
+    import datetime as dt
+
+    from flows.errors import ConfigError
+    from flows.metrics import ExporterOptions, run
+
+    options = ExporterOptions(
+        address=args.address,
+        port=args.port,
+        cache_seconds=args.cache_seconds,
+        events_lookback=dt.timedelta(hours=args.events_lookback_hours),
+        once=args.once,
+    )
+    try:
+        return run(options)
+    except ConfigError as exc:
+        return _fail(str(exc))
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     args = build_parser().parse_args(argv)
@@ -506,6 +547,7 @@ def main(argv: list[str] | None = None) -> int:
         "server": cmd_server,
         "stop": cmd_stop,
         "forget": cmd_forget,
+        "metrics": cmd_metrics,
     }
     return commands[args.command](args)
 

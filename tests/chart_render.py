@@ -29,27 +29,39 @@ def _chart() -> helm_python.Chart:
 
 
 @functools.lru_cache(maxsize=128)
-def _render_cached(values_json: str, name: str, namespace: str) -> tuple[tuple[str, str], ...]:
-    files = _chart().render(json.loads(values_json), name=name, namespace=namespace, is_install=True)
+def _render_cached(values_json: str, name: str, namespace: str,
+                   api_versions: tuple[str, ...] = ()) -> tuple[tuple[str, str], ...]:
+    if api_versions:
+        # what `helm template --api-versions` does: Chart.render has no parameter for it, but the
+        # library's render options take the list (.Capabilities.APIVersions)
+        from helm_python import _native
+
+        opts = {"name": name, "namespace": namespace, "is_install": True, "api_versions": list(api_versions)}
+        files = json.loads(_native.call_string("helm_render", _chart()._raw(), values_json, json.dumps(opts)))
+    else:
+        files = _chart().render(json.loads(values_json), name=name, namespace=namespace, is_install=True)
     return tuple(sorted(files.items()))
 
 
-def render_files(values: dict | None = None, name: str = "etl", namespace: str = "data") -> dict[str, str]:
-    """Template path -> rendered text (NOTES.txt included if Helm renders it)."""
+def render_files(values: dict | None = None, name: str = "etl", namespace: str = "data",
+                 api_versions: tuple[str, ...] = ()) -> dict[str, str]:
+    """Template path -> rendered text (NOTES.txt included if Helm renders it). `api_versions`: the
+    extra API versions the cluster serves, e.g. ("monitoring.coreos.com/v1/ServiceMonitor",)."""
     key = json.dumps(values or {}, sort_keys=True)
-    return dict(_render_cached(key, name, namespace))
+    return dict(_render_cached(key, name, namespace, tuple(api_versions)))
 
 
-def render(values: dict | None = None, name: str = "etl", namespace: str = "data") -> list[dict]:
+def render(values: dict | None = None, name: str = "etl", namespace: str = "data",
+           api_versions: tuple[str, ...] = ()) -> list[dict]:
     """Every Kubernetes object the chart renders (hooks and test pods included).
     Cached per values; callers get their own deep copy."""
-    return copy.deepcopy(_parsed(json.dumps(values or {}, sort_keys=True), name, namespace))
+    return copy.deepcopy(_parsed(json.dumps(values or {}, sort_keys=True), name, namespace, tuple(api_versions)))
 
 
 @functools.lru_cache(maxsize=128)
-def _parsed(values_json: str, name: str, namespace: str) -> list[dict]:
+def _parsed(values_json: str, name: str, namespace: str, api_versions: tuple[str, ...] = ()) -> list[dict]:
     docs: list[dict] = []
-    for path, text in render_files(json.loads(values_json), name, namespace).items():
+    for path, text in render_files(json.loads(values_json), name, namespace, api_versions).items():
         if not path.endswith((".yaml", ".yml")):
             continue
         for doc in yaml.safe_load_all(text):

@@ -12,28 +12,19 @@ import asyncio
 import json
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-import yaml
 
 from chart_render import VALUE_SETS, base_job_template, by_kind, ingress_allowed, pod_spec, render, strip_source
+from checkov_scan import checkov_binary, scan_documents
 from fault_tools import audit
 from flows.load import ensure_schema, load_file
 from flows.sample import write_sample
 from flows.sql import Names
-from helpers import CLI, REPO
-
-
-def _checkov() -> str | None:
-    for candidate in (os.environ.get("CHECKOV"), str(REPO / ".cache" / "checkov" / "bin" / "checkov"),
-                      shutil.which("checkov")):
-        if candidate and Path(candidate).is_file():
-            return candidate
-    return None
+from helpers import CLI
 
 
 def flow_run_job(docs: list[dict]) -> dict:
@@ -59,49 +50,17 @@ def flow_run_job(docs: list[dict]) -> dict:
     return job
 
 
-SKIP = re.compile(r"^checkov\.io/skip\d+$")
-
-
-def _without_skips(doc: dict) -> dict:
-    doc = json.loads(json.dumps(doc))
-    annotations = doc.get("metadata", {}).get("annotations") or {}
-    for key in [k for k in annotations if SKIP.match(k)]:
-        del annotations[key]
-    return doc
-
-
-def _scan(checkov: str, folder: Path) -> dict[str, dict]:
-    """checkov over every file of the folder in one run; {file stem: {"failed": [...], "skipped": [...],
-    "passed": [...], "resources": n}}."""
-    done = subprocess.run([checkov, "-d", str(folder), "--framework", "kubernetes", "--compact", "-o", "json"],
-                          capture_output=True, text=True, timeout=600, env={**os.environ, "BC_SKIP_MAPPING": "TRUE"})
-    report = json.loads(done.stdout)
-    report = report[0] if isinstance(report, list) else report
-    assert report["summary"]["parsing_errors"] == 0, report["summary"]
-    out = {p.stem: {"failed": [], "skipped": [], "passed": [], "resources": set()} for p in folder.glob("*.yaml")}
-    for outcome in ("failed", "skipped", "passed"):
-        for check in report["results"][f"{outcome}_checks"]:
-            entry = out[Path(check["file_path"]).stem]
-            entry[outcome].append(check)
-            entry["resources"].add(check["resource"])
-    return out
-
-
 @pytest.fixture(scope="module")
 def checkov_reports(tmp_path_factory) -> dict[str, tuple[list[dict], dict, dict]]:
     """checkov on the rendered chart of every value set the chart tests use, plus the flow-run Job
     the worker builds from its base job template: once as rendered, once with the chart's
     checkov.io/skip annotations removed. {value set: (docs, report, report without skips)}."""
-    checkov = _checkov()
+    checkov = checkov_binary()
     if not checkov:
         pytest.skip("checkov not installed: `make checkov` (own venv under .cache/checkov) or set CHECKOV")
-    rendered, bare = tmp_path_factory.mktemp("checkov"), tmp_path_factory.mktemp("checkov-no-skips")
-    docs = {}
-    for name, values in VALUE_SETS.items():
-        docs[name] = [strip_source(d) for d in render(values)] + [flow_run_job(render(values))]
-        (rendered / f"{name}.yaml").write_text(yaml.safe_dump_all(docs[name]))
-        (bare / f"{name}.yaml").write_text(yaml.safe_dump_all([_without_skips(d) for d in docs[name]]))
-    with_skips, without = _scan(checkov, rendered), _scan(checkov, bare)
+    docs = {name: [strip_source(d) for d in render(values)] + [flow_run_job(render(values))]
+            for name, values in VALUE_SETS.items()}
+    with_skips, without = scan_documents(checkov, docs, tmp_path_factory.mktemp("checkov"))
     for name in VALUE_SETS:  # every object was scanned
         assert len(with_skips[name]["resources"]) >= len(docs[name]) - 2, name
     return {name: (docs[name], with_skips[name], without[name]) for name in VALUE_SETS}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +61,7 @@ def commit(ctx: LoadContext, conn: Any, cur: Any, staged: Staged, old_partition:
                 staged.loaded,
                 len(staged.quarantined),
                 ctx.run_id,
+                time.perf_counter() - ctx.started,
                 ctx.load_id,
             ),
         )

@@ -52,6 +52,7 @@ class LoadContext:
     tuning: Tuning
     progress: ProgressTotal
     checkpoint: Checkpoint | None = None
+    started: float = 0.0  # time.perf_counter() when load_file began: the ledger's load_seconds
     load_id: int | None = None  # drawn from the ledger once the file's lock is held and it must load
 
     @property

@@ -72,9 +72,10 @@ def ensure_schema(engine: sa.Engine, names: Names, checkpoint: Checkpoint | None
                 cur.execute(statement)
         ledger = names.table + "_ledger"
         ledger_columns = next((d for kind, name, _, d in found if kind == "relation" and name == ledger), None)
-        for column, statement in q.ledger_upgrades(names):
-            if ledger_columns is not None and column not in ledger_columns:
-                cur.execute(statement)
+        if ledger_columns is not None:
+            for column, _ in q.LEDGER_ADDED_COLUMNS:
+                if column not in ledger_columns:
+                    cur.execute(q.add_ledger_column(names, column))
 
 
 def _cursor(connection: sa.Connection) -> Any:

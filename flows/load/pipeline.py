@@ -51,6 +51,7 @@ def load_file(
     result = FileResult(file=source_file, status="failed")
     try:
         ctx = _open(engine, names, path, source_file, run_id, progress, tuning or Tuning(parallel=parallel), checkpoint)
+        ctx.started = started
         _load(ctx, result)
     except FileRejected as exc:
         result.status, result.error = "failed", str(exc)

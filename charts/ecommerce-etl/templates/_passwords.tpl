@@ -28,7 +28,11 @@ the same objects every time, and no generated password sits in any rendered mani
 {{- if and $auth.enabled (not $auth.existingSecret) -}}
 {{- $out = append $out (dict "name" (include "ecommerce-etl.basicAuthSecretName" .) "keys" (dict
       "password" (dict "length" 32)
+      "username" (dict "template" $auth.username)
       (include "ecommerce-etl.basicAuthKey" .) (dict "template" (printf "%s:{password}" $auth.username)))) -}}
+{{- end -}}
+{{- if and (include "ecommerce-etl.inReleaseRedis" .) (not .Values.prefectServer.redis.existingSecret) -}}
+{{- $out = append $out (dict "name" (include "ecommerce-etl.redisName" .) "keys" (dict "redis-password" (dict "length" 32))) -}}
 {{- end -}}
 {{- toJson $out -}}
 {{- end -}}

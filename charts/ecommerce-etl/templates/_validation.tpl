@@ -47,6 +47,14 @@ values.schema.json handles types and shapes; this file handles combinations.
 {{- if and $v.deployments.timezone (not $v.deployments.schedule) -}}
   {{- $errors = append $errors "deployments.timezone is set but deployments.schedule is empty: a timezone only applies to a schedule." -}}
 {{- end -}}
+{{- $srvHA := .Values.prefectServer -}}
+{{- if le (int $srvHA.replicas) 1 -}}
+  {{- if or $srvHA.redis.host $srvHA.redis.existingSecret -}}
+    {{- $errors = append $errors "prefectServer.redis is set but prefectServer.replicas is 1: Redis is only used by a server with more than one replica (set replicas: 2 or more, or unset prefectServer.redis)." -}}
+  {{- end -}}
+{{- else if ge (int $srvHA.ha.minAvailable) (int $srvHA.replicas) -}}
+  {{- $errors = append $errors (printf "prefectServer.ha.minAvailable=%d leaves no API pod to evict with prefectServer.replicas=%d, so every node drain would block: use a smaller minAvailable or more replicas." (int $srvHA.ha.minAvailable) (int $srvHA.replicas)) -}}
+{{- end -}}
 {{- if $errors -}}
 {{- fail (printf "\n\nInvalid values for ecommerce-etl:\n  - %s\n" (join "\n  - " $errors)) -}}
 {{- end -}}

@@ -1,0 +1,5 @@
+# Prometheus monitoring (included by the Makefile): promtool for the rule tests, and the local kind check.
+.PHONY: promtool
+
+promtool: ## promtool for the alert-rule tests (Debian's prometheus package; installs it as root when missing)
+	@scripts/prometheus-tools.sh promtool >/dev/null
