@@ -87,7 +87,7 @@ class FileNames:
     partition), `<table>$s_<load id>_<segment>` and `<table>$n_<load id>_<segment>` (its segment tables
     and their line-number sequences). The load id is drawn from the ledger's identity column, so no two
     loads, of any files, ever share a name. Which file a segment table holds is proven by its own CHECK
-    constraint (`orphan_segments`), never read from its name."""
+    constraint (`orphan_of_file`), never read from its name."""
 
     names: Names
     load_id: int
@@ -317,30 +317,35 @@ def count_rows(names: Names, table: str) -> sql.Composable:
     return sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(names.schema, table))
 
 
-def orphan_segments(names: Names) -> sql.Composable:
-    """Segment tables that hold this file's rows (their own CHECK constraint says so, as printed by the
-    server) and are committed but not attached: what a crashed load of the file left. Parameters:
-    prefix, check_on/check_off (the constraint's text, see own_file_check) and relname (NULL for all)."""
+def unattached_segments(names: Names) -> sql.Composable:
+    """Committed segment tables that are not attached (parameter: the segment prefix). Names only: no
+    catalog function runs on them here, since another load may drop one of them meanwhile."""
     return sql.SQL(
-        "SELECT c.relname FROM pg_class c"
-        " WHERE c.relnamespace = {}::regnamespace AND c.relkind = 'r' AND NOT c.relispartition"
-        " AND starts_with(c.relname, %(prefix)s) AND c.relname = coalesce(%(relname)s, c.relname)"
-        " AND EXISTS (SELECT FROM pg_constraint k WHERE k.conrelid = c.oid AND k.contype = 'c'"
-        " AND pg_get_constraintdef(k.oid) = CASE current_setting('standard_conforming_strings')"
-        " WHEN 'on' THEN %(check_on)s ELSE %(check_off)s END)"
+        "SELECT c.relname FROM pg_class c WHERE c.relnamespace = {}::regnamespace AND c.relkind = 'r'"
+        " AND NOT c.relispartition AND starts_with(c.relname, %s)"
     ).format(sql.Literal(names.schema))
 
 
-def own_file_check(names: Names, source_file: str, relname: str | None = None) -> dict[str, str | None]:
-    """orphan_segments' parameters: the server prints create_leaf's `source_file = <file>` constraint
+def orphan_of_file(names: Names) -> sql.Composable:
+    """One row when the segment table (locked by the caller) is unattached and holds this file's rows:
+    its own CHECK constraint, as the server prints it, says so. Parameters from own_file_check."""
+    return sql.SQL(
+        "SELECT FROM pg_class c WHERE c.oid = to_regclass(%(table)s) AND NOT c.relispartition"
+        " AND EXISTS (SELECT FROM pg_constraint k WHERE k.conrelid = c.oid AND k.contype = 'c'"
+        " AND pg_get_constraintdef(k.oid) = CASE current_setting('standard_conforming_strings')"
+        " WHEN 'on' THEN %(check_on)s ELSE %(check_off)s END)"
+    )
+
+
+def own_file_check(names: Names, table: str, source_file: str) -> dict[str, str]:
+    """orphan_of_file's parameters: the server prints create_leaf's `source_file = <file>` constraint
     with quotes doubled, and backslashes too when standard_conforming_strings is off."""
 
     def printed(value: str) -> str:
         return "CHECK ((source_file = '" + value.replace("'", "''") + "'::text))"
 
     return {
-        "prefix": names.segment_prefix,
-        "relname": relname,
+        "table": f'"{names.schema}"."{table}"',
         "check_on": printed(source_file),
         "check_off": printed(source_file.replace("\\", "\\\\")),
     }

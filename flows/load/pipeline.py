@@ -131,26 +131,29 @@ def _check_ledger(ctx: LoadContext, cur: Any) -> tuple | None:
 
 
 def _drop_orphans(ctx: LoadContext, cur: Any) -> None:
-    """Segment tables a crashed load of this file committed but never attached. Only tables whose own
-    CHECK constraint says they hold this file's rows; each is locked without waiting and checked again
-    once locked, so a table that a running load holds (or attached meanwhile) is left alone. (Loads of
-    this same file wait for its lock, so none of them is running now.)"""
+    """Segment tables a crashed load of this file committed but never attached. (Loads of this same
+    file wait for its lock, so none of them is running now.)"""
     with ctx.step("drop-orphans"):
-        cur.execute(q.orphan_segments(ctx.names), q.own_file_check(ctx.names, ctx.source_file))
-        for (orphan,) in cur.fetchall():
-            _drop_if_still_orphan(ctx, cur, orphan)
+        cur.execute(q.unattached_segments(ctx.names), (ctx.names.segment_prefix,))
+        for (table,) in cur.fetchall():
+            _drop_if_orphan_of_this_file(ctx, cur, table)
 
 
-def _drop_if_still_orphan(ctx: LoadContext, cur: Any, table: str) -> None:
+def _drop_if_orphan_of_this_file(ctx: LoadContext, cur: Any, table: str) -> None:
+    """Locked without waiting (a table that something holds, a running load or a pg_dump, is left for
+    later), then checked under the lock: unattached, and its own CHECK constraint names this file.
+    Another file's table is let go at once: its lock is released with the savepoint."""
     cur.execute(q.savepoint("orphan"))
     try:
         cur.execute(q.lock_table_nowait(ctx.names, table))
-        cur.execute(q.orphan_segments(ctx.names), q.own_file_check(ctx.names, ctx.source_file, table))
-        if cur.fetchone():
-            cur.execute(q.drop_table(ctx.names, table))
+        cur.execute(q.orphan_of_file(ctx.names), q.own_file_check(ctx.names, table, ctx.source_file))
+        if cur.fetchone() is None:
+            cur.execute(q.rollback_to_savepoint("orphan"))
+            return
+        cur.execute(q.drop_table(ctx.names, table))
         cur.execute(q.release_savepoint("orphan"))
     except (psycopg2.errors.LockNotAvailable, psycopg2.errors.UndefinedTable):
-        cur.execute(q.rollback_to_savepoint("orphan"))  # in use, or gone: not ours to drop now
+        cur.execute(q.rollback_to_savepoint("orphan"))  # in use, or gone meanwhile
 
 
 def _stage(ctx: LoadContext, conn: Any, cur: Any) -> Staged:
