@@ -105,6 +105,15 @@ def find(docs: list[dict], kind: str, name: str) -> dict:
     return matches[0]
 
 
+def find_versioned(docs: list[dict], kind: str, base: str) -> dict:
+    """A Job or Pod the chart names <base>-<8 hex of chart version and values> (_gitops.tpl)."""
+    import re
+
+    matches = [d for d in docs if d.get("kind") == kind and re.fullmatch(re.escape(base) + r"-[0-9a-f]{8}", d["metadata"]["name"])]
+    assert len(matches) == 1, f"{kind}/{base}-<hash>: {len(matches)} matches among {names(docs)}"
+    return matches[0]
+
+
 def names(docs: list[dict]) -> list[str]:
     return [f"{d['kind']}/{d['metadata'].get('name')}" for d in docs]
 
@@ -119,6 +128,16 @@ def pod_spec(doc: dict) -> dict | None:
     if kind in POD_KINDS:
         return doc["spec"]["template"]["spec"]
     return None
+
+
+def pod_labels(doc: dict) -> dict:
+    """The labels of the pods a workload object starts (the object's own for a Pod)."""
+    kind = doc.get("kind")
+    if kind == "Pod":
+        return doc["metadata"]["labels"]
+    if kind == "CronJob":
+        return doc["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
+    return doc["spec"]["template"]["metadata"]["labels"]
 
 
 def base_job_template(docs: list[dict]) -> dict:

@@ -21,6 +21,7 @@ from chart_render import (
     by_kind,
     env_from_files,
     find,
+    find_versioned,
     generated_secrets,
     pod_spec,
     render,
@@ -39,6 +40,19 @@ PROD = VALUE_SETS["production"]
 
 def _env(container: dict) -> dict[str, str]:
     return {e["name"]: e.get("value") for e in container.get("env") or []}
+
+
+def _registration(docs) -> tuple[dict, dict]:
+    """(worker pod spec, its register-deployments initContainer)."""
+    spec = pod_spec(find(docs, "Deployment", f"{FULL}-worker"))
+    return spec, next(c for c in spec["initContainers"] if c["name"] == "register-deployments")
+
+
+def _prefect_clients(docs) -> dict[str, tuple[dict, dict]]:
+    """Every Prefect client container of the chart: the worker, its registration, the work-pool test."""
+    test = pod_spec(find_versioned(docs, "Pod", f"{FULL}-test-work-pool"))
+    return {"worker": _container(docs, "Deployment", f"{FULL}-worker"), "registration": _registration(docs),
+            "test-work-pool": (test, test["containers"][0])}
 
 
 def _container(docs, kind, name, index=0):
@@ -70,8 +84,7 @@ def test_production_values_reach_their_objects():
     }
 
     # Every Prefect client of the chart gets the auth string from the Secret.
-    for kind, name in (("Deployment", f"{FULL}-worker"), ("Job", f"{FULL}-deploy"), ("Pod", f"{FULL}-test-work-pool")):
-        spec, c = _container(docs, kind, name)
+    for name, (spec, c) in _prefect_clients(docs).items():
         command, from_files = env_from_files(spec, c)
         assert from_files == {"PREFECT_API_AUTH_STRING": auth}, name
         assert command[0] in ("prefect", "ecommerce-etl"), command
@@ -81,7 +94,7 @@ def test_production_values_reach_their_objects():
         worker_env["PREFECT_INTEGRATIONS_KUBERNETES_WORKER_API_AUTH_STRING_SECRET_KEY"],
     ) == auth
 
-    spec, hook = _container(docs, "Job", f"{FULL}-deploy")
+    spec, hook = _registration(docs)
     command = env_from_files(spec, hook)[0]
     assert command[command.index("--concurrency-limit") + 1] == "3"
     env = _env(hook)
@@ -116,14 +129,13 @@ def test_production_values_reach_their_objects():
 def test_defaults_without_ingress_or_auth():
     docs = render()
     assert not by_kind(docs, "Ingress")
-    for kind, name in (("Deployment", f"{FULL}-worker"), ("Job", f"{FULL}-deploy"), ("Pod", f"{FULL}-test-work-pool")):
-        spec, c = _container(docs, kind, name)
+    for name, (spec, c) in _prefect_clients(docs).items():
         assert env_from_files(spec, c)[1] == {}, name  # no wrapper without a secret to export
         assert "PREFECT_API_AUTH_STRING" not in json.dumps(c)
-    env = _env(_container(docs, "Job", f"{FULL}-deploy")[1])
+    env = _env(_registration(docs)[1])
     assert "ETL_ALERT_WEBHOOK_URL_FILE" not in env and env["ETL_ALERTS_ENABLED"] == "true"
     off = render(VALUE_SETS["alerts-off"])
-    assert _env(_container(off, "Job", f"{FULL}-deploy")[1])["ETL_ALERTS_ENABLED"] == "false"
+    assert _env(_registration(off)[1])["ETL_ALERTS_ENABLED"] == "false"
     flow_pod = base_job_template(off)["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]
     assert "ETL_ALERT_QUARANTINE_RATIO" not in {e["name"] for e in flow_pod["containers"][0]["env"]}
 
@@ -134,11 +146,14 @@ def test_defaults_without_ingress_or_auth():
         ({}, "http://localhost:4200"),
         ({"prefectServer": {"uiApiUrl": "https://etl.example.org/api"}}, "https://etl.example.org"),
         (
-            {"prefectServer": {"uiApiUrl": "/api", "ingress": {"enabled": True, "host": "p.example"}}},
+            {"prefectServer": {"uiApiUrl": "/api", "ingress": {"enabled": True, "host": "p.example"}},
+             "networkPolicy": {"enabled": False}},
             "http://p.example",
         ),
         (
-            {"prefectServer": {"uiUrl": "https://ui.example/", "ingress": {"enabled": True, "host": "p.example"}}},
+            {"prefectServer": {"uiUrl": "https://ui.example/", "uiApiUrl": "/api",
+                               "ingress": {"enabled": True, "host": "p.example"}},
+             "networkPolicy": {"enabled": False}},
             "https://ui.example",
         ),
     ],
@@ -273,11 +288,12 @@ def test_secrets_hook_runs_before_everything_with_least_privilege():
         if d["metadata"]["labels"]["app.kubernetes.io/component"] == "secrets"
     }
     name = f"{FULL}-secrets"
-    assert set(hooks) == {("ServiceAccount", name), ("Role", name), ("RoleBinding", name), ("Job", name)}
+    job_name = find_versioned(docs, "Job", name)["metadata"]["name"]
+    assert set(hooks) == {("ServiceAccount", name), ("Role", name), ("RoleBinding", name), ("Job", job_name)}
     for ann in hooks.values():
         assert ann["helm.sh/hook"] == "pre-install,pre-upgrade"
         assert "before-hook-creation" in ann["helm.sh/hook-delete-policy"]
-    assert int(hooks[("Role", name)]["helm.sh/hook-weight"]) < int(hooks[("Job", name)]["helm.sh/hook-weight"])
+    assert int(hooks[("Role", name)]["helm.sh/hook-weight"]) < int(hooks[("Job", job_name)]["helm.sh/hook-weight"])
     role = find(docs, "Role", name)
     assert role["rules"] == [
         {
@@ -288,7 +304,7 @@ def test_secrets_hook_runs_before_everything_with_least_privilege():
         },
         {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
     ]
-    job = pod_spec(find(docs, "Job", name))
+    job = pod_spec(find(docs, "Job", job_name))
     assert job["serviceAccountName"] == name and job["automountServiceAccountToken"] is True
     # With every Secret brought by the user there is nothing to generate: no hook, no RBAC.
     own = render(

@@ -182,8 +182,10 @@ def _deploy(prefect_server, template_path: Path, *extra: str) -> subprocess.Comp
 
 def test_deploy_command_registers_pool_and_deployments_idempotently(prefect_server, tmp_path):
     docs = render({"deployments": {"schedule": "0 3 * * *", "timezone": "Europe/Berlin", "sampleRows": 500}})
-    # The exact argv and file the hook Job runs, pointed at a local copy of the ConfigMap.
-    hook = find(docs, "Job", f"{FULL}-deploy")["spec"]["template"]["spec"]["containers"][0]["command"]
+    # The exact argv and file the worker's register-deployments initContainer runs, pointed at a
+    # local copy of the ConfigMap.
+    worker = find(docs, "Deployment", f"{FULL}-worker")["spec"]["template"]["spec"]
+    hook = next(c for c in worker["initContainers"] if c["name"] == "register-deployments")["command"]
     template = base_job_template(docs)
     template_path = tmp_path / "base-job-template.json"
     template_path.write_text(find(docs, "ConfigMap", f"{FULL}-base-job-template")["data"]["base-job-template.json"])

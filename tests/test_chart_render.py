@@ -17,7 +17,9 @@ from chart_render import (
     by_kind,
     env_from_files,
     find,
+    find_versioned,
     generated_secrets,
+    pod_labels,
     ingress_allowed,
     lint,
     pod_spec,
@@ -180,19 +182,25 @@ def test_recommended_labels_everywhere(values_name):
             assert key in labels, f"{doc['kind']}/{doc['metadata']['name']} lacks {key}"
         spec = pod_spec(doc)
         if spec is not None and doc["kind"] != "Pod":
-            pod_labels = doc["spec"]["template"]["metadata"]["labels"]
-            sel = doc["spec"].get("selector", {}).get("matchLabels")
+            workload = doc["spec"]["jobTemplate"]["spec"] if doc["kind"] == "CronJob" else doc["spec"]
+            template_labels = workload["template"]["metadata"]["labels"]
+            sel = workload.get("selector", {}).get("matchLabels")
             if sel:
-                assert all(pod_labels.get(k) == v for k, v in sel.items())
+                assert all(template_labels.get(k) == v for k, v in sel.items())
+
+
+def _name(doc: dict) -> tuple[str, str]:
+    """(kind, name), with the version suffix of Jobs and test Pods (_gitops.tpl) left out."""
+    name = doc["metadata"]["name"]
+    return doc["kind"], re.sub(r"-[0-9a-f]{8}$", "", name) if doc["kind"] in ("Job", "Pod") else name
 
 
 def _objects(docs: list[dict]) -> set[tuple[str, str]]:
-    return {(d["kind"], d["metadata"]["name"]) for d in docs}
+    return {_name(d) for d in docs}
 
 
 def _component(docs: list[dict], component: str) -> set[tuple[str, str]]:
-    return {(d["kind"], d["metadata"]["name"]) for d in docs
-            if d["metadata"]["labels"].get("app.kubernetes.io/component") == component}
+    return {_name(d) for d in docs if d["metadata"]["labels"].get("app.kubernetes.io/component") == component}
 
 
 def test_default_release_has_every_component():
@@ -204,9 +212,11 @@ def test_default_release_has_every_component():
                      ("Service", f"{FULL}-prefect-server"), ("Deployment", f"{FULL}-worker"),
                      ("ServiceAccount", f"{FULL}-worker"), ("Role", f"{FULL}-worker"),
                      ("RoleBinding", f"{FULL}-worker"), ("ServiceAccount", f"{FULL}-flow-run"),
-                     ("ConfigMap", f"{FULL}-base-job-template"), ("Job", f"{FULL}-deploy"),
+                     ("ConfigMap", f"{FULL}-base-job-template"),
                      ("NetworkPolicy", f"{FULL}-default-deny"), ("NetworkPolicy", f"{FULL}-postgresql"),
-                     ("NetworkPolicy", f"{FULL}-prefect-server")]:
+                     ("NetworkPolicy", f"{FULL}-prefect-server"), ("CronJob", f"{FULL}-backup"),
+                     ("ConfigMap", f"{FULL}-backup"), ("PersistentVolumeClaim", f"{FULL}-backup"),
+                     ("NetworkPolicy", f"{FULL}-backup")]:
         assert expected in objects, expected
 
 
@@ -215,10 +225,21 @@ def test_switches_remove_exactly_their_objects():
     everything = _objects(default)
     # pgAdmin off: every pgAdmin object goes, nothing else.
     assert _objects(docs_for("pgadmin-off")) == everything - _component(default, "pgadmin")
-    # External database: the in-chart Postgres and its NetworkPolicy go; pgAdmin stays.
+    # External database: the in-chart Postgres, its backups and their NetworkPolicies go; pgAdmin stays.
     external = _objects(docs_for("external-db"))
     assert not _component(docs_for("external-db"), "postgresql")
-    assert external == everything - _component(default, "postgresql") - {("NetworkPolicy", f"{FULL}-postgresql")}
+    assert external == (everything - _component(default, "postgresql") - _component(default, "backup")
+                        - {("NetworkPolicy", f"{FULL}-postgresql"), ("NetworkPolicy", f"{FULL}-backup")}
+                        - {o for o in _component(default, "test") if "backup-restore" in o[1]})
+    # Backups off: exactly the backup objects and their restore check go.
+    off = _objects(render({"backup": {"enabled": False}}))
+    assert off == everything - _component(default, "backup") - {("NetworkPolicy", f"{FULL}-backup")} - {
+        o for o in _component(default, "test") if "backup-restore" in o[1]}
+    # An existing claim: the chart creates none, and the CronJob writes to the given one.
+    claimed = render({"backup": {"persistence": {"existingClaim": "nfs-backups"}}})
+    assert not by_kind(claimed, "PersistentVolumeClaim")
+    assert {v["name"]: v for v in pod_spec(find(claimed, "CronJob", f"{FULL}-backup"))["volumes"]}["backups"] == {
+        "name": "backups", "persistentVolumeClaim": {"claimName": "nfs-backups"}}
     # NetworkPolicies off: exactly the policies go.
     assert _objects(docs_for("networkpolicy-off")) == everything - _component(default, "network-policy")
     assert _component(default, "network-policy") == {(k, n) for k, n in everything if k == "NetworkPolicy"}
@@ -371,12 +392,22 @@ def test_postgres_statefulset_and_init_script():
     assert not [e for e in c["env"] if "valueFrom" in e]
 
 
-def test_deploy_hook_job():
+def _registration(docs: list[dict]) -> tuple[dict, dict]:
+    """(worker pod spec, its register-deployments initContainer)."""
+    spec = pod_spec(find(docs, "Deployment", f"{FULL}-worker"))
+    (register,) = [c for c in spec["initContainers"] if c["name"] == "register-deployments"]
+    return spec, register
+
+
+def test_worker_registers_the_deployments_before_it_polls():
+    """The registration is part of the worker's pod, not a Helm hook: it runs wherever the worker
+    runs (tools without hooks included), after the server answers and before the worker polls."""
     docs = render(VALUE_SETS["everything-set"])
-    job = find(docs, "Job", f"{FULL}-deploy")
-    assert job["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
-    spec = pod_spec(job)
-    c = spec["containers"][0]
+    assert not [d for d in docs if d["metadata"]["labels"]["app.kubernetes.io/component"] == "deploy-hook"]
+    hooks = [d for d in docs if "helm.sh/hook" in d["metadata"].get("annotations", {})]
+    assert {d["metadata"]["annotations"]["helm.sh/hook"] for d in hooks} == {"pre-install,pre-upgrade", "test"}
+    spec, c = _registration(docs)
+    assert [i["name"] for i in spec["initContainers"]] == ["wait-for-prefect-server", "register-deployments"]
     assert c["image"] == "registry.example:5000/team/ecommerce-etl:1.2.3" and c["imagePullPolicy"] == "Always"
     assert c["command"] == [
         "ecommerce-etl", "deploy", "--pool", "kubernetes",
@@ -385,22 +416,30 @@ def test_deploy_hook_job():
         "--sample-rows", "5000",
     ]
     assert {e["name"]: e["value"] for e in c["env"]}["PREFECT_API_URL"] == f"http://{FULL}-prefect-server:4200/api"
-    assert spec["initContainers"][0]["name"] == "wait-for-prefect-server"
-    # The hook mounts the very ConfigMap the worker mounts.
-    worker = pod_spec(find(docs, "Deployment", f"{FULL}-worker"))
-    assert [v for v in spec["volumes"] if "configMap" in v] == [v for v in worker["volumes"] if "configMap" in v]
-    plain = pod_spec(find(render(), "Job", f"{FULL}-deploy"))["containers"][0]["command"]
+    # It reads the very ConfigMap the worker starts with.
+    worker = spec["containers"][0]
+    assert [m for m in c["volumeMounts"] if m["name"] == "base-job-template"] == [
+        m for m in worker["volumeMounts"] if m["name"] == "base-job-template"]
+    plain = _registration(render())[1]["command"]
     assert "--schedule" not in plain and "--sample-rows" not in plain
+    # What it registers is in the worker's pod template, so a change rolls the worker out and registers again.
+    changed = _registration(render({**VALUE_SETS["everything-set"], "deployments": {"schedule": "0 4 * * *"}}))[1]
+    assert changed["command"] != c["command"]
 
 
 def test_helm_test_pods():
-    tests = [d for d in render() if d["metadata"].get("annotations", {}).get("helm.sh/hook") == "test"]
-    assert {d["metadata"]["name"] for d in tests} == {f"{FULL}-test-work-pool", f"{FULL}-test-db-login",
-                                                       f"{FULL}-test-server"}
-    cmds = {d["metadata"]["name"]: pod_spec(d)["containers"][0]["command"] for d in tests}
-    assert cmds[f"{FULL}-test-work-pool"] == ["prefect", "work-pool", "inspect", "kubernetes"]
-    assert cmds[f"{FULL}-test-db-login"][:2] == ["sh", "-c"] and "psql --no-psqlrc" in cmds[f"{FULL}-test-db-login"][2]
-    assert cmds[f"{FULL}-test-server"][-1] == f"http://{FULL}-prefect-server:4200/api/health"
+    docs = render()
+    tests = [d for d in docs if d["metadata"].get("annotations", {}).get("helm.sh/hook") == "test"]
+    cmds = {base: pod_spec(find_versioned(docs, "Pod", f"{FULL}-{base}"))["containers"][0]["command"]
+            for base in ("test-work-pool", "test-db-login", "test-server", "test-backup-restore")}
+    assert len(tests) == len(cmds)
+    assert cmds["test-work-pool"] == ["prefect", "work-pool", "inspect", "kubernetes"]
+    assert cmds["test-db-login"][:2] == ["sh", "-c"] and "psql --no-psqlrc" in cmds["test-db-login"][2]
+    assert cmds["test-server"][-1] == f"http://{FULL}-prefect-server:4200/api/health"
+    assert cmds["test-backup-restore"] == ["bash", "/etc/ecommerce-etl/backup/verify.sh"]
+    no_check = render({"backup": {"testRestore": False}})
+    assert [d["metadata"]["name"] for d in no_check if "backup-restore" in d["metadata"]["name"]] == []
+    assert find(no_check, "CronJob", f"{FULL}-backup")
 
 
 def test_prefect_server_waits_for_its_database():
@@ -419,7 +458,7 @@ def _pod_labels(docs, component):
         spec = pod_spec(d)
         if spec is None:
             continue
-        labels = d["metadata"]["labels"] if d["kind"] == "Pod" else d["spec"]["template"]["metadata"]["labels"]
+        labels = pod_labels(d)
         if labels.get("app.kubernetes.io/component") == component:
             return labels
     raise AssertionError(component)
@@ -430,20 +469,21 @@ def test_network_policies_allow_only_the_intended_paths():
     flow_run = base_job_template(docs)["job_configuration"]["job_manifest"]["spec"]["template"]["metadata"]["labels"]
     # Prefect overwrites app.kubernetes.io/name on flow-run pods; the policies must not depend on it.
     flow_run = {**flow_run, "app.kubernetes.io/name": "sample"}
-    pods = {c: _pod_labels(docs, c) for c in ("postgresql", "pgadmin", "prefect-server", "worker", "deploy-hook", "test")}
+    pods = {c: _pod_labels(docs, c) for c in ("postgresql", "pgadmin", "prefect-server", "worker", "backup", "test")}
     pods["flow-run"] = flow_run
     stranger = {"app": "something-else"}
     other_release = {**pods["prefect-server"], "app.kubernetes.io/instance": "other"}
     pg, srv = pods["postgresql"], pods["prefect-server"]
-    for allowed in ("prefect-server", "flow-run", "deploy-hook", "pgadmin", "test"):
+    for allowed in ("prefect-server", "flow-run", "pgadmin", "backup", "test"):
         assert ingress_allowed(docs, pg, pods[allowed], 5432), allowed
     for denied in ("worker",):
         assert not ingress_allowed(docs, pg, pods[denied], 5432), denied
     assert not ingress_allowed(docs, pg, stranger, 5432) and not ingress_allowed(docs, pg, other_release, 5432)
-    for allowed in ("worker", "flow-run", "deploy-hook", "test"):
+    for allowed in ("worker", "flow-run", "test"):
         assert ingress_allowed(docs, srv, pods[allowed], 4200), allowed
     assert not ingress_allowed(docs, srv, stranger, 4200)
-    assert not ingress_allowed(docs, srv, pods["pgadmin"], 4200)
+    for denied in ("pgadmin", "backup"):
+        assert not ingress_allowed(docs, srv, pods[denied], 4200), denied
     for target in ("pgadmin", "worker", "flow-run"):
         assert not ingress_allowed(docs, pods[target], stranger, 8080), target
     assert ingress_allowed(render({"networkPolicy": {"enabled": False}}), pg, stranger, 5432)
@@ -499,7 +539,7 @@ def test_notes():
 
 def test_chart_metadata_and_layout():
     chart = yaml.safe_load((CHART_DIR / "Chart.yaml").read_text())
-    assert (chart["name"], chart["version"], chart["appVersion"]) == ("ecommerce-etl", "0.2.0", "0.2.0")
+    assert (chart["name"], chart["version"], chart["appVersion"]) == ("ecommerce-etl", "0.3.0", "0.2.0")
     # The flow image's default tag is the appVersion: the package it is built from has that version.
     import tomllib
 
@@ -513,8 +553,8 @@ def test_chart_metadata_and_layout():
         folders.setdefault(folder, set()).add(doc["metadata"]["labels"]["app.kubernetes.io/component"])
     assert folders == {
         "postgresql": {"postgresql"}, "pgadmin": {"pgadmin"}, "prefect-server": {"prefect-server"},
-        "worker": {"worker"}, "flow-run": {"flow-run"}, "deploy-hook": {"deploy-hook"}, "tests": {"test"},
-        "network-policies": {"network-policy"}, "secrets": {"secrets"},
+        "worker": {"worker"}, "flow-run": {"flow-run"}, "tests": {"test"},
+        "network-policies": {"network-policy"}, "secrets": {"secrets"}, "backup": {"backup", "network-policy"},
     }, folders
     images = {c["image"] for d in render() if pod_spec(d) for c in pod_spec(d)["containers"]}
     assert not [i for i in images if "bitnami" in i or i.endswith(":latest") or ":" not in i], images
@@ -533,5 +573,5 @@ def test_fan_out_values_reach_the_flow_run_env_and_the_hook(flow_run, fan_out_en
     env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
     assert env.get("ETL_FILE_DEPLOYMENT") == fan_out_env and env["ETL_MAX_PARALLEL_FILES"] == limit
     assert fan_out_env in (None, LOAD_FILE_DEPLOYMENT)  # the deployment `ecommerce-etl deploy` registers
-    command = find(docs, "Job", f"{FULL}-deploy")["spec"]["template"]["spec"]["containers"][0]["command"]
+    command = _registration(docs)[1]["command"]
     assert command[command.index("--max-parallel-files") + 1] == limit

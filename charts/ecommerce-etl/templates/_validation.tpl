@@ -55,6 +55,7 @@ values.schema.json handles types and shapes; this file handles combinations.
 {{- else if ge (int $srvHA.ha.minAvailable) (int $srvHA.replicas) -}}
   {{- $errors = append $errors (printf "prefectServer.ha.minAvailable=%d leaves no API pod to evict with prefectServer.replicas=%d, so every node drain would block: use a smaller minAvailable or more replicas." (int $srvHA.ha.minAvailable) (int $srvHA.replicas)) -}}
 {{- end -}}
+{{- $errors = concat $errors (include "ecommerce-etl.validate.lifecycle" . | fromJsonArray) -}}
 {{- if $errors -}}
 {{- fail (printf "\n\nInvalid values for ecommerce-etl:\n  - %s\n" (join "\n  - " $errors)) -}}
 {{- end -}}

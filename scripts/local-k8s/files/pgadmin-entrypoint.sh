@@ -1,20 +1,42 @@
 #!/usr/bin/env bash
+# The stand-in pgAdmin image's entrypoint: our own code for the official image's contract as
+# k8s/README.md lists it (each item with where the official source states it).
 set -euo pipefail
 app=/pgadmin4
-{
-  echo "LOG_FILE = '/dev/null'"
-  echo "DATA_DIR = '/var/lib/pgadmin'"
-  echo "SERVER_MODE = True"
-  env | sed -n 's/^PGADMIN_CONFIG_\([A-Z0-9_]*\)=\(.*\)$/\1 = \2/p'
-} >"$app/config_distro.py"
 
-if [ -n "${PGADMIN_DEFAULT_PASSWORD_FILE:-}" ]; then  # as the official entrypoint does
-  PGADMIN_DEFAULT_PASSWORD=$(cat "$PGADMIN_DEFAULT_PASSWORD_FILE")
+# PGADMIN_DEFAULT_PASSWORD_FILE names a file holding the password; both, or an unreadable file, is an error.
+if [ -n "${PGADMIN_DEFAULT_PASSWORD_FILE:-}" ]; then
+  if [ -n "${PGADMIN_DEFAULT_PASSWORD:-}" ]; then
+    echo "error: both PGADMIN_DEFAULT_PASSWORD and PGADMIN_DEFAULT_PASSWORD_FILE are set (but are exclusive)" >&2
+    exit 1
+  fi
+  [ -r "$PGADMIN_DEFAULT_PASSWORD_FILE" ] || {
+    echo "error: PGADMIN_DEFAULT_PASSWORD_FILE is set to \"$PGADMIN_DEFAULT_PASSWORD_FILE\" but the file does not exist or is not readable" >&2
+    exit 1
+  }
+  PGADMIN_DEFAULT_PASSWORD=$(<"$PGADMIN_DEFAULT_PASSWORD_FILE")
   export PGADMIN_DEFAULT_PASSWORD
+  unset PGADMIN_DEFAULT_PASSWORD_FILE
 fi
+
+# config_distro.py, written when it is empty (a new container): our defaults (the official image
+# gets server mode and its data folder from its own launcher), then each PGADMIN_CONFIG_<KEY>=<value>
+# as `KEY = value`, true/false spelt as Python's True/False.
+if [ ! -s "$app/config_distro.py" ]; then
+  {
+    echo "LOG_FILE = '/dev/null'"
+    echo "DATA_DIR = '/var/lib/pgadmin'"
+    echo "SERVER_MODE = True"
+    while IFS='=' read -r name value; do
+      case "${value,,}" in true) value=True ;; false) value=False ;; esac
+      echo "${name#PGADMIN_CONFIG_} = $value"
+    done < <(env | grep '^PGADMIN_CONFIG_[A-Z0-9_]*=')
+  } >"$app/config_distro.py"
+fi
+
 if [ ! -f /var/lib/pgadmin/pgadmin4.db ]; then
   if [ -z "${PGADMIN_DEFAULT_EMAIL:-}" ] || [ -z "${PGADMIN_DEFAULT_PASSWORD:-}" ]; then
-    echo "You need to define the PGADMIN_DEFAULT_EMAIL and PGADMIN_DEFAULT_PASSWORD environment variables." >&2
+    echo "You need to define the PGADMIN_DEFAULT_EMAIL and PGADMIN_DEFAULT_PASSWORD or PGADMIN_DEFAULT_PASSWORD_FILE environment variables." >&2
     exit 1
   fi
   PGADMIN_SETUP_EMAIL=$PGADMIN_DEFAULT_EMAIL PGADMIN_SETUP_PASSWORD=$PGADMIN_DEFAULT_PASSWORD \
