@@ -51,11 +51,14 @@ bench: venv ## time psql \copy vs our loader vs the tutorial's to_sql (BENCH_ROW
 bench-full: venv ## the full 20.7 M rows: psql \copy x5 vs the whole `ecommerce-etl run` (files cached outside git)
 	$(PY) -m benchmarks.full $(BENCH_FULL_ARGS)
 
-psql: venv ## open psql on the embedded database that `make run` loads
-	$(PY) -c "from flows.localdb import LocalPostgres; from flows.settings import get_settings; import os; s=LocalPostgres(get_settings().local_db_dir).start(); os.execv(str(s.bin_dir/'psql'), ['psql','-h',str(s.socket_dir),'-U','postgres','ecommerce'])"
+psql: venv ## open psql on the database `make run` loads (ecommerce-etl psql)
+	$(VENV)/bin/ecommerce-etl psql
 
 server: venv ## start (or reuse) the local Prefect server with its UI on http://127.0.0.1:4200, in the background
 	$(VENV)/bin/ecommerce-etl server
+
+docs: venv ## regenerate the README's configuration table from flows/settings.py (a test checks it)
+	$(PY) -m flows.docs
 
 lock: ## re-resolve requirements*.lock from pyproject.toml
 	uv pip compile pyproject.toml --python-version 3.11 -q -o requirements.lock
@@ -64,7 +67,7 @@ lock: ## re-resolve requirements*.lock from pyproject.toml
 clean: stop ## stop the local servers, remove the venv, downloaded data and the embedded database
 	rm -rf $(VENV) data .data
 
-.PHONY: help venv run stop test test-unit lint fuzz bench bench-full psql server lock clean
+.PHONY: help venv run stop test test-unit lint docs fuzz bench bench-full psql server lock clean
 
 # Component targets (kind, image, e2e...) live beside this file.
 -include mk/*.mk

@@ -26,11 +26,11 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from benchmarks.load import pretransform
+from flows.csv_spec import MONTH_FILES
 from flows.load import ensure_schema
-from flows.localdb import LocalPostgres, free_port
+from flows.localdb import LocalPostgres
 from flows.localserver import prefect_server_process
 from flows.sample import FULL_ROWS
-from flows.schema import MONTH_FILES
 from flows.sql import Names
 
 EXPECTED_ROWS = 20_692_840
@@ -98,7 +98,7 @@ def prefect_server(server: LocalPostgres, home: Path) -> Iterator[str]:
         "PREFECT_LOGGING_LEVEL": "WARNING",
         "PREFECT_SERVER_DATABASE_CONNECTION_URL": server.url("prefect", driver="asyncpg"),
     }
-    with prefect_server_process(free_port(), env, home / "server.log", services=False) as api_url:
+    with prefect_server_process(env, home / "server.log", services=False) as api_url:
         yield api_url
 
 

@@ -23,10 +23,10 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import sqlalchemy as sa
 
+from flows.csv_spec import CSV_HEADER
 from flows.load import ensure_schema
 from flows.localdb import LocalPostgres
 from flows.sample import write_sample
-from flows.schema import CSV_HEADER
 from flows.sql import Names
 
 
@@ -39,11 +39,11 @@ def _ours_in_child(url: str, path: Path) -> tuple[float, float]:
         "assert r.status == 'loaded' and r.rows_quarantined == 0, r;"
         # VmHWM, not ru_maxrss: Linux carries the parent's RSS into a child's ru_maxrss across fork+exec
         "peak = int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]);"
-        "print(json.dumps({'seconds': r.seconds, 'rows': r.rows_loaded, 'path': r.path, 'peak_kb': peak}))"
+        "print(json.dumps({'seconds': r.seconds, 'rows': r.rows_loaded, 'load_path': r.load_path, 'peak_kb': peak}))"
     )
     done = subprocess.run([sys.executable, "-c", code, url, str(path)], capture_output=True, text=True, check=True)
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert result["path"] == "fast", result
+    assert result["load_path"] == "fast", result
     return result["seconds"], result["peak_kb"] / 1024
 
 

@@ -22,16 +22,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from uuid import UUID
 
-from pydantic import Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
-
-from flows.errors import ConfigError
 from flows.events import QUARANTINE_HIGH
+from flows.names import PIPELINE_FLOW
+from flows.settings import AlertSettings
 
-PARENT_FLOW = "ecommerce-etl"
 TAG = "ecommerce-etl-alerts"  # marks the automations this module owns
 BLOCK_NAME = "ecommerce-etl-alerts"
 PREFIX = "ecommerce-etl: "
@@ -48,62 +44,6 @@ _LEFT_RUNNING = (
     "AwaitingRetry",
     "Scheduled",
 )
-
-
-class AlertSettings(BaseSettings):
-    """The deploy command's alert settings (environment only: the URL is a secret)."""
-
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
-
-    # unset: on when a webhook is configured (a local `ecommerce-etl deploy`); the chart sets it
-    enabled: bool | None = Field(None, validation_alias="ETL_ALERTS_ENABLED")
-    webhook_url: SecretStr | None = Field(None, validation_alias="ETL_ALERT_WEBHOOK_URL")
-    # the URL as a file (the chart mounts its Secret there): it never enters the environment
-    webhook_url_file: Path | None = Field(None, validation_alias="ETL_ALERT_WEBHOOK_URL_FILE")
-    # 0 switches the trigger off; Prefect's proactive triggers need at least 10 s
-    pending_minutes: float = Field(15, ge=0, validation_alias="ETL_ALERT_PENDING_MINUTES")
-    running_minutes: float = Field(240, ge=0, validation_alias="ETL_ALERT_RUNNING_MINUTES")
-
-    @property
-    def active(self) -> bool:
-        return self.enabled if self.enabled is not None else self.webhook
-
-    @property
-    def webhook(self) -> bool:
-        return bool(self.url)
-
-    @property
-    def url(self) -> str:
-        """The webhook URL ("" when none is configured)."""
-        return self.webhook_url.get_secret_value().strip() if self.webhook_url else ""
-
-
-def load_alert_settings() -> AlertSettings:
-    """AlertSettings from the environment; a bad value is a ConfigError naming the variable."""
-    try:
-        settings = AlertSettings()
-    except ValidationError as exc:
-        problems = "; ".join(f"{'/'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"alert settings: {problems}") from None
-    if settings.webhook_url_file and not settings.webhook:
-        try:
-            settings.webhook_url = SecretStr(settings.webhook_url_file.read_text().strip())
-        except OSError as exc:
-            raise ConfigError(
-                f"ETL_ALERT_WEBHOOK_URL_FILE={settings.webhook_url_file}: cannot read it ({exc.strerror})"
-            ) from None
-    for name, minutes in (
-        ("ETL_ALERT_PENDING_MINUTES", settings.pending_minutes),
-        ("ETL_ALERT_RUNNING_MINUTES", settings.running_minutes),
-    ):
-        if 0 < minutes * 60 < 10:
-            raise ConfigError(
-                f"{name}={minutes} is below 10 seconds, the shortest wait Prefect can watch "
-                "for: use 0.17 or more (0 switches this alert off)"
-            )
-    if settings.webhook and not settings.url.startswith(("http://", "https://")):
-        raise ConfigError("ETL_ALERT_WEBHOOK_URL (or the file ETL_ALERT_WEBHOOK_URL_FILE) must hold an http(s):// URL")
-    return settings
 
 
 @dataclass(frozen=True)
@@ -124,7 +64,7 @@ def _parent_run_trigger(**trigger) -> dict:
         "type": "event",
         "match": {"prefect.resource.id": "prefect.flow-run.*"},
         # the flow of the run: child runs (flow load-file) never match
-        "match_related": {"prefect.resource.role": "flow", "prefect.resource.name": PARENT_FLOW},
+        "match_related": {"prefect.resource.role": "flow", "prefect.resource.name": PIPELINE_FLOW},
         "for_each": ["prefect.resource.id"],
         "threshold": 1,
         **trigger,
@@ -132,95 +72,96 @@ def _parent_run_trigger(**trigger) -> dict:
 
 
 def alert_specs(settings: AlertSettings) -> list[AlertSpec]:
-    """The automations wanted for these settings (pure: the unit tests read it)."""
-    specs = [
-        AlertSpec(
-            name=f"{PREFIX}run failed",
-            description=f"A flow run of {PARENT_FLOW} entered Failed or Crashed.",
-            trigger=_parent_run_trigger(
-                expect=["prefect.flow-run.Failed", "prefect.flow-run.Crashed"], posture="Reactive", within=0
-            ),
-            subject="ecommerce-etl: flow run {{ flow_run.name }} {{ flow_run.state.name }}",
-            body=(
-                f"Flow run {_RUN} entered {{{{ flow_run.state.name }}}}.\n"
-                "{{ flow_run.state.message|truncate(800) }}\n" + _RUN_LINK
-            ),
-        ),
-        AlertSpec(
-            name=f"{PREFIX}quarantine high",
-            description="A loaded file's quarantined share passed ETL_ALERT_QUARANTINE_RATIO.",
-            trigger={
-                "type": "event",
-                "match": {"prefect.resource.id": "ecommerce.file.*"},
-                "expect": [QUARANTINE_HIGH],
-                "for_each": ["prefect.resource.id"],
-                "posture": "Reactive",
-                "threshold": 1,
-                "within": 0,
-            },
-            subject="ecommerce-etl: {{ event.resource.name }}: {{ event.payload.rows_quarantined }} of "
-            "{{ event.payload.rows_read }} rows quarantined",
-            body=(
-                "File {{ event.resource.name }} ({{ event.resource['ecommerce.table'] }}): "
-                "{{ event.payload.rows_quarantined }} of {{ event.payload.rows_read }} rows quarantined "
-                "(share {{ event.payload.quarantine_share }}, alert above "
-                "{{ event.payload.quarantine_alert_ratio }}), in flow run {{ flow_run.name }}.\n"
-                "The rows, their line numbers and reasons are in the table's _quarantine table.\n" + _RUN_LINK
-            ),
-        ),
-    ]
+    """The automations wanted for these settings (pure: the unit tests read it); 0 minutes: that one is off."""
+    specs = [_run_failed(), _quarantine_high()]
     if settings.pending_minutes:
-        specs.append(
-            AlertSpec(
-                name=f"{PREFIX}run not started",
-                description=(
-                    f"A flow run of {PARENT_FLOW} stayed Late (no worker polls its pool) or Pending "
-                    f"(its pod did not start) for {settings.pending_minutes:g} minutes."
-                ),
-                # prefect-kubernetes' observer moves a run whose pod stays Pending to InfrastructurePending
-                trigger=_parent_run_trigger(
-                    after=[
-                        "prefect.flow-run.Late",
-                        "prefect.flow-run.Pending",
-                        "prefect.flow-run.InfrastructurePending",
-                    ],
-                    expect=["prefect.flow-run.*"],
-                    posture="Proactive",
-                    within=settings.pending_minutes * 60,
-                ),
-                subject=(
-                    f"ecommerce-etl: flow run {{{{ flow_run.name }}}} still {{{{ flow_run.state.name }}}} "
-                    f"after {settings.pending_minutes:g} minutes"
-                ),
-                body=(
-                    f"Flow run {_RUN} is {{{{ flow_run.state.name }}}} and has not started for "
-                    f"{settings.pending_minutes:g} minutes.\n"
-                    "Late: no worker is polling work pool {{ flow_run.work_pool_name }}. "
-                    "Pending: the worker created its Job but the pod did not start (kubectl get pods -l "
-                    "prefect.io/flow-run-id={{ flow_run.id }}; the prefect.kubernetes.pod events name the reason).\n"
-                    + _RUN_LINK
-                ),
-            )
-        )
+        specs.append(_run_not_started(settings.pending_minutes))
     if settings.running_minutes:
-        specs.append(
-            AlertSpec(
-                name=f"{PREFIX}run too long",
-                description=f"A flow run of {PARENT_FLOW} stayed Running for {settings.running_minutes:g} minutes.",
-                trigger=_parent_run_trigger(
-                    after=["prefect.flow-run.Running"],
-                    expect=[f"prefect.flow-run.{s}" for s in _LEFT_RUNNING],
-                    posture="Proactive",
-                    within=settings.running_minutes * 60,
-                ),
-                subject=(
-                    f"ecommerce-etl: flow run {{{{ flow_run.name }}}} still Running after "
-                    f"{settings.running_minutes:g} minutes"
-                ),
-                body=(f"Flow run {_RUN} has been Running for {settings.running_minutes:g} minutes.\n" + _RUN_LINK),
-            )
-        )
+        specs.append(_run_too_long(settings.running_minutes))
     return specs
+
+
+def _run_failed() -> AlertSpec:
+    return AlertSpec(
+        name=f"{PREFIX}run failed",
+        description=f"A flow run of {PIPELINE_FLOW} entered Failed or Crashed.",
+        trigger=_parent_run_trigger(
+            expect=["prefect.flow-run.Failed", "prefect.flow-run.Crashed"], posture="Reactive", within=0
+        ),
+        subject="ecommerce-etl: flow run {{ flow_run.name }} {{ flow_run.state.name }}",
+        body=(
+            f"Flow run {_RUN} entered {{{{ flow_run.state.name }}}}.\n"
+            "{{ flow_run.state.message|truncate(800) }}\n" + _RUN_LINK
+        ),
+    )
+
+
+def _quarantine_high() -> AlertSpec:
+    return AlertSpec(
+        name=f"{PREFIX}quarantine high",
+        description="A loaded file's quarantined share passed ETL_ALERT_QUARANTINE_RATIO.",
+        trigger={
+            "type": "event",
+            "match": {"prefect.resource.id": "ecommerce.file.*"},
+            "expect": [QUARANTINE_HIGH],
+            "for_each": ["prefect.resource.id"],
+            "posture": "Reactive",
+            "threshold": 1,
+            "within": 0,
+        },
+        subject="ecommerce-etl: {{ event.resource.name }}: {{ event.payload.rows_quarantined }} of "
+        "{{ event.payload.rows_read }} rows quarantined",
+        body=(
+            "File {{ event.resource.name }} ({{ event.resource['ecommerce.table'] }}): "
+            "{{ event.payload.rows_quarantined }} of {{ event.payload.rows_read }} rows quarantined "
+            "(share {{ event.payload.quarantine_share }}, alert above "
+            "{{ event.payload.quarantine_alert_ratio }}), in flow run {{ flow_run.name }}.\n"
+            "The rows, their line numbers and reasons are in the table's _quarantine table.\n" + _RUN_LINK
+        ),
+    )
+
+
+def _run_not_started(minutes: float) -> AlertSpec:
+    return AlertSpec(
+        name=f"{PREFIX}run not started",
+        description=(
+            f"A flow run of {PIPELINE_FLOW} stayed Late (no worker polls its pool) or Pending "
+            f"(its pod did not start) for {minutes:g} minutes."
+        ),
+        # prefect-kubernetes' observer moves a run whose pod stays Pending to InfrastructurePending
+        trigger=_parent_run_trigger(
+            after=["prefect.flow-run.Late", "prefect.flow-run.Pending", "prefect.flow-run.InfrastructurePending"],
+            expect=["prefect.flow-run.*"],
+            posture="Proactive",
+            within=minutes * 60,
+        ),
+        subject=(
+            f"ecommerce-etl: flow run {{{{ flow_run.name }}}} still {{{{ flow_run.state.name }}}} "
+            f"after {minutes:g} minutes"
+        ),
+        body=(
+            f"Flow run {_RUN} is {{{{ flow_run.state.name }}}} and has not started for {minutes:g} minutes.\n"
+            "Late: no worker is polling work pool {{ flow_run.work_pool_name }}. "
+            "Pending: the worker created its Job but the pod did not start (kubectl get pods -l "
+            "prefect.io/flow-run-id={{ flow_run.id }}; the prefect.kubernetes.pod events name the reason).\n"
+            + _RUN_LINK
+        ),
+    )
+
+
+def _run_too_long(minutes: float) -> AlertSpec:
+    return AlertSpec(
+        name=f"{PREFIX}run too long",
+        description=f"A flow run of {PIPELINE_FLOW} stayed Running for {minutes:g} minutes.",
+        trigger=_parent_run_trigger(
+            after=["prefect.flow-run.Running"],
+            expect=[f"prefect.flow-run.{s}" for s in _LEFT_RUNNING],
+            posture="Proactive",
+            within=minutes * 60,
+        ),
+        subject=f"ecommerce-etl: flow run {{{{ flow_run.name }}}} still Running after {minutes:g} minutes",
+        body=f"Flow run {_RUN} has been Running for {minutes:g} minutes.\n" + _RUN_LINK,
+    )
 
 
 def automation(spec: AlertSpec, block_id: UUID | None):

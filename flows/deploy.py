@@ -18,8 +18,10 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from uuid import UUID
 
 import httpx
+from prefect import Flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import DeploymentScheduleCreate, WorkPoolCreate, WorkPoolUpdate
 from prefect.client.schemas.objects import ConcurrencyLimitStrategy, ConcurrencyOptions
@@ -29,13 +31,15 @@ from prefect.utilities.callables import parameter_schema
 
 from flows.alerts import AlertSettings, register_alerts
 from flows.errors import ConfigError
+from flows.names import (
+    LOAD_FILE_DEPLOYMENT_NAME,
+    LOAD_FILE_ENTRYPOINT,
+    LOAD_FILE_FLOW,
+    PIPELINE_ENTRYPOINT,
+    PIPELINE_FLOW,
+    TAG,
+)
 
-FLOW_NAME = "ecommerce-etl"
-ENTRYPOINT = "flows/etl.py:ecommerce_etl"
-LOAD_FILE_FLOW = "load-file"
-LOAD_FILE_ENTRYPOINT = "flows/etl.py:load_one_file"
-# What the chart puts in ETL_FILE_DEPLOYMENT: the pipeline runs start one flow run of it per file.
-LOAD_FILE_DEPLOYMENT = f"{LOAD_FILE_FLOW}/load-file"
 IMAGE_WORKDIR = "/opt/ecommerce-etl"  # where the Dockerfile puts the code; the entrypoint is relative to it
 
 
@@ -45,8 +49,8 @@ class DeploymentSpec:
     description: str
     parameters: dict
     scheduled: bool
-    flow: str = FLOW_NAME
-    entrypoint: str = ENTRYPOINT
+    flow: str = PIPELINE_FLOW
+    entrypoint: str = PIPELINE_ENTRYPOINT
     # at most this many flow runs of the deployment at once (server-enforced before the worker
     # creates a Job); None: no limit
     concurrency_limit: int | None = None
@@ -74,9 +78,9 @@ def deployment_specs(
         # No limit on the work pool instead: it would count the pipeline runs waiting for their
         # files too, and those could hold every slot while their files wait (a deadlock).
         DeploymentSpec(
-            LOAD_FILE_DEPLOYMENT.split("/", 1)[1],
+            LOAD_FILE_DEPLOYMENT_NAME,
             "One file of a source, in its own Job: what the sample and kaggle runs start per file. "
-            "Run it alone to reload one file (e.g. file_name=2019-Oct.csv, source=sample).",
+            'Run it alone to reload one file, e.g. file={"name": "2019-Oct.csv", "source": "sample"}.',
             {},
             scheduled=False,
             flow=LOAD_FILE_FLOW,
@@ -130,55 +134,57 @@ async def register(
     automations to keep in step (None leaves them alone)."""
     if concurrency_limit is not None and concurrency_limit < 0:
         raise ConfigError(f"--concurrency-limit {concurrency_limit}: use 0 (no limit) or a positive number")
-    from flows.etl import ecommerce_etl, load_one_file
-
-    flows = {FLOW_NAME: ecommerce_etl, LOAD_FILE_FLOW: load_one_file}
-
     async with get_client() as client:
         await _wait_for_api(client, wait_seconds)
-        try:
-            await client.read_work_pool(pool)
-            await client.update_work_pool(pool, WorkPoolUpdate(base_job_template=base_job_template))
-            pool_action = "updated"
-        except ObjectNotFound:
-            await client.create_work_pool(
-                WorkPoolCreate(name=pool, type="kubernetes", base_job_template=base_job_template)
-            )
-            pool_action = "created"
+        pool_action = await _upsert_pool(client, pool, base_job_template)
         deployments = {}
         for spec in deployment_specs(sample_rows, max_parallel_files, concurrency_limit or None):
-            flow_id = await client.create_flow_from_name(spec.flow)
-            schema = parameter_schema(flows[spec.flow])
-            schedules = (
-                [DeploymentScheduleCreate(schedule=CronSchedule(cron=schedule, timezone=timezone), active=True)]
-                if schedule and spec.scheduled
-                else []
-            )
-            deployment_id = await client.create_deployment(
-                flow_id=flow_id,
-                name=spec.name,
-                work_pool_name=pool,
-                entrypoint=spec.entrypoint,
-                pull_steps=[{"prefect.deployments.steps.set_working_directory": {"directory": IMAGE_WORKDIR}}],
-                parameters=spec.parameters,
-                parameter_openapi_schema=schema.model_dump_for_openapi(),
-                description=spec.description,
-                tags=["ecommerce-etl"],
-                schedules=schedules,
-                enforce_parameter_schema=True,
-                concurrency_limit=spec.concurrency_limit,
-                # a file beyond the limit waits (AwaitingConcurrencySlot) instead of being cancelled
-                concurrency_options=ConcurrencyOptions(collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
-                if spec.concurrency_limit
-                else None,
-            )
-            deployment = await client.read_deployment(deployment_id)
-            # create_deployment upserts the deployment but adds schedules; keep exactly ours
-            for existing in deployment.schedules:
-                if not any(s.schedule == existing.schedule for s in schedules):
-                    await client.delete_deployment_schedule(deployment_id, existing.id)
-            deployments[spec.name] = str(deployment_id)
+            cron = CronSchedule(cron=schedule, timezone=timezone) if schedule and spec.scheduled else None
+            deployments[spec.name] = str(await _upsert_deployment(client, spec, pool, cron))
         result = {"work_pool": pool, "work_pool_action": pool_action, "deployments": deployments}
         if alerts is not None:
             result.update(await register_alerts(client, alerts))
     return result
+
+
+async def _upsert_pool(client, pool: str, base_job_template: dict) -> str:
+    """The Kubernetes work pool with this base job template; 'created' or 'updated'."""
+    try:
+        await client.read_work_pool(pool)
+    except ObjectNotFound:
+        await client.create_work_pool(WorkPoolCreate(name=pool, type="kubernetes", base_job_template=base_job_template))
+        return "created"
+    await client.update_work_pool(pool, WorkPoolUpdate(base_job_template=base_job_template))
+    return "updated"
+
+
+async def _upsert_deployment(client, spec: DeploymentSpec, pool: str, cron: CronSchedule | None) -> UUID:
+    """The deployment of `spec`, created or updated in place, with exactly the schedule given (or none)."""
+    from flows.etl import ecommerce_etl, file_flow
+
+    flows: dict[str, Flow] = {PIPELINE_FLOW: ecommerce_etl, LOAD_FILE_FLOW: file_flow}
+    schedules = [DeploymentScheduleCreate(schedule=cron, active=True)] if cron else []
+    deployment_id = await client.create_deployment(
+        flow_id=await client.create_flow_from_name(spec.flow),
+        name=spec.name,
+        work_pool_name=pool,
+        entrypoint=spec.entrypoint,
+        pull_steps=[{"prefect.deployments.steps.set_working_directory": {"directory": IMAGE_WORKDIR}}],
+        parameters=spec.parameters,
+        parameter_openapi_schema=parameter_schema(flows[spec.flow]).model_dump_for_openapi(),
+        description=spec.description,
+        tags=[TAG],
+        schedules=schedules,
+        enforce_parameter_schema=True,
+        concurrency_limit=spec.concurrency_limit,
+        # a file beyond the limit waits (AwaitingConcurrencySlot) instead of being cancelled
+        concurrency_options=ConcurrencyOptions(collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
+        if spec.concurrency_limit
+        else None,
+    )
+    deployment = await client.read_deployment(deployment_id)
+    # create_deployment upserts the deployment but adds schedules; keep exactly ours
+    for existing in deployment.schedules:
+        if not any(s.schedule == existing.schedule for s in schedules):
+            await client.delete_deployment_schedule(deployment_id, existing.id)
+    return deployment_id

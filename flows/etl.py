@@ -1,18 +1,20 @@
-"""The Prefect flows: fetch the source, one `load-file` subflow per file, then the run's artifacts.
+"""The Prefect flows: the pipeline flow `ecommerce-etl`, and `load-file`, one run per file.
 
-Only paths and per-file results travel between tasks; rows stay in the load stage. What a run
-needs beyond its parameters (settings, a progress callback) is a `RunOptions`, passed to
-`make_flows` explicitly: the module's own flows, which deployments run, read the environment
-once at the start of each flow run, so secrets never become flow parameters.
+    ecommerce_etl(source, path, url, files, table, rows_per_file)   the run: a RunRequest's parameters
+    file_flow(file: FileRequest)                                    one file: fetch it, load it exactly once
 
-Two ways to run the files, both one `load-file` flow run per file, linked to the pipeline run:
-- in-process (the CLI; ETL_FILE_DEPLOYMENT unset): up to ETL_MAX_PARALLEL_FILES subflows at once,
-  in threads of this process;
-- fanned out (the chart sets ETL_FILE_DEPLOYMENT): one flow run of the `load-file` deployment per
-  file, each its own Kubernetes Job fetching only its own file. The deployment's concurrency
-  limit (the server's, before a Job exists) bounds how many run at once (flows/fanout.py).
+The pipeline plans the source's files (flows/sources/), ensures the schema, then runs one `load-file`
+flow per file, each fetching and loading only its own file, so a file that cannot be fetched or loaded
+fails alone; then it publishes the run's artifacts and events. Two ways to run the files:
+- in-process (the CLI; ETL_FILE_DEPLOYMENT unset, or a `local` folder): up to ETL_MAX_PARALLEL_FILES
+  subflows at once, in threads of this process;
+- fanned out (the chart sets ETL_FILE_DEPLOYMENT): one flow run of the `load-file` deployment per file,
+  each its own Kubernetes Job; the deployment's concurrency limit (the server's, before a Job exists)
+  bounds how many run at once (flows/fanout.py).
 
-The tasks themselves are in flows/tasks.py.
+What a run needs beyond its parameters (settings, a progress callback) is a RunOptions: the CLI passes
+its own with `run_options(...)`; a deployment run reads the environment once, when it starts, so secrets
+never become flow parameters. The tasks are in flows/tasks.py.
 """
 
 from __future__ import annotations
@@ -21,35 +23,26 @@ import contextlib
 import contextvars
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import NamedTuple, TypeVar
 
-from prefect import Flow, flow, get_run_logger
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.client.schemas.objects import FlowRun
 from prefect.runtime import flow_run
 
-from flows import events, fanout, sources
+from flows import events, fanout
+from flows.contract import FileRequest, RunRequest, SourceName
 from flows.load import FileResult
-from flows.report import RunReport, failed_result, file_result
-from flows.settings import Settings, redact
-from flows.tasks import (
-    FileProgress,
-    RunOptions,
-    copy_file,
-    ensure_schema_task,
-    fetch_file,
-    fetch_source,
-    log_result,
-    names_for,
-    plan_files,
-)
-from flows.transform import printable
+from flows.names import LOAD_FILE_FLOW, PIPELINE_FLOW, file_run_name
+from flows.report import RunReport, failed_result, result_line
+from flows.settings import Settings, get_settings
+from flows.sources import source_for
+from flows.tasks import RunOptions, copy_file, ensure_schema_task, fetch_file, names_for, plan_files
+from flows.transform import file_name_problem, printable
 
-__all__ = ["FileLoadFailed", "LoadFailed", "RunOptions", "ecommerce_etl", "load_one_file", "make_flows"]
+__all__ = ["FileLoadFailed", "LoadFailed", "RunOptions", "ecommerce_etl", "file_flow", "run_options"]
 
 SUMMARY_ARTIFACT_KEY = "ecommerce-etl-summary"
 QUARANTINE_ARTIFACT_KEY = "ecommerce-etl-quarantine"
@@ -68,9 +61,31 @@ class LoadFailed(Exception):
 class FileLoadFailed(Exception):
     """Ends a `load-file` run whose file failed, so the UI shows it Failed; carries its result."""
 
-    def __init__(self, result: dict):
-        super().__init__(f"{result['file']}: {result['error']}")
+    def __init__(self, result: FileResult):
+        super().__init__(f"{result.file}: {result.error}")
         self.result = result
+
+
+# --- what a run needs beyond its parameters ------------------------------------------------------
+
+_OPTIONS: contextvars.ContextVar[RunOptions | None] = contextvars.ContextVar("ecommerce_etl_options", default=None)
+
+
+@contextlib.contextmanager
+def run_options(options: RunOptions) -> Iterator[None]:
+    """Flows started inside use these settings and progress callback (the CLI's), not the environment."""
+    token = _OPTIONS.set(options)
+    try:
+        yield
+    finally:
+        _OPTIONS.reset(token)
+
+
+def _current_options() -> RunOptions:
+    return _OPTIONS.get() or RunOptions(settings=get_settings())  # a deployment run: read once, at its start
+
+
+# --- the flows ------------------------------------------------------------------------------------
 
 
 def _parent_run_name() -> str:
@@ -80,56 +95,124 @@ def _parent_run_name() -> str:
     return f"{source} {started.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
 
 
-_File = TypeVar("_File")
+@flow(name=PIPELINE_FLOW, flow_run_name=_parent_run_name, log_prints=True)
+def ecommerce_etl(
+    source: SourceName = "sample",
+    path: str | None = None,
+    url: str | list[str] | None = None,
+    files: list[str] | None = None,
+    table: str | None = None,
+    rows_per_file: int | None = None,
+) -> RunReport:
+    """Load the cosmetics-shop events into PostgreSQL, every row exactly once."""
+    request = RunRequest.of(
+        "flow parameters", source=source, path=path, url=url, files=files, table=table, rows_per_file=rows_per_file
+    )
+    run = _current_options()
+    settings = run.settings
+    run_id = str(flow_run.get_id() or uuid.uuid4())
+    report = RunReport(source=request.source, table=_qualified(settings, request.table))
+    planned = plan_files(settings, request, run_id)
+    ensure_schema_task(settings, request.table)
+    # files that exist only where this run is (a local folder) load here, whatever the setting
+    if settings.file_deployment and source_for(request.source, settings).fetched_anywhere:
+        _fanned_out(run, report, planned)
+    else:
+        _in_process(run, report, planned)
+    _publish(report, settings)
+    if report.failed:
+        raise LoadFailed(report)
+    return report
 
 
-def _admit(
-    files: list[_File], name_of: Callable[[_File], str], report: RunReport, settings: Settings, table: str | None
-) -> list[tuple[int, _File]]:
+def _file_run_name() -> str:
+    file = flow_run.parameters.get("file")
+    name = file.name if isinstance(file, FileRequest) else (file or {}).get("name", "file")
+    return file_run_name(name)
+
+
+@flow(name=LOAD_FILE_FLOW, flow_run_name=_file_run_name, log_prints=True)
+def file_flow(file: FileRequest) -> FileResult:
+    """Load one file of a source, exactly once: fetched where this run is (the sample's month, the file
+    of the local folder, the file at its URL, that file of the Kaggle dataset), then loaded."""
+    _START_GATE.started()
+    run = _current_options()
+    alone = flow_run.parent_flow_run_id is None  # e.g. rerun from the UI or `prefect deployment run`
+    if alone:
+        ensure_schema_task(run.settings, file.table)
+    if not file.run_id:
+        file = file.model_copy(update={"run_id": str(flow_run.get_id())})
+    result = _fetch_and_load(run, file)
+    if fanout.run_from_deployment():  # its own Job: the pipeline run reads the result from here
+        fanout.publish_file_result(result)
+    if alone:  # nobody else reports this file
+        _emit_events(result, run.settings, file.table)
+        report = RunReport(files=[result], source=file.source, table=_qualified(run.settings, file.table))
+        _publish(report, run.settings)
+    if result.status == "failed":
+        raise FileLoadFailed(result)
+    return result
+
+
+def _fetch_and_load(run: RunOptions, file: FileRequest) -> FileResult:
+    try:
+        fetched = fetch_file(run.settings, file)
+    except Exception as exc:  # its retries ran out, or it was refused: only this file fails
+        get_run_logger().error("%s: fetching failed: %s", printable(file.name), exc)
+        return failed_result(file.name, run.settings.redact(f"{type(exc).__name__}: {exc}"))
+    return copy_file(run, fetched, file)
+
+
+# --- the report, the events, the artifacts --------------------------------------------------------
+
+
+def _admit(files: list[FileRequest], report: RunReport, settings: Settings) -> list[tuple[int, FileRequest]]:
     """A report row per file: pending, or failed at once when its name alone rules it out (its
     event is emitted then). Returns (report row, file) of the files to load, in order."""
     seen: set[str] = set()
     admitted = []
     for file in files:
-        name = name_of(file)
-        problem = _unloadable_name(name, seen)
-        report.files.append(failed_result(name, problem) if problem else FileResult(name, "pending"))
+        problem = _unloadable_name(file.name, seen)
+        report.files.append(
+            failed_result(file.name, problem) if problem else FileResult(file=file.name, status="pending")
+        )
         if problem:
-            _emit_events(report.files[-1], settings, table)
+            _emit_events(report.files[-1], settings, file.table)
         else:
-            seen.add(name)
+            seen.add(file.name)
             admitted.append((len(report.files) - 1, file))
     return admitted
 
 
 def _unloadable_name(name: str, seen: set[str]) -> str | None:
     """Why a file cannot be loaded because of its name alone (checked before its subflow starts)."""
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return (
-            f"the file name {printable(name)!r} is not valid UTF-8: rename the file "
-            "(the load ledger and the Prefect UI key files by name)"
-        )
+    problem = file_name_problem(name)
+    if problem:
+        return problem
     if name in seen:  # the ledger is keyed by file name: a second one would replace the first
         return f"duplicate file name {name}: another file of this run has the same name"
     return None
 
 
+def _qualified(settings: Settings, table: str | None) -> str:
+    names = names_for(settings, table)
+    return f"{names.schema}.{names.table}"
+
+
 def _emit_events(result: FileResult, settings: Settings, table: str | None, load_file_run: str | None = None) -> None:
     names = names_for(settings, table)
     related = [events.load_file_run(load_file_run)] if load_file_run else None
-    events.emit_file_events(result.as_dict(), names.schema, names.table, settings.alert_quarantine_ratio, related)
+    events.emit_file_events(result, names.schema, names.table, settings.alert_quarantine_ratio, related)
 
 
 def _outcome(name: str, outcome: object, settings: Settings) -> FileResult:
     """A `load-file` run's result: what it returned, what it failed with, or why it crashed."""
     if isinstance(outcome, FileLoadFailed):
-        return file_result(outcome.result)
+        return outcome.result
     if isinstance(outcome, BaseException):  # e.g. the database stayed unreachable through every retry
-        return failed_result(name, redact(f"{type(outcome).__name__}: {outcome}", settings))
-    if isinstance(outcome, dict):
-        return file_result(outcome)
+        return failed_result(name, settings.redact(f"{type(outcome).__name__}: {outcome}"))
+    if isinstance(outcome, FileResult):
+        return outcome
     return failed_result(name, f"load-file returned {type(outcome).__name__}, not a result")
 
 
@@ -141,7 +224,7 @@ def _publish(report: RunReport, settings: Settings) -> None:
     )
     create_markdown_artifact(
         key=QUARANTINE_ARTIFACT_KEY,
-        markdown=redact(report.quarantine_markdown(), settings),
+        markdown=settings.redact(report.quarantine_markdown()),
         description="Quarantined rows per file and reason, with example lines",
     )
 
@@ -176,146 +259,41 @@ class _StartGate:
             self._lock.release()
 
 
-def _announce(paths: list[str], progress: FileProgress | None) -> None:
-    """Every file's progress bar from the start, waiting ones included."""
-    for p in paths if progress else []:
-        file = Path(p)
-        progress(file.name, 0, file.stat().st_size if file.is_file() else 0)  # type: ignore[misc]
+_START_GATE = _StartGate()
 
 
-class Flows(NamedTuple):
-    pipeline: Flow
-    load_file: Flow
+def _in_process(run: RunOptions, report: RunReport, planned: list[FileRequest]) -> None:
+    """Up to ETL_MAX_PARALLEL_FILES subflows at once, each in a thread that carries this run's
+    context (Prefect's run context lives in contextvars: a bare thread would lose the parent)."""
+    runnable = _admit(planned, report, run.settings)
+    if run.progress:  # every file's bar from the start, waiting ones too
+        for _, file in runnable:
+            run.progress(file.name, 0, 0)
+
+    def one(index: int, file: FileRequest) -> None:
+        with _START_GATE.starting():
+            state = file_flow(file=file, return_state=True)
+        report.files[index] = _outcome(file.name, state.result(raise_on_failure=False), run.settings)
+        _emit_events(report.files[index], run.settings, file.table, load_file_run=str(state.state_details.flow_run_id))
+
+    with ThreadPoolExecutor(run.settings.max_parallel_files, thread_name_prefix="load-file") as pool:
+        futures = [pool.submit(contextvars.copy_context().run, one, i, f) for i, f in runnable]
+        for future in futures:
+            future.result()
 
 
-def make_flows(options: RunOptions | None = None) -> Flows:
-    """The `ecommerce-etl` flow and its `load-file` subflow, bound to `options`; with None, each
-    flow run reads its settings from the environment once, when it starts (deployments)."""
-    gate = _StartGate()
+def _fanned_out(run: RunOptions, report: RunReport, planned: list[FileRequest]) -> None:
+    deployment = run.settings.file_deployment or ""
+    fanout.check_file_deployment(deployment)
+    startable = _admit(planned, report, run.settings)
+    children = fanout.start_children(deployment, [f for _, f in startable])
+    slot = {c.flow_run_id: (row, file) for (row, file), c in zip(startable, children, strict=True)}
 
-    def current() -> RunOptions:
-        return options or RunOptions(settings=Settings())
+    def done(child: fanout.Child, child_run: FlowRun) -> None:
+        row, file = slot[child.flow_run_id]
+        result = fanout.child_result(child, child_run)
+        report.files[row] = result
+        print(result_line(result))
+        _emit_events(result, run.settings, file.table, load_file_run=str(child.flow_run_id))
 
-    def load(
-        run: RunOptions,
-        file_name: str,
-        source: str,
-        path: str | None,
-        url: str | None,
-        rows_per_file: int | None,
-        table: str | None,
-        run_id: str,
-    ) -> dict:
-        try:
-            fetched = fetch_file(run.settings, source, file_name, path, url, rows_per_file)
-        except Exception as exc:
-            get_run_logger().error("%s: fetching failed: %s", printable(file_name), exc)
-            return failed_result(file_name, redact(f"{type(exc).__name__}: {exc}", run.settings)).as_dict()
-        return copy_file(run, fetched, table, run_id)
-
-    @flow(name="load-file", flow_run_name="load-{file_name}", log_prints=True)
-    def load_one_file(
-        file_name: str,
-        source: str = "local",
-        path: str | None = None,
-        url: str | None = None,
-        rows_per_file: int | None = None,
-        table: str | None = None,
-        run_id: str = "",
-    ) -> dict:
-        """Load one file of a source, exactly once: the file named `file_name` in the `path` folder
-        (local), the sample's month, the file at `url`, or that file of the Kaggle dataset."""
-        gate.started()
-        run = current()
-        alone = flow_run.parent_flow_run_id is None  # e.g. rerun from the UI or `prefect deployment run`
-        if alone:
-            ensure_schema_task(run.settings, table)
-        result = load(run, file_name, source, path, url, rows_per_file, table, run_id or str(flow_run.get_id()))
-        if fanout.run_from_deployment():  # its own Job: the pipeline run reads the result from here
-            fanout.publish_file_result(result)
-        if alone:  # nobody else reports this file
-            _emit_events(file_result(result), run.settings, table)
-            names = names_for(run.settings, table)
-            _publish(RunReport([file_result(result)], source, f"{names.schema}.{names.table}"), run.settings)
-        if result["status"] == "failed":
-            raise FileLoadFailed(result)
-        return result
-
-    def in_process(run: RunOptions, report: RunReport, paths: list[str], table: str | None, run_id: str) -> None:
-        """Up to ETL_MAX_PARALLEL_FILES subflows at once, each in a thread that carries this run's
-        context (Prefect's run context lives in contextvars: a bare thread would lose the parent)."""
-        runnable = _admit(paths, lambda p: Path(p).name, report, run.settings, table)
-        _announce([p for _, p in runnable], run.progress)
-
-        def one(index: int, p: str) -> None:
-            file = Path(p)
-            with gate.starting():
-                state = load_one_file(
-                    file.name, "local", str(file.parent), None, None, table, run_id, return_state=True
-                )
-            report.files[index] = _outcome(file.name, state.result(raise_on_failure=False), run.settings)
-            _emit_events(report.files[index], run.settings, table, load_file_run=str(state.state_details.flow_run_id))
-
-        with ThreadPoolExecutor(run.settings.max_parallel_files, thread_name_prefix="load-file") as pool:
-            futures = [pool.submit(contextvars.copy_context().run, one, i, p) for i, p in runnable]
-            for future in futures:
-                future.result()
-
-    def fanned_out(
-        run: RunOptions,
-        report: RunReport,
-        planned: list[sources.PlannedFile],
-        source: str,
-        rows_per_file: int | None,
-        table: str | None,
-        run_id: str,
-    ) -> None:
-        deployment = run.settings.file_deployment or ""
-        fanout.check_file_deployment(deployment)
-        startable = _admit(planned, lambda f: f.name, report, run.settings, table)
-        children = fanout.start_children(deployment, [f for _, f in startable], source, rows_per_file, table, run_id)
-        slot = {c.flow_run_id: row for (row, _), c in zip(startable, children, strict=True)}
-
-        def done(child: fanout.Child, child_run: FlowRun) -> None:
-            result = fanout.child_result(child, child_run)
-            report.files[slot[child.flow_run_id]] = result
-            log_result(result)
-            _emit_events(result, run.settings, table, load_file_run=str(child.flow_run_id))
-
-        fanout.wait_for(children, done)
-
-    @flow(name="ecommerce-etl", flow_run_name=_parent_run_name, log_prints=True)
-    def ecommerce_etl(
-        source: str = "sample",
-        path: str | None = None,
-        url: str | list[str] | None = None,
-        files: list[str] | None = None,
-        table: str | None = None,
-        rows_per_file: int | None = None,
-    ) -> dict:
-        """Load the cosmetics-shop events into PostgreSQL, every row exactly once."""
-        run = current()
-        settings = run.settings
-        run_id = str(flow_run.get_id() or uuid.uuid4())
-        names = names_for(settings, table)
-        report = RunReport(source=source, table=f"{names.schema}.{names.table}")
-        # A `local` folder exists only where this run is: its files load here, whatever the setting.
-        if settings.file_deployment and source != "local":
-            planned = plan_files(settings, source, path, url, files)
-            ensure_schema_task(settings, table)
-            fanned_out(run, report, planned, source, rows_per_file, table, run_id)
-        else:
-            paths = fetch_source(settings, source, path, url, files, rows_per_file)
-            ensure_schema_task(settings, table)
-            in_process(run, report, paths, table, run_id)
-        _publish(report, settings)
-        if report.failed:
-            raise LoadFailed(report)
-        return report.as_json()
-
-    return Flows(ecommerce_etl, load_one_file)
-
-
-# What deployments run (entrypoints flows/etl.py:ecommerce_etl and flows/etl.py:load_one_file):
-# settings from the environment.
-ecommerce_etl, load_one_file = make_flows()
+    fanout.wait_for(children, done)

@@ -11,7 +11,12 @@ the deployment from the run context; the `load-file` run that did the work is re
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prefect.events import emit_event
+
+if TYPE_CHECKING:
+    from flows.load import FileResult
 
 EVENT_PREFIX = "ecommerce.file"
 QUARANTINE_HIGH = f"{EVENT_PREFIX}.quarantine-high"
@@ -28,16 +33,16 @@ def file_resource(schema: str, table: str, file: str) -> dict[str, str]:
     }
 
 
-def quarantine_share(result: dict) -> float:
-    return result["rows_quarantined"] / result["rows_read"] if result.get("rows_read") else 0.0
+def quarantine_share(result: FileResult) -> float:
+    return result.rows_quarantined / result.rows_read if result.rows_read else 0.0
 
 
-def file_event_names(result: dict, quarantine_alert_ratio: float | None) -> list[str]:
+def file_event_names(result: FileResult, quarantine_alert_ratio: float | None) -> list[str]:
     """The events one file's result stands for (pure, so the rule is testable without a server)."""
-    names = [f"{EVENT_PREFIX}.{result['status']}"]
+    names = [f"{EVENT_PREFIX}.{result.status}"]
     if (
         quarantine_alert_ratio is not None
-        and result["status"] == "loaded"
+        and result.status == "loaded"
         and quarantine_share(result) > quarantine_alert_ratio
     ):
         names.append(QUARANTINE_HIGH)
@@ -50,7 +55,7 @@ def load_file_run(flow_run_id: str) -> dict[str, str]:
 
 
 def emit_file_events(
-    result: dict,
+    result: FileResult,
     schema: str,
     table: str,
     quarantine_alert_ratio: float | None,
@@ -58,11 +63,11 @@ def emit_file_events(
 ) -> list[str]:
     """Emitted in the run that reports the file (the pipeline run, or a `load-file` run on its own),
     whose flow run, flow and deployment Prefect relates from the run context."""
-    payload = {k: result.get(k) for k in PAYLOAD_KEYS}
+    payload = {k: getattr(result, k) for k in PAYLOAD_KEYS}
     payload["quarantine_share"] = round(quarantine_share(result), 6)
     if quarantine_alert_ratio is not None:
         payload["quarantine_alert_ratio"] = quarantine_alert_ratio
     names = file_event_names(result, quarantine_alert_ratio)
     for name in names:
-        emit_event(name, resource=file_resource(schema, table, result["file"]), payload=payload, related=related)
+        emit_event(name, resource=file_resource(schema, table, result.file), payload=payload, related=related)
     return names

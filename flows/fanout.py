@@ -7,7 +7,6 @@ and no result storage, and the artifact survives a failed child (its state would
 
 from __future__ import annotations
 
-import json
 import re
 import time
 import uuid
@@ -31,10 +30,11 @@ from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 from prefect.states import Completed, Failed, State
 
-from flows import sources
+from flows.contract import FileRequest
 from flows.errors import ConfigError
 from flows.load import FileResult
-from flows.report import failed_result, file_result
+from flows.names import TAG, file_run_name
+from flows.report import failed_result
 
 # a `load-file` Job's result, for the pipeline run that started it (JSON in a markdown artifact)
 FILE_RESULT_ARTIFACT_KEY = "ecommerce-etl-file-result"
@@ -44,19 +44,18 @@ POLL_SECONDS = 5.0
 _RESULT_JSON = re.compile(r"```json\n(.*)\n```", re.S)
 
 
-def publish_file_result(result: dict) -> None:
+def publish_file_result(result: FileResult) -> None:
     """On the `load-file` run itself: readable in the UI, parsed by the pipeline run."""
-    body = json.dumps(result, indent=1, default=str)
     create_markdown_artifact(
         key=FILE_RESULT_ARTIFACT_KEY,
-        description=f"Result of loading {result['file']}",
-        markdown=f"# {_inline(result['file'])}: {result['status']}\n\n```json\n{body}\n```\n",
+        description=f"Result of loading {result.file}",
+        markdown=f"# {_inline(result.file)}: {result.status}\n\n```json\n{result.model_dump_json(indent=1)}\n```\n",
     )
 
 
 def parse_file_result(markdown: str) -> FileResult | None:
     match = _RESULT_JSON.search(markdown or "")
-    return file_result(json.loads(match.group(1))) if match else None
+    return FileResult.model_validate_json(match.group(1)) if match else None
 
 
 def _inline(text: str) -> str:
@@ -88,37 +87,23 @@ def check_file_deployment(name: str) -> None:
             ) from None
 
 
-def start_children(
-    deployment: str,
-    planned: list[sources.PlannedFile],
-    source: str,
-    rows_per_file: int | None,
-    table: str | None,
-    run_id: str,
-) -> list[Child]:
+def start_children(deployment: str, files: list[FileRequest]) -> list[Child]:
+    """One flow run of the `load-file` deployment per file, linked to this run as its subflow."""
     children = []
-    for planned_file in planned:
-        parameters = {
-            "file_name": planned_file.name,
-            "source": source,
-            "url": planned_file.url,
-            "rows_per_file": rows_per_file,
-            "table": table,
-            "run_id": run_id,
-        }
+    for file in files:
         child = cast(
             FlowRun,
             run_deployment(
                 deployment,
-                parameters={k: v for k, v in parameters.items() if v is not None},
+                parameters={"file": file.model_dump(mode="json", exclude_defaults=True)},
                 timeout=0,
-                flow_run_name=f"load-{planned_file.name}",
-                tags=["ecommerce-etl"],
-                idempotency_key=f"{run_id}:{planned_file.name}",  # a retried parent finds its children again
+                flow_run_name=file_run_name(file.name),
+                tags=[TAG],
+                idempotency_key=f"{file.run_id}:{file.name}",  # a retried parent finds its children again
             ),
         )
-        children.append(Child(planned_file.name, child.id, child.parent_task_run_id))
-        print(f"{planned_file.name}: load-file run {child.name} ({child.id}) created")
+        children.append(Child(file.name, child.id, child.parent_task_run_id))
+        print(f"{file.name}: load-file run {child.name} ({child.id}) created")
     return children
 
 

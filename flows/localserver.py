@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 
 from flows.errors import ConfigError
-from flows.localdb import LocalPostgres
+from flows.localdb import LocalPostgres, process_alive
 
 PREFECT_DATABASE = "prefect"
 LOG_TAIL_CHARS = 4000
@@ -55,9 +55,6 @@ class LocalPrefectServer:
     def api_url(self) -> str:
         return f"{self.ui_url}/api"
 
-    def flow_run_url(self, flow_run_id: str) -> str:
-        return f"{self.ui_url}/runs/flow-run/{flow_run_id}"
-
     # --- lifecycle -------------------------------------------------------------------------
     def ensure_running(self, timeout: float = 300) -> str:
         """Start the server, or reuse the one a previous run started; returns 'started' or 'reused'."""
@@ -84,9 +81,9 @@ class LocalPrefectServer:
             return False
         os.killpg(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while _alive(pid) and time.monotonic() < deadline:
+        while process_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.2)
-        if _alive(pid):
+        if process_alive(pid):
             os.killpg(pid, signal.SIGKILL)
         self.pid_file.unlink(missing_ok=True)
         return True
@@ -101,15 +98,7 @@ class LocalPrefectServer:
         self.home.mkdir(exist_ok=True)
         with self.log_file.open("a") as log:
             log.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting on port {self.port}\n")
-            log.flush()
-            proc = subprocess.Popen(
-                server_command(self.port),
-                env=self._environment(),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,  # outlives this command; stopped as a process group
-            )
+        proc = spawn_server(self.port, self._environment(), self.log_file)  # outlives this command
         self.pid_file.write_text(f"{proc.pid} {self.port}\n")
         self._wait_healthy(proc.pid, timeout=300)
 
@@ -132,14 +121,14 @@ class LocalPrefectServer:
             pid, port = int(pid_text), int(port_text)
         except (OSError, ValueError):
             return None, None
-        if not _alive(pid) or not _is_prefect_server(pid):
+        if not process_alive(pid) or not _is_prefect_server(pid):
             self.pid_file.unlink(missing_ok=True)  # stale: the machine restarted or it was killed
             return None, None
         return pid, port
 
     def _wait_healthy(self, pid: int, timeout: float) -> None:
         """The first start creates and migrates the database: this can take minutes on a busy machine."""
-        problem = wait_healthy(self.api_url, lambda: _alive(pid), timeout)
+        problem = wait_healthy(self.api_url, lambda: process_alive(pid), timeout)
         if problem == "exited":
             self.pid_file.unlink(missing_ok=True)
             raise RuntimeError(
@@ -161,8 +150,23 @@ def server_command(port: int, *, services: bool = True) -> list[str]:
     return command if services else [*command, "--no-services"]
 
 
+def spawn_server(port: int, env: dict[str, str], log: Path, *, services: bool = True) -> subprocess.Popen:
+    """`prefect server start` in its own session (stopped as a process group), its output appended to `log`."""
+    with log.open("a") as out:
+        return subprocess.Popen(
+            server_command(port, services=services),
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+
 def wait_healthy(api_url: str, running: Callable[[], bool], timeout: float) -> str | None:
-    """None once GET {api_url}/health answers 200; "exited" when `running()` turns false; "timed out"."""
+    """None once GET {api_url}/health answers 200; "exited" when `running()` turns false; "timed out".
+
+    The one health check of a Prefect server process we started: the local one, the tests', the benchmarks'."""
     deadline = time.monotonic() + timeout
     while running():
         try:
@@ -177,17 +181,15 @@ def wait_healthy(api_url: str, running: Callable[[], bool], timeout: float) -> s
 
 
 @contextlib.contextmanager
-def prefect_server_process(port: int, env: dict[str, str], log: Path, *, services: bool = True) -> Iterator[str]:
-    """A `prefect server start` child on 127.0.0.1:port (tests, benchmarks), stopped on exit; yields its API URL."""
+def prefect_server_process(
+    env: dict[str, str], log: Path, *, port: int | None = None, services: bool = True
+) -> Iterator[str]:
+    """A `prefect server start` child on 127.0.0.1 (tests, benchmarks), stopped on exit; yields its API URL.
+    Without `port`, a free one."""
+    port = port or _free_port()
     api_url = f"http://127.0.0.1:{port}/api"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            server_command(port, services=services),
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    log.write_text("")
+    proc = spawn_server(port, {**env, "PREFECT_API_URL": api_url}, log, services=services)
     try:
         problem = wait_healthy(api_url, lambda: proc.poll() is None, timeout=180)
         if problem:
@@ -202,18 +204,10 @@ def prefect_server_process(port: int, env: dict[str, str], log: Path, *, service
             proc.wait(10)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie child of this process counts as gone
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except (OSError, IndexError):
-        return True
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def _is_prefect_server(pid: int) -> bool:

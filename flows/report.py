@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
 from typing import Any
+
+from pydantic import BaseModel, Field
 
 from flows.load import FileResult
 from flows.transform import printable
@@ -34,15 +35,10 @@ def failed_result(name: str, error: str) -> FileResult:
     return FileResult(file=printable(name), status="failed", error=error)
 
 
-def file_result(data: dict) -> FileResult:
-    """A FileResult back from its as_dict() form (how results cross a flow-run boundary)."""
-    known = {f.name for f in fields(FileResult)}
-    return FileResult(**{k: v for k, v in data.items() if k in known})
+class RunReport(BaseModel):
+    """A run's files, in the run's order: what the pipeline flow returns and every rendering reads."""
 
-
-@dataclass
-class RunReport:
-    files: list[FileResult] = field(default_factory=list)
+    files: list[FileResult] = Field(default_factory=list)
     source: str = ""
     table: str = ""
 
@@ -68,6 +64,36 @@ class RunReport:
         for f in self.files:
             lines += _file_section(f)
         return "\n".join(lines) + "\n"
+
+
+def print_table(report: RunReport) -> None:
+    """The run's summary for people, on stderr (the CLI)."""
+    import sys
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="ecommerce-etl")
+    for title, _ in SUMMARY_COLUMNS:
+        table.add_column(title, justify="left" if title in ("file", "status", "error") else "right")
+    for row in report.summary_rows():
+        table.add_row(*(f"{v:,}" if isinstance(v, int) else str(v) for v in row.values()))
+    totals = report.totals
+    table.add_row("total", "", *(f"{totals[k]:,}" for k in TOTALS), "", "", "")
+    # a log file or pipe has no width of its own: wide enough that numbers are never cut
+    Console(stderr=True, width=None if sys.stderr.isatty() else 160).print(table)
+
+
+def result_line(result: FileResult) -> str:
+    """One file's outcome as a log line."""
+    if result.status == "failed":
+        return f"{result.file}: FAILED: {result.error}"
+    if result.status == "skipped":
+        return f"{result.file}: skipped, unchanged since it was loaded ({result.checksum})"
+    return (
+        f"{result.file}: {result.rows_loaded} rows loaded, {result.rows_quarantined} quarantined "
+        f"in {result.seconds:.1f}s ({result.rows_per_second:,.0f} rows/s, {result.load_path} path)"
+    )
 
 
 def _file_section(result: FileResult) -> list[str]:

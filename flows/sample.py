@@ -18,7 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from flows.schema import CSV_HEADER, EVENT_TYPES, MONTH_FILES
+from flows.csv_spec import CSV_HEADER, EVENT_TYPES, MONTH_FILES
 
 # Shares measured on the real dataset.
 EVENT_TYPE_SHARES = (0.467, 0.279, 0.192, 0.062)

@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 
 from psycopg2 import sql
 
-from flows.schema import CSV_COLUMNS, EVENT_TYPES, LOADED_COLUMNS, check_identifier
+from flows.csv_spec import CSV_COLUMNS, EVENT_TYPES, LOADED_COLUMNS
+from flows.identifiers import check_identifier, check_schema_name
 
 COPY_OPTIONS = sql.SQL("(FORMAT csv, ON_ERROR ignore, LOG_VERBOSITY verbose)")
 
@@ -27,7 +28,7 @@ class Names:
     table_setting: str = field(default="ETL_TABLE", compare=False)
 
     def __post_init__(self):
-        check_identifier(self.schema, "ETL_SCHEMA")
+        check_schema_name(self.schema, "ETL_SCHEMA")
         check_identifier(self.table, self.table_setting)
 
     def ident(self, suffix: str = "") -> sql.Composable:
@@ -287,7 +288,7 @@ def copy_raw(names: Names, leaf: str, file_columns: tuple[str, ...]) -> sql.Comp
     )
 
 
-def copy_checked(names: Names, leaf: str, file_columns: tuple[str, ...]) -> sql.Composable:
+def copy_careful(names: Names, leaf: str, file_columns: tuple[str, ...]) -> sql.Composable:
     """Careful path: records re-serialized, columns in the file's order, then their source line."""
     return sql.SQL("COPY {} ({}, source_line) FROM STDIN WITH {}").format(
         sql.Identifier(names.schema, leaf),

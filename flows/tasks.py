@@ -1,4 +1,4 @@
-"""The pipeline's Prefect tasks: fetch the source or one file, ensure the schema, load one file.
+"""The pipeline's Prefect tasks: plan the files, fetch one file, ensure the schema, load one file.
 
 Each gets what it needs as arguments (Settings, a RunOptions). Each is retried on network and
 database errors, never when a retry cannot help: a wrong setting, a bad file, or a refused login
@@ -17,10 +17,12 @@ import sqlalchemy as sa
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from flows import sources
+from flows.contract import FileRequest, RunRequest
 from flows.errors import ConfigError, FileRejected
 from flows.load import FileResult, ensure_schema, load_file
-from flows.settings import Settings, redact
+from flows.report import result_line
+from flows.settings import Settings
+from flows.sources import source_for
 from flows.sql import Names
 from flows.transform import printable
 
@@ -105,39 +107,23 @@ def _database_task(name: str):
     return _retried_task(name, 3, [2.0, 10.0, 30.0])
 
 
-@_source_task("fetch-source")
-def fetch_source(
-    settings: Settings,
-    source: str,
-    path: str | None,
-    url: str | list[str] | None,
-    files: list[str] | None,
-    rows_per_file: int | None,
-) -> list[str]:
-    found = sources.fetch(source, settings, path=path, url=url, rows_per_file=rows_per_file)
-    chosen = sources.select_files(found, files)
-    print(f"{source}: {len(chosen)} file(s): {', '.join(printable(p.name) for p in chosen)}")
-    return [str(p) for p in chosen]
-
-
 @_source_task("plan-files")
-def plan_files(
-    settings: Settings, source: str, path: str | None, url: str | list[str] | None, files: list[str] | None
-) -> list[sources.PlannedFile]:
-    """The files of a fanned-out run, by name, fetching none of them (each Job fetches its own)."""
-    planned = sources.plan_files(source, settings, path=path, url=url, files=files)
-    print(f"{source}: {len(planned)} file(s), one load-file Job each: {', '.join(printable(p.name) for p in planned)}")
+def plan_files(settings: Settings, request: RunRequest, run_id: str) -> list[FileRequest]:
+    """The run's files, by name, fetching none of them (each is fetched by its own unit of work)."""
+    planned = source_for(request.source, settings).plan(request, run_id)
+    print(f"{request.source}: {len(planned)} file(s): {', '.join(printable(f.name) for f in planned)}")
     return planned
 
 
 @_source_task("fetch-file")
-def fetch_file(
-    settings: Settings, source: str, file_name: str, path: str | None, url: str | None, rows_per_file: int | None
-) -> str:
-    fetched = sources.fetch_file(source, settings, file_name, path=path, url=url, rows_per_file=rows_per_file)
-    if source != "local":
-        print(f"{source}: fetched {printable(file_name)} ({fetched.stat().st_size:,} bytes)")
-    return str(fetched)
+def fetch_file(settings: Settings, file: FileRequest) -> Path:
+    """Only this file, where this process runs."""
+    source = source_for(file.source, settings)
+    fetched = source.fetch(file)
+    said = source.describe_fetch(file, fetched)
+    if said:
+        print(printable(said))
+    return fetched
 
 
 @_database_task("ensure-schema")
@@ -155,8 +141,8 @@ def ensure_schema_task(settings: Settings, table: str | None) -> None:
 class _ProgressLog:
     """Byte progress of one file: a log line every 10 %, and the caller's callback on every step."""
 
-    def __init__(self, file: Path, callback: FileProgress | None):
-        self.name = file.name
+    def __init__(self, name: str, file: Path, callback: FileProgress | None):
+        self.name = name
         self.total = file.stat().st_size if file.exists() else 0
         self.callback = callback
         self.done = 0
@@ -178,36 +164,23 @@ class _ProgressLog:
 
 
 @_database_task("copy-file-to-postgres")
-def copy_file(options: RunOptions, path: str, table: str | None, run_id: str) -> dict:
+def copy_file(options: RunOptions, path: Path, file: FileRequest) -> FileResult:
     """One transaction per attempt, so a retry starts clean (see flows/load/)."""
     settings = options.settings
-    file = Path(path)
-    names = names_for(settings, table)
     engine = _engine(settings)
     try:
         result = load_file(
             engine,
-            names,
-            file,
-            run_id=run_id,
-            progress=_ProgressLog(file, options.progress),
+            names_for(settings, file.table),
+            path,
+            source_file=file.name,
+            run_id=file.run_id,
+            progress=_ProgressLog(file.name, path, options.progress),
             parallel=settings.copy_parallelism,
         )
     finally:
         engine.dispose()
     if result.error:
-        result.error = redact(result.error, settings)
-    log_result(result)
-    return result.as_dict()
-
-
-def log_result(result: FileResult) -> None:
-    if result.status == "failed":
-        print(f"{result.file}: FAILED: {result.error}")
-    elif result.status == "skipped":
-        print(f"{result.file}: skipped, unchanged since it was loaded ({result.checksum})")
-    else:
-        print(
-            f"{result.file}: {result.rows_loaded} rows loaded, {result.rows_quarantined} quarantined "
-            f"in {result.seconds:.1f}s ({result.rows_per_second:,.0f} rows/s, {result.path} path)"
-        )
+        result.error = settings.redact(result.error)
+    print(result_line(result))
+    return result

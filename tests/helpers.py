@@ -91,7 +91,7 @@ class PostgresHandle:
         return self.server.port
 
     def tcp_url(self, user: str, password: str, database: str, driver: str = "psycopg2") -> str:
-        return f"postgresql+{driver}://{quote(user)}:{quote(password, safe='')}@{self.host}:{self.port}/{database}"
+        return tcp_url(self.server, user, password, database, driver)
 
     def admin_url(self, db: str = "postgres") -> str:
         return self.tcp_url("postgres", self.password, db)
@@ -114,6 +114,12 @@ class PostgresHandle:
 
     def log_count(self, text: str) -> int:
         return (self.server.pgdata / "server.log").read_text(errors="replace").count(text)
+
+
+def tcp_url(server: LocalPostgres, user: str, password: str, database: str, driver: str = "psycopg2") -> str:
+    """A URL to `server` over 127.0.0.1 (it was started with a port and a password)."""
+    assert server.port, "this server was started without a TCP port"
+    return f"postgresql+{driver}://{quote(user)}:{quote(password, safe='')}@127.0.0.1:{server.port}/{database}"
 
 
 @contextlib.contextmanager
@@ -144,7 +150,6 @@ def started_prefect_server(
 ) -> Iterator[PrefectServerHandle]:
     """`prefect server start` on a free port, its metadata in `database` of `postgres`; stopped on exit."""
     postgres.run_sql(f'CREATE DATABASE "{database}"')
-    port = free_port()
     server_env = {
         **os.environ,
         "PREFECT_HOME": str(home / "server"),
@@ -152,11 +157,10 @@ def started_prefect_server(
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_UI_ENABLED": "false",
         "PREFECT_LOGGING_LEVEL": "WARNING",
-        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",  # what its services' own clients call
         **(extra_env or {}),
     }
     log = home / "server.log"
-    with prefect_server_process(port, server_env, log, services=services) as api_url:
+    with prefect_server_process(server_env, log, services=services) as api_url:
         client_env = {
             "PREFECT_API_URL": api_url,
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -203,6 +207,47 @@ def engine_with_schema(url: str, names=None) -> Iterator[sa.Engine]:
         yield engine
     finally:
         engine.dispose()
+
+
+# --- an HTTP server of files -------------------------------------------------------------------
+
+
+@dataclass
+class WebServer:
+    url: str  # http://127.0.0.1:PORT
+    requests: list[str]  # the paths asked for, in order
+
+
+@contextlib.contextmanager
+def serving(routes: dict[str, bytes | int]) -> Iterator[WebServer]:
+    """A local HTTP server: GET path -> its bytes (200), or the status given for it; anything else 404."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    asked: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            asked.append(self.path)
+            body = routes.get(self.path, 404)
+            if isinstance(body, int):
+                self.send_error(body)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    with ThreadingHTTPServer(("127.0.0.1", 0), Handler) as web:
+        thread = threading.Thread(target=web.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield WebServer(f"http://127.0.0.1:{web.server_address[1]}", asked)
+        finally:
+            web.shutdown()
 
 
 # --- measures -----------------------------------------------------------------------------------

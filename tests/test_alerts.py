@@ -23,7 +23,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from chart_render import base_job_template, render
-from flows.alerts import BLOCK_NAME, TAG, AlertSettings, alert_specs
+from flows.alerts import BLOCK_NAME, TAG, alert_specs
+from flows.settings import AlertSettings
 from flows.sample import write_sample
 from helpers import BIN, REPO, free_port, started_prefect_server
 
@@ -33,8 +34,11 @@ POOL = "alerts-no-worker"
 
 # --- the settings and the automations they ask for (no server) ---------------------------------
 def test_alert_settings_and_specs(monkeypatch, tmp_path):
-    from flows.alerts import load_alert_settings
-    from flows.schema import ConfigError
+    from flows.errors import ConfigError
+    from flows.settings import get_settings
+
+    def load_alert_settings():
+        return get_settings().alerts
 
     for name in (
         "ETL_ALERTS_ENABLED",
@@ -62,7 +66,7 @@ def test_alert_settings_and_specs(monkeypatch, tmp_path):
         load_alert_settings()
     monkeypatch.delenv("ETL_ALERT_WEBHOOK_URL_FILE")
     for name, value, fragment in (
-        ("ETL_ALERT_PENDING_MINUTES", "0.1", r"ETL_ALERT_PENDING_MINUTES=0\.1"),
+        ("ETL_ALERT_PENDING_MINUTES", "0.1", r"ETL_ALERT_PENDING_MINUTES: 0\.1 minutes is below 10 seconds"),
         ("ETL_ALERT_RUNNING_MINUTES", "-1", "ETL_ALERT_RUNNING_MINUTES: Input should be"),
         ("ETL_ALERT_WEBHOOK_URL", "hooks.example/x", r"ETL_ALERT_WEBHOOK_URL.*http"),
     ):

@@ -22,10 +22,10 @@ import sqlalchemy as sa
 
 from chart_render import find, pod_spec, render
 from flows.load import ensure_schema, load_file
-from flows.localdb import LocalPostgres
+from flows.localdb import LocalPostgres, postgres_bin_dir
 from flows.sample import write_sample
 from flows.sql import Names
-from helpers import free_port, postgres_home
+from helpers import free_port, postgres_home, tcp_url
 
 # a PostgreSQL of its own (set up by the chart's init script) and the Helm engine
 pytestmark = [pytest.mark.integration, pytest.mark.chart]
@@ -69,7 +69,7 @@ class Release:
 
     def env(self, **extra: str) -> dict[str, str]:
         """The CronJob's environment, pointed at this server and folder."""
-        return {"PATH": f"{self.server.bin_dir}:/usr/bin:/bin", "LC_ALL": "C.UTF-8",
+        return {"PATH": f"{postgres_bin_dir()}:/usr/bin:/bin", "LC_ALL": "C.UTF-8",
                 **self.rendered_env, "PGHOST": "127.0.0.1", "PGPORT": str(self.server.port),
                 "PGPASSWORD_FILE": str(self.work / "postgres-password"), "BACKUP_ROOT": str(self.backups),
                 **extra}
@@ -84,8 +84,8 @@ class Release:
 
     def url(self, role: str, db: str | None = None) -> str:
         if role == "postgres":
-            return self.server.tcp_url("postgres", self.password, db or "postgres")
-        return self.server.tcp_url(AUTH[role]["username"], self.passwords[role], db or AUTH[role]["database"])
+            return tcp_url(self.server, "postgres", self.password, db or "postgres")
+        return tcp_url(self.server, AUTH[role]["username"], self.passwords[role], db or AUTH[role]["database"])
 
     def query(self, role: str, sql: str, db: str | None = None) -> list:
         engine = sa.create_engine(self.url(role, db))

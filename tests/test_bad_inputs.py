@@ -2,7 +2,7 @@
 with a reason, or the file failed with a message), read = loaded + quarantined holds for every
 file, and a good file loaded in the same run after it still loads.
 
-Files are generated here; archives go through flows.sources._unpack, the path of the url and
+Files are generated here; archives go through flows.sources.archives.unpack, the path of the url and
 kaggle sources.
 """
 
@@ -22,8 +22,8 @@ from fault_tools import NAMES, audit
 from flows import etl
 from flows.errors import FileRejected
 from flows.load import load_file
-from flows.schema import CSV_HEADER
-from flows.sources import _unpack
+from flows.csv_spec import CSV_HEADER
+from flows.sources.archives import unpack
 from flows.transform import MAX_FIELD_CHARS
 from helpers import engine_with_schema, rows
 
@@ -148,7 +148,7 @@ def run(engine, folder: Path, inputs: list[Path]) -> list:
     results = []
     for path in inputs:
         try:
-            files = _unpack(path, folder) if path.exists() else [path]
+            files = unpack(path, folder) if path.exists() else [path]
         except FileRejected as exc:
             results.append(("failed", path.name, str(exc)))
             continue

@@ -7,7 +7,7 @@ import csv
 
 from benchmarks.load import pretransform
 from flows.sample import write_sample
-from flows.schema import CSV_HEADER
+from flows.csv_spec import CSV_HEADER
 
 
 def test_pretransform_streams_rows_with_lineage(tmp_path):

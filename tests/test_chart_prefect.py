@@ -15,7 +15,8 @@ import kubernetes_validate
 import pytest
 import sqlalchemy as sa
 
-from flows.deploy import LOAD_FILE_DEPLOYMENT
+from flows.names import LOAD_FILE_DEPLOYMENT
+from flows.localdb import postgres_bin_dir
 from helpers import CLI, REPO
 from chart_render import (
     VALUE_SETS,
@@ -220,14 +221,16 @@ def test_deploy_command_registers_pool_and_deployments_idempotently(prefect_serv
     # One Job per file: the load-file deployment the chart's ETL_FILE_DEPLOYMENT names, limited to
     # flowRun.maxParallelFiles runs at once by the server (a file beyond it waits, never cancelled).
     load_file = deps["load-file"]
-    assert load_file.work_pool_name == pool and load_file.entrypoint == "flows/etl.py:load_one_file"
+    assert load_file.work_pool_name == pool and load_file.entrypoint == "flows/etl.py:file_flow"
     assert load_file.global_concurrency_limit.limit == 3
     assert load_file.concurrency_options.collision_strategy.value == "ENQUEUE"
     env = {e["name"]: e.get("value") for e in
            template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["ETL_FILE_DEPLOYMENT"] == LOAD_FILE_DEPLOYMENT and env["ETL_MAX_PARALLEL_FILES"] == "3"
-    assert set(load_file.parameter_openapi_schema["properties"]) == {
-        "file_name", "source", "path", "url", "rows_per_file", "table", "run_id"}
+    schema = load_file.parameter_openapi_schema
+    assert set(schema["properties"]) == {"file"} and schema["required"] == ["file"]
+    assert set(schema["definitions"]["FileRequest"]["properties"]) == {
+        "name", "source", "location", "rows_per_file", "table", "run_id"}
 
     # A second install with another flowRun.maxParallelFiles updates the limit in place.
     args[args.index("--max-parallel-files") + 1] = "5"
@@ -258,7 +261,7 @@ def test_deploy_command_registers_pool_and_deployments_idempotently(prefect_serv
     # A file's run, as the pipeline run creates it (run_deployment with one file's parameters):
     # the worker builds its Job from the same template, with its own flow run id.
     child = _client_call(prefect_server.api_url, lambda c: c.create_flow_run_from_deployment(
-        deps2["load-file"].id, parameters={"file_name": "2019-Oct.csv", "source": "sample", "rows_per_file": 500}))
+        deps2["load-file"].id, parameters={"file": {"name": "2019-Oct.csv", "source": "sample", "rows_per_file": 500}}))
     child_job = asyncio.run(job_manifest_for_flow_run(prefect_server.api_url, wp2.base_job_template,
                                                       deps2["load-file"].id, child.id))
     _validate_job(child_job)
@@ -296,7 +299,7 @@ def test_postgres_init_script_on_real_postgres(postgres, tmp_path):
     sts = find(docs, "StatefulSet", f"{FULL}-postgresql")["spec"]["template"]["spec"]
     files = secret_files(sts, sts["containers"][0])
     sts_env = {e["name"]: e["value"] for e in sts["containers"][0]["env"]}
-    env = {**os.environ, "PATH": f"{postgres.server.bin_dir}:{os.environ['PATH']}",
+    env = {**os.environ, "PATH": f"{postgres_bin_dir()}:{os.environ['PATH']}",
            "POSTGRES_USER": "postgres", "PGHOST": postgres.host, "PGPORT": str(postgres.port),
            "PGPASSWORD": postgres.password}
     for name in ("ROLE_PREFECT_PASSWORD_FILE", "ROLE_ETL_PASSWORD_FILE"):

@@ -566,7 +566,7 @@ def test_chart_metadata_and_layout():
     ({"fanOut": False, "maxParallelFiles": 2}, None, "2"),
 ])
 def test_fan_out_values_reach_the_flow_run_env_and_the_hook(flow_run, fan_out_env, limit):
-    from flows.deploy import LOAD_FILE_DEPLOYMENT
+    from flows.names import LOAD_FILE_DEPLOYMENT
 
     docs = render({"flowRun": flow_run})
     pod = base_job_template(docs)["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]

@@ -225,8 +225,8 @@ def assert_same(actual: dict, expected: dict, where: str) -> None:
 def check_loaded(engine, name: str, data: bytes, tuning: Tuning, result, expected, fast_compatible: bool,
                  record=event) -> None:
     """One load of `data` as `name` against the oracle's fate, then forgotten."""
-    where = f"{name!r} on the {tuning.path} path ({result.path})"
-    record(f"{tuning.path}: {result.status} via {result.path}")
+    where = f"{name!r} on the {tuning.path} path ({result.load_path})"
+    record(f"{tuning.path}: {result.status} via {result.load_path}")
     if result.rows_quarantined:
         record(f"{tuning.path}: some rows quarantined")
     if expected.rejected:
@@ -240,7 +240,7 @@ def check_loaded(engine, name: str, data: bytes, tuning: Tuning, result, expecte
         len(loaded) + len(quarantined), len(loaded), len(quarantined)), where
     assert result.checksum == checksum(data, tuning.block_bytes), f"{where}: the checksum is not SPEC.md's"
     if fast_compatible and tuning is SEGMENTED:
-        assert result.path == "fast", f"{where}: a file without structural problems left the fast path"
+        assert result.load_path == "fast", f"{where}: a file without structural problems left the fast path"
     forgotten = forget_file(engine, NAMES, name)
     assert (forgotten.rows_loaded, forgotten.rows_quarantined) == (len(loaded), len(quarantined))
     assert table_rows(engine, name) == ({}, {})

@@ -39,10 +39,11 @@ from prefect.utilities.callables import parameter_schema
 
 from fault_tools import audit
 from flows import etl
-from flows.deploy import LOAD_FILE_FLOW, deployment_specs
+from flows.deploy import deployment_specs
+from flows.names import LOAD_FILE_FLOW
 from flows.fanout import FILE_RESULT_ARTIFACT_KEY
 from flows.sample import write_sample
-from flows.schema import MONTH_FILES
+from flows.csv_spec import MONTH_FILES
 from flows.settings import get_settings
 from helpers import BIN, CLI, REPO, overlap, rows
 from kaggle_standin import DOWNLOAD_PATH, KEY, LIST_PATH, STORAGE, USER
@@ -81,10 +82,10 @@ def test_in_process_files_load_concurrently_each_its_own_subflow(prefect_api, da
         with lock:
             calls.append((name, done, total))
 
-    pipeline = etl.make_flows(etl.RunOptions(get_settings(), progress=progress)).pipeline
-    state = pipeline(source="sample", rows_per_file=40_000, return_state=True)
+    with etl.run_options(etl.RunOptions(get_settings(), progress=progress)):
+        state = etl.ecommerce_etl(source="sample", rows_per_file=40_000, return_state=True)
     assert state.is_completed(), state
-    summary = state.result()
+    summary = state.result().as_json()
     assert [f["file"] for f in summary["files"]] == list(MONTH_FILES)  # the report keeps the files' order
     assert summary["rows_loaded"] == 5 * 40_000 and summary["rows_quarantined"] == 0
     assert rows(data_db, "select count(*), count(distinct (source_file, source_line)) from ecommerce_events") == [
@@ -128,7 +129,9 @@ def active_copies(admin_url: str, database: str) -> int:
 def test_kill_during_a_concurrent_load_then_rerun_gives_the_clean_result(prefect_server, postgres, tmp_path,
                                                                          record_property):
     folder = tmp_path / "in"
-    write_sample(folder, rows_per_file=150_000, files=MONTH_FILES[:3])
+    # each COPY (about 1 s per 150,000 rows here) must outlast the next file's subflow start (about 1 s on a
+    # busy machine), or two never run at once
+    write_sample(folder, rows_per_file=400_000, files=MONTH_FILES[:3])
     reference_url = postgres.create_database("fanout_kill_reference")
     killed_url = postgres.create_database("fanout_kill")
     env = {**os.environ, **prefect_server.env, "ETL_DATA_DIR": str(tmp_path / "data"),
@@ -189,7 +192,7 @@ def fanout(prefect_server, postgres, tmp_path_factory):
         deployment_id = client.create_deployment(
             flow_id=client.create_flow_from_name(spec.flow), name=name, work_pool_name=pool,
             entrypoint=spec.entrypoint,
-            parameter_openapi_schema=parameter_schema(etl.load_one_file).model_dump_for_openapi(),
+            parameter_openapi_schema=parameter_schema(etl.file_flow).model_dump_for_openapi(),
             enforce_parameter_schema=True, concurrency_limit=spec.concurrency_limit,
             concurrency_options=ConcurrencyOptions(collision_strategy=ConcurrencyLimitStrategy.ENQUEUE),
             job_variables={"working_dir": str(REPO)},
@@ -219,7 +222,7 @@ def fanned_out_pipeline(fanout, monkeypatch, tmp_path):
     monkeypatch.setenv("ETL_DATA_DIR", str(tmp_path / "parent-data"))
     monkeypatch.setenv("ETL_FILE_DEPLOYMENT", fanout["deployment"])
     monkeypatch.setattr("flows.fanout.POLL_SECONDS", 1.0)
-    return etl.make_flows().pipeline
+    return etl.ecommerce_etl
 
 
 def deployment_runs(fanout, parent_id) -> list[FlowRun]:
@@ -240,7 +243,7 @@ def test_fan_out_runs_one_deployment_run_per_file_within_the_limit(fanout, prefe
     state = pipeline(source="sample", rows_per_file=ROWS, return_state=True)
     seconds = time.monotonic() - started
     assert state.is_completed(), f"{state}\n{fanout['worker_log'].read_text()[-4000:]}"
-    summary = state.result()
+    summary = state.result().as_json()
     assert [(f["file"], f["status"], f["rows_loaded"]) for f in summary["files"]] == [
         (f, "loaded", ROWS) for f in MONTH_FILES]
     # nothing was fetched where the pipeline ran: each child fetched its own file
@@ -250,7 +253,7 @@ def test_fan_out_runs_one_deployment_run_per_file_within_the_limit(fanout, prefe
     children = deployment_runs(fanout, parent_id)
     assert sorted(c.name for c in children) == sorted(f"load-{f}" for f in MONTH_FILES)
     assert {c.state.type.value for c in children} == {"COMPLETED"}
-    assert {c.parameters["file_name"] for c in children} == set(MONTH_FILES)
+    assert {c.parameters["file"]["name"] for c in children} == set(MONTH_FILES)
     most = overlap([(c.start_time.timestamp(), c.end_time.timestamp()) for c in children])
     held_back = [c.name for c in children if "AwaitingConcurrencySlot" in state_names(c.id)]
     print(f"\nfan-out: 5 files, at most {most} running at once (limit {LIMIT}), {len(held_back)} held back by "
@@ -280,7 +283,7 @@ def test_fan_out_runs_one_deployment_run_per_file_within_the_limit(fanout, prefe
     # A rerun of the parent skips every file: no new rows.
     again = pipeline(source="sample", rows_per_file=ROWS, return_state=True)
     assert again.is_completed(), again
-    assert {f["status"] for f in again.result()["files"]} == {"skipped"}
+    assert {f.status for f in again.result().files} == {"skipped"}
     assert rows(fanout["database"], "select count(*) from ecommerce_events") == [(5 * ROWS,)]
 
 
@@ -299,7 +302,7 @@ def test_a_child_rerun_alone_loads_exactly_its_file_once(fanout, prefect_api, tm
     # Nov is regenerated with one more row: the lone run must replace Nov, and only Nov.
     before = dict(rows(fanout["database"], "select source_file, count(*) from ecommerce_events group by 1"))
     assert before == dict.fromkeys(MONTH_FILES, ROWS), "runs after the fan-out test"
-    params = {"file_name": "2019-Nov.csv", "source": "sample", "rows_per_file": ROWS + 1}
+    params = {"file": {"name": "2019-Nov.csv", "source": "sample", "rows_per_file": ROWS + 1}}
     run = run_child_alone(fanout, params)
     assert run.state.is_completed(), f"{run.state!r}\n{fanout['worker_log'].read_text()[-3000:]}"
     after = dict(rows(fanout["database"], "select source_file, count(*) from ecommerce_events group by 1"))
@@ -371,7 +374,7 @@ def test_fan_out_of_kaggle_downloads_each_file_in_its_own_child(fanout, prefect_
     pipeline = fanned_out_pipeline(fanout, monkeypatch, tmp_path)
     state = pipeline(source="kaggle", table="kaggle_events", return_state=True)
     assert state.is_completed(), f"{state}\n{fanout['worker_log'].read_text()[-4000:]}"
-    assert [(f["file"], f["rows_loaded"]) for f in state.result()["files"]] == [(f, 300) for f in MONTH_FILES]
+    assert [(f.file, f.rows_loaded) for f in state.result().files] == [(f, 300) for f in MONTH_FILES]
     requests = kaggle_standin.requests
     # the parent listed the files through the client; it downloaded nothing
     assert [r["path"] for r in requests].count(LIST_PATH) == 1 and not (tmp_path / "parent-data").exists()

@@ -12,7 +12,7 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, Fl
 from flows import etl
 from flows.sample import write_sample
 from flows.settings import get_settings
-from helpers import CLI, rows
+from helpers import CLI, rows, serving
 
 
 
@@ -35,7 +35,7 @@ async def _artifact_and_subflows(flow_run_id):
 def test_flow_loads_sample_publishes_artifact_and_rerun_skips(pipeline_env):
     state = etl.ecommerce_etl(source="sample", rows_per_file=2000, return_state=True)
     assert state.is_completed(), state
-    summary = state.result()
+    summary = state.result().as_json()
     assert summary["rows_read"] == summary["rows_loaded"] == 10_000 and summary["rows_quarantined"] == 0
     assert [f["file"] for f in summary["files"]] == ["2019-Oct.csv", "2019-Nov.csv", "2019-Dec.csv", "2020-Jan.csv", "2020-Feb.csv"]
     assert rows(pipeline_env, "select count(*) from ecommerce_events") == [(10_000,)]
@@ -48,7 +48,7 @@ def test_flow_loads_sample_publishes_artifact_and_rerun_skips(pipeline_env):
     assert {"2019-Oct.csv", "2020-Feb.csv"} <= {s.name.removeprefix("load-") for s in subflows}
 
     again = etl.ecommerce_etl(source="sample", rows_per_file=2000, return_state=True)
-    assert {f["status"] for f in again.result()["files"]} == {"skipped"}
+    assert {f.status for f in again.result().files} == {"skipped"}
     artifacts, _, _ = asyncio.run(_artifact_and_subflows(again.state_details.flow_run_id))
     latest = max(artifacts, key=lambda a: a.created)
     table = json.loads(latest.data) if isinstance(latest.data, str) else latest.data
@@ -66,8 +66,8 @@ def test_task_retry_after_a_failure_mid_load_leaves_no_duplicates(pipeline_env, 
             raise ConnectionResetError("injected: connection lost mid-COPY")
 
     monkeypatch.setattr(etl.copy_file, "retry_delay_seconds", [0])
-    pipeline = etl.make_flows(etl.RunOptions(get_settings(), progress=fail_once)).pipeline
-    summary = pipeline(source="local", path=str(tmp_path / "in"))
+    with etl.run_options(etl.RunOptions(get_settings(), progress=fail_once)):
+        summary = etl.ecommerce_etl(source="local", path=str(tmp_path / "in")).as_json()
     assert failures == ["2019-Oct.csv"]  # the first attempt really failed...
     assert summary["files"][0]["status"] == "loaded"  # ...and the retry loaded it
     assert rows(pipeline_env, "select count(*), count(distinct source_line) from ecommerce_events") == [(40_000, 40_000)]
@@ -157,25 +157,13 @@ def test_cli_an_empty_selection_exits_2_with_one_json_object_naming_what_was_loo
 
 
 def test_cli_json_is_one_object_when_the_source_fails(prefect_server, data_db, tmp_path):
-    import http.server
-    import threading
-
-    class NotFound(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - http.server's name
-            self.send_error(404)
-
-        def log_message(self, *args):
-            pass
-
-    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotFound) as web:
-        threading.Thread(target=web.serve_forever, daemon=True).start()
-        url = f"http://127.0.0.1:{web.server_address[1]}/2019-Oct.csv"
-        done = _cli(["run", "--source", "url", "--url", url, "--database-url", data_db, "--json"],
-                    {**prefect_server.env, "ETL_DATA_DIR": str(tmp_path / "data")})
-        web.shutdown()
+    with serving({}) as web:  # every path: 404
+        done = _cli(["run", "--source", "url", "--url", f"{web.url}/2019-Oct.csv", "--database-url", data_db,
+                     "--json"], {**prefect_server.env, "ETL_DATA_DIR": str(tmp_path / "data")})
     out = _one_json_object(done)
     assert done.returncode == 1 and out["status"] == "failed", done.stderr[-2000:]
-    assert "HTTP 404" in out["error"] and out["files"] == []
+    (file,) = out["files"]
+    assert (file["file"], file["status"]) == ("2019-Oct.csv", "failed") and "HTTP 404" in file["error"]
     assert out["flow_run_url"].startswith(prefect_server.api_url.removesuffix("/api") + "/runs/flow-run/")
 
 

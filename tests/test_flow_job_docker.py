@@ -27,6 +27,7 @@ import pytest
 import sqlalchemy as sa
 
 import chart_render as cr
+from flows.localdb import postgres_bin_dir
 from helpers import BIN, REPO, free_port, overlap, started_postgres, wait_for_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(2400)]  # docker: flow_image
@@ -270,7 +271,7 @@ def _release(stack: contextlib.ExitStack, tmp_path_factory):
         script_path.write_text(script)
         init = subprocess.run(
             ["bash", str(script_path)], capture_output=True, text=True, timeout=60,
-            env={**os.environ, **pg_env, "PATH": f"{pg.bin_dir}{os.pathsep}{os.environ['PATH']}",
+            env={**os.environ, **pg_env, "PATH": f"{postgres_bin_dir()}{os.pathsep}{os.environ['PATH']}",
                  "PGHOST": str(pg.socket_dir), "PGPORT": str(pg.socket_port)},
         )
         assert init.returncode == 0, f"chart initdb script failed:\n{init.stderr}"

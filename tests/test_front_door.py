@@ -25,7 +25,7 @@ import pytest
 
 import browser
 from flows.localdb import LocalPostgres
-from flows.schema import MONTH_FILES
+from flows.csv_spec import MONTH_FILES
 from helpers import CLI, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]  # the CLI starts its own servers
@@ -130,6 +130,15 @@ def test_first_run_on_a_fresh_machine_keeps_the_run_in_the_local_ui(front_door, 
     summary = json.loads(summary) if isinstance(summary, str) else summary
     assert {r["file"]: r["rows loaded"] for r in summary} == dict.fromkeys(MONTH_FILES, SAMPLE_ROWS)
     assert "Nothing quarantined" in artifacts["ecommerce-etl-quarantine"]["data"]
+
+
+def test_psql_opens_the_embedded_database_the_run_loaded(front_door, first_run):
+    done = front_door.cli("psql", "-c", "select source_file, count(*) from ecommerce_events group by 1 order by 1",
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for name in MONTH_FILES:
+        assert f" {name} | {SAMPLE_ROWS:>5}" in done.stdout, done.stdout
+    assert "(5 rows)" in done.stdout
 
 
 def test_the_local_server_keeps_its_metadata_in_the_embedded_postgres(front_door, first_run):

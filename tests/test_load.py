@@ -8,7 +8,7 @@ import sqlalchemy as sa
 
 from flows.load import Tuning, load_file
 from flows.sample import write_sample
-from flows.schema import CSV_HEADER
+from flows.csv_spec import CSV_HEADER
 from flows.sql import Names
 
 NAMES = Names("public", "ecommerce_events")
@@ -32,7 +32,7 @@ def test_all_rows_load_once_and_rerun_skips(engine, tmp_path):
     paths = write_sample(tmp_path, rows_per_file=3000)
     first = [load_file(engine, NAMES, p) for p in paths]
     assert [r.status for r in first] == ["loaded"] * 5
-    assert all(r.path == "fast" and r.rows_read == r.rows_loaded == 3000 for r in first)
+    assert all(r.load_path == "fast" and r.rows_read == r.rows_loaded == 3000 for r in first)
     assert counts(engine) == (15000, 15000, 0, 5)
     # exact-duplicate rows of the dataset are real data: kept, on their own lines
     dupes = q(engine, "select count(*) - count(distinct (event_time, event_type, product_id, user_id, user_session, price)) from ecommerce_events")[0][0]
@@ -89,7 +89,7 @@ def test_bad_rows_are_quarantined_and_nothing_is_lost(engine, tmp_path):
     path = tmp_path / "types.csv"
     path.write_text(HEADER + "".join(lines))
     fast = load_file(engine, NAMES, path)
-    assert (fast.path, fast.rows_read, fast.rows_loaded, fast.rows_quarantined) == ("fast", 8, 4, 4)
+    assert (fast.load_path, fast.rows_read, fast.rows_loaded, fast.rows_quarantined) == ("fast", 8, 4, 4)
     assert dict(q(engine, "select source_line, reason from ecommerce_events_quarantine where source_file='types.csv'")) == {
         3: 'event_type: "bogus" is not one of view, cart, remove_from_cart, purchase',
         4: 'event_time: "2019-04-31 00:00:02 UTC" is not a timestamp like "2019-10-01 00:00:00 UTC"',
@@ -104,7 +104,7 @@ def test_bad_rows_are_quarantined_and_nothing_is_lost(engine, tmp_path):
     path = tmp_path / "structure.csv"
     path.write_text(HEADER + "".join(lines) + '2019-10-01 00:00:09 UTC,cart,1,2,"multi\nline",b,1,3,\n')
     careful = load_file(engine, NAMES, path)
-    assert (careful.path, careful.rows_read, careful.rows_loaded, careful.rows_quarantined) == ("checked", 9, 3, 6)
+    assert (careful.load_path, careful.rows_read, careful.rows_loaded, careful.rows_quarantined) == ("careful", 9, 3, 6)
     reasons = dict(q(engine, "select source_line, reason from ecommerce_events_quarantine where source_file='structure.csv'"))
     assert reasons == {
         3: 'event_type: "bogus" is not one of view, cart, remove_from_cart, purchase',
@@ -172,7 +172,7 @@ def test_segments_load_in_parallel_with_exact_line_numbers(engine, tmp_path):
     path = tmp_path / "2019-Oct.csv"
     path.write_text(HEADER + "".join(lines))
     result = load_file(engine, NAMES, path, tuning=Tuning(parallel=4, min_segment_bytes=1, block_bytes=512))
-    assert (result.path, result.rows_read, result.rows_loaded, result.rows_quarantined) == ("fast", 1000, 998, 2)
+    assert (result.load_path, result.rows_read, result.rows_loaded, result.rows_quarantined) == ("fast", 1000, 998, 2)
     segments = q(engine, """select count(*) from pg_inherits i join pg_class c on c.oid = i.inhparent
                             where starts_with(c.relname, 'ecommerce_events$p')""")[0][0]
     assert segments == 4
@@ -190,7 +190,7 @@ def test_structural_problem_in_one_segment_loads_whole_file_carefully(engine, tm
     path.write_text(HEADER + "".join(lines))
     advances = []
     result = load_file(engine, NAMES, path, progress=advances.append, tuning=Tuning(parallel=3, min_segment_bytes=1, block_bytes=512))
-    assert (result.path, result.rows_read, result.rows_loaded, result.rows_quarantined) == ("checked", 400, 399, 1)
+    assert (result.load_path, result.rows_read, result.rows_loaded, result.rows_quarantined) == ("careful", 400, 399, 1)
     # progress starts over (a negative advance) for the careful pass instead of counting the file twice
     running = [sum(advances[: i + 1]) for i in range(len(advances))]
     assert max(running) <= path.stat().st_size - len(HEADER)

@@ -16,7 +16,7 @@ from oracle import expected_fate
 from flows.errors import ConfigError
 from flows.load import Tuning, ensure_schema, forget_file, load_file
 from flows.load.careful import _Batch
-from flows.schema import CSV_HEADER
+from flows.csv_spec import CSV_HEADER
 from flows.sql import Names
 from helpers import CLI
 
@@ -227,7 +227,7 @@ def test_quoted_empty_fields_mean_the_same_as_empty_fields_on_both_paths(engine,
     plain = write(tmp_path, "plain.csv", HEADER + _row(brand="", user_session=""))  # the fast path
     quoted = write(tmp_path, "quoted.csv", HEADER + _row(brand='""', user_session='""'))  # quotes: the careful path
     results = [load_file(engine, NAMES, p) for p in (plain, quoted)]
-    assert [r.path for r in results] == ["fast", "checked"]
+    assert [r.load_path for r in results] == ["fast", "careful"]
     assert rows(engine, "select source_file, brand, user_session from ecommerce_events order by 1") == [
         ("plain.csv", None, None), ("quoted.csv", None, None)]
 

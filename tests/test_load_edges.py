@@ -55,7 +55,7 @@ def test_two_files_whose_name_hashes_share_a_prefix_load_at_once_with_every_row_
     results = {first: load_file(engine, NAMES, paths[first], tuning=SEGMENTED, checkpoint=cut_in)}
     assert cut_in.fired.is_set(), f"the first load never reached {step} {when}"
     results[second] = cut_in.join()
-    assert {n: (r.status, r.path, r.rows_loaded) for n, r in results.items()} == {
+    assert {n: (r.status, r.load_path, r.rows_loaded) for n, r in results.items()} == {
         first: ("loaded", "fast", 1000), second: ("loaded", "fast", 1000)}
     found = audit(data_db)
     assert found.problems == [] and found.leftovers == []
@@ -85,7 +85,7 @@ def test_a_long_value_copy_refuses_gets_the_careful_paths_whole_reason_on_the_fa
         file = tmp_path / f"{path}.csv"
         file.write_text("".join(text))
         results[path] = load_file(engine, NAMES, file, tuning=Tuning(path=path))
-    assert [r.path for r in results.values()] == ["fast", "checked"]
+    assert [r.load_path for r in results.values()] == ["fast", "careful"]
     expected = f'event_type: "{value}" is not one of view, cart, remove_from_cart, purchase'
     assert q(engine, "select source_file, source_line, reason from ecommerce_events_quarantine order by 1") == [
         ("auto.csv", 3, expected), ("careful.csv", 3, expected)]

@@ -32,10 +32,10 @@ import sqlalchemy as sa
 
 from chart_render import find, pod_spec, render
 from flows.load import ensure_schema, load_file
-from flows.localdb import LocalPostgres, _bin_dir
+from flows.localdb import LocalPostgres, postgres_bin_dir
 from flows.sample import write_sample
 from flows.sql import Names
-from helpers import free_port
+from helpers import free_port, tcp_url
 
 # servers of its own (Debian's PostgreSQL 15, the wheel's 18, Prefect) and the Helm engine
 pytestmark = [pytest.mark.integration, pytest.mark.chart, pytest.mark.timeout(1800)]
@@ -176,15 +176,15 @@ def _pipeline_rows_onto(server: Server, passwords: dict, files: list[Path], owne
     the `SET` of a setting 15 does not know is the only line left out."""
     scratch = LocalPostgres(owner[1] / "scratch", port=free_port(), password="scratch", durable=False).start()
     try:
-        engine = sa.create_engine(scratch.tcp_url("postgres", "scratch", "postgres"))
+        engine = sa.create_engine(tcp_url(scratch, "postgres", "scratch", "postgres"))
         with engine.connect() as conn:
             conn.execution_options(isolation_level="AUTOCOMMIT").execute(sa.text("CREATE DATABASE ecommerce"))
         engine.dispose()
-        engine = sa.create_engine(scratch.tcp_url("postgres", "scratch", "ecommerce"))
+        engine = sa.create_engine(tcp_url(scratch, "postgres", "scratch", "ecommerce"))
         ensure_schema(engine, NAMES)
         assert [load_file(engine, NAMES, f).status for f in files] == ["loaded"] * len(files)
         engine.dispose()
-        dumped = subprocess.run([str(scratch.bin_dir / "pg_dump"), "--no-owner", "--no-privileges", "-h", "127.0.0.1",
+        dumped = subprocess.run([str(postgres_bin_dir() / "pg_dump"), "--no-owner", "--no-privileges", "-h", "127.0.0.1",
                                  "-p", str(scratch.port), "-U", "postgres", "ecommerce"], capture_output=True, text=True,
                                 env={"PGPASSWORD": "scratch", "PATH": "/usr/bin:/bin"}, timeout=120, check=True).stdout
     finally:
@@ -229,11 +229,10 @@ def check_upgraded(new: Server, old: dict, work: Path) -> None:
 def _serve_prefect(server: Server, password: str, work: Path) -> None:
     from flows.localserver import prefect_server_process
 
-    port = free_port()
     env = {**os.environ, "PREFECT_HOME": str(work / "prefect-serve"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            "PREFECT_SERVER_UI_ENABLED": "false",
            "PREFECT_SERVER_DATABASE_CONNECTION_URL": server.url("prefect", password, "prefect", "asyncpg")}
-    with prefect_server_process(port, env, work / "prefect-server.log", services=False) as api_url:
+    with prefect_server_process(env, work / "prefect-server.log", services=False) as api_url:
         assert httpx.get(f"{api_url}/health", timeout=10).json() is True
         assert httpx.post(f"{api_url}/flows/filter", json={}, timeout=10).status_code == 200
 
@@ -261,8 +260,8 @@ def test_dump_and_restore_from_15_to_18_as_upgrading_md_describes(owner, old, tm
     (name,) = os.listdir(backups)
     assert (backups / name / "server-version").read_text().startswith("15.")
     new_data = owner[1] / "restored" / "18" / "docker"
-    initdb(owner, _bin_dir(), new_data, old["passwords"]["postgres"])
-    new = Server(owner, _bin_dir(), new_data, old["passwords"]["postgres"]).start()
+    initdb(owner, postgres_bin_dir(), new_data, old["passwords"]["postgres"])
+    new = Server(owner, postgres_bin_dir(), new_data, old["passwords"]["postgres"]).start()
     try:
         run_init_script(new, old["passwords"], tmp_path)
         started = time.monotonic()
@@ -282,7 +281,7 @@ def test_dump_and_restore_from_15_to_18_as_upgrading_md_describes(owner, old, tm
 def test_pg_upgrade_from_15_to_18_on_the_same_volume_keeps_every_row(owner, old, tmp_path):
     """Runs last: --link hands the 15 cluster's files to the 18 one."""
     volume, pw = old["volume"], old["passwords"]
-    wheel = _bin_dir()
+    wheel = postgres_bin_dir()
     # PostgreSQL 18's initdb turns data checksums on (the 18 image's clusters have them); 15's did
     # not: pg_upgrade needs both alike, so the old cluster gets them first (offline).
     as_owner(owner, str(PG15 / "pg_checksums"), "--enable", "-D", str(volume / "15" / "docker"))

@@ -8,7 +8,7 @@ from flows.errors import ConfigError
 from flows.events import QUARANTINE_HIGH, file_event_names, file_resource
 from flows.load import FileResult, summarise_quarantine
 from flows.localserver import configured_api_url
-from flows.report import SUMMARY_COLUMNS, RunReport, file_result
+from flows.report import SUMMARY_COLUMNS, RunReport
 from flows.settings import get_settings
 
 
@@ -26,10 +26,21 @@ def test_one_column_list_feeds_the_artifact_and_the_table():
     assert [f.status for f in report.failed] == ["failed"]
 
 
-def test_results_survive_their_dict_form():
+def test_results_survive_their_json_form():
     result = _loaded(quarantined=2, quarantine_by_reason={"price: value is not a finite decimal number": 2},
-                     quarantine_examples=[{"line": 3, "reason": "r", "raw": "x"}])
-    assert file_result(result.as_dict()) == result  # rows_per_second (derived) is dropped and recomputed
+                     quarantine_examples=[{"line": 3, "reason": "r", "raw": "x"}], load_path="careful")
+    as_json = result.as_dict()
+    assert as_json["rows_per_second"] == 5.0 and as_json["load_path"] == "careful"
+    assert FileResult.model_validate(as_json) == result  # rows_per_second (derived) is dropped and recomputed
+    assert FileResult.model_validate_json(result.model_dump_json()) == result
+
+
+@pytest.mark.parametrize("field, value", [("status", "done"), ("load_path", "checked")])
+def test_a_result_names_only_known_statuses_and_load_paths(field, value):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError):
+        FileResult.model_validate({"file": "a.csv", "status": "loaded", field: value})
 
 
 def test_quarantine_report_counts_each_reason_and_shows_example_lines():
@@ -63,7 +74,7 @@ def test_quarantine_report_says_nothing_quarantined():
     ({"status": "failed", "rows_read": 0, "rows_quarantined": 0}, 0.0, ["ecommerce.file.failed"]),
 ])
 def test_file_events(result, ratio, names):
-    assert file_event_names(result, ratio) == names
+    assert file_event_names(FileResult(file="a.csv", **result), ratio) == names
 
 
 def test_file_resource_names_the_table_and_the_file():

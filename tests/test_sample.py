@@ -11,7 +11,7 @@ import pytest
 
 import flows.sample as sample
 from flows.cli import main
-from flows.schema import CSV_HEADER, MONTH_FILES
+from flows.csv_spec import CSV_HEADER, MONTH_FILES
 
 
 def test_one_month_alone_has_the_same_bytes_as_in_the_five_file_sample(tmp_path):
@@ -90,9 +90,7 @@ def test_cli_sample_full_writes_the_full_row_counts(tmp_path, monkeypatch, capsy
 
 
 def test_cli_sample_full_and_rows_per_file_are_exclusive(tmp_path, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(["sample", "--out", str(tmp_path), "--full", "--rows-per-file", "10"])
-    assert exc.value.code == 2 and "not allowed with argument --full" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as exc:
-        main(["sample", "--out", str(tmp_path), "--rows-per-file", "0"])
-    assert exc.value.code == 2
+    assert main(["sample", "--out", str(tmp_path), "--full", "--rows-per-file", "10"]) == 2
+    assert "not allowed with argument --full" in capsys.readouterr().err
+    assert main(["sample", "--out", str(tmp_path), "--rows-per-file", "0"]) == 2
+    assert "--rows-per-file: 0 is not a positive number" in capsys.readouterr().err

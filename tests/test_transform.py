@@ -7,8 +7,9 @@ import pytest
 
 from flows.errors import ConfigError, FileRejected
 from flows.sample import generate_month, write_sample
-from flows.schema import CSV_HEADER, check_identifier
-from flows.settings import Settings, get_settings, normalise_database_url, redact
+from flows.csv_spec import CSV_HEADER
+from flows.identifiers import check_identifier, check_schema_name
+from flows.settings import Secrets, Settings, get_settings, normalise_database_url, url_password
 from flows.transform import (
     MAX_FIELD_CHARS,
     check_record,
@@ -132,6 +133,44 @@ def test_database_urls():
         normalise_database_url("mysql://u:p@h/d", "DATABASE_URL")
     with pytest.raises(ConfigError, match="not a database URL"):
         normalise_database_url("nonsense", "DATABASE_URL")
+    with pytest.raises(ConfigError, match="--database-url has a port that is not a number") as refused:
+        normalise_database_url("postgresql://u:hunter2@h:abc/d", "--database-url")
+    assert "hunter2" not in str(refused.value)
+
+
+@pytest.mark.parametrize("url, password, host", [
+    ("postgresql://etl:Sup3r@S3cretTail@127.0.0.1:5432/db", "Sup3r@S3cretTail", "127.0.0.1"),  # "@" unencoded
+    ("postgresql://etl:Sup3r%40S3cretTail@127.0.0.1:5432/db", "Sup3r@S3cretTail", "127.0.0.1"),  # encoded
+    ("postgresql://etl:a:b/c@db/x?sslmode=require", "a:b/c", "db"),
+    ("postgresql://etl@db/x", None, "db"),
+])
+def test_a_password_is_the_text_up_to_the_last_at_sign_before_the_host(url, password, host):
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(normalise_database_url(url, "DATABASE_URL"))
+    assert (parsed.username, parsed.password, parsed.host) == ("etl", password, host)
+    assert url_password(url) == password
+
+
+def test_secrets_are_removed_by_value_whatever_they_hold():
+    secrets = Secrets.of("Sup3r@S3cretTail", "p a/ss", None, "")
+    text = "could not connect as etl:Sup3r%40S3cretTail, Sup3r@S3cretTail, p%20a%2Fss or p a/ss"
+    assert secrets.redact(text) == "could not connect as etl:***, ***, *** or ***"
+
+
+def test_secrets_of_the_environment_are_known_before_the_settings_are_read(monkeypatch, tmp_path):
+    monkeypatch.setenv("DATABASE_URL", "postgresql://etl:Sup3r@Tail@h:nonsense/db")
+    monkeypatch.setenv("KAGGLE_KEY", "k-123456")
+    monkeypatch.setenv("ETL_MAX_PARALLEL_FILES", "abc")  # the settings cannot be read at all
+    secrets = Secrets.from_environment(str(tmp_path / "no.env"))
+    assert secrets.redact("Sup3r@Tail k-123456") == "*** ***"
+
+
+@pytest.mark.parametrize("name", ["pg_temp", "pg_catalog", "pg_x"])
+def test_schemas_postgresql_keeps_for_itself_are_refused(name):
+    with pytest.raises(ConfigError, match=f"ETL_SCHEMA='{name}' is reserved"):
+        check_schema_name(name, "ETL_SCHEMA")
+    assert check_identifier(name, "ETL_TABLE") == name  # a table may be called so
 
 
 def test_pg_variables_build_the_url_and_secrets_are_redacted(monkeypatch):
@@ -140,7 +179,7 @@ def test_pg_variables_build_the_url_and_secrets_are_redacted(monkeypatch):
     monkeypatch.delenv("DATABASE_URL", raising=False)
     settings = Settings(_env_file=None)
     assert settings.resolved_database_url() == "postgresql+psycopg2://etl:s3cr%2Ft@db:5432/ecommerce"
-    assert redact("failed for etl:s3cr%2Ft and s3cr/t", settings) == "failed for etl:*** and ***"
+    assert settings.redact("failed for etl:s3cr%2Ft and s3cr/t") == "failed for etl:*** and ***"
 
 
 def test_password_file_is_read_and_redacted(monkeypatch, tmp_path):
@@ -153,7 +192,7 @@ def test_password_file_is_read_and_redacted(monkeypatch, tmp_path):
         monkeypatch.delenv(k, raising=False)
     settings = Settings(_env_file=None)
     assert settings.resolved_database_url() == "postgresql+psycopg2://etl:fr0m%2Ff1le@db:5432/ecommerce"
-    assert redact("login fr0m/f1le failed", settings) == "login *** failed"
+    assert settings.redact("login fr0m/f1le failed") == "login *** failed"
     monkeypatch.setenv("PGPASSWORD", "env-wins")  # libpq's own variable keeps precedence
     assert Settings(_env_file=None).pgpassword.get_secret_value() == "env-wins"
     monkeypatch.delenv("PGPASSWORD")
@@ -199,12 +238,12 @@ def test_sample_is_deterministic_and_realistic(tmp_path):
 
 @pytest.mark.parametrize("files, found", [([], "it is empty"), (["2019-Oct.CSV"], "it holds 2019-Oct.CSV")])
 def test_an_empty_selection_is_a_config_error_naming_what_was_looked_for(tmp_path, files, found):
-    from flows.sources import local_files
+    from flows.sources.local import csv_files
 
     for name in files:
         (tmp_path / name).write_text("x")
     with pytest.raises(ConfigError, match=rf"--path {tmp_path}: no file to load, looked for \*\.csv .*; {found}"):
-        local_files(tmp_path)
+        csv_files(tmp_path)
 
 
 FAST = (b"2019-10-01 00:00:11 UTC,view,5198631,2079068294815440474,,,6.2,285067975,"

@@ -55,7 +55,7 @@ def stage_careful(ctx: LoadContext, conn: Any, cur: Any) -> CarefulStage:
     with ctx.step("stage-careful.create"):
         for statement in q.create_leaf(ctx.names, stage.table, ctx.source_file, 2, None, sequence=None):
             cur.execute(statement)
-    copy_sql = q.copy_checked(ctx.names, stage.table, header.columns)
+    copy_sql = q.copy_careful(ctx.names, stage.table, header.columns)
     hasher = BlockHasher(ctx.plan, 0)
     hasher.update(header.raw)
     batch = _Batch()

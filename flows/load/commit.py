@@ -14,14 +14,14 @@ from flows import sql as q
 from flows.errors import FileChanged
 from flows.load.context import LoadContext
 from flows.load.plan import FileStat, file_checksum
-from flows.load.result import Quarantined
+from flows.load.result import LoadPath, Quarantined
 
 
 @dataclass
 class Staged:
     """What the staging phases produced, ready to commit."""
 
-    path: str  # fast | checked
+    load_path: LoadPath
     leaves: list[tuple[str, int, int | None]]  # (segment table, first line, end line)
     read: int
     loaded: int

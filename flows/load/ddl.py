@@ -9,9 +9,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from flows import sql as q
+from flows.csv_spec import EVENT_TYPES
 from flows.errors import ConfigError
 from flows.load.context import Checkpoint
-from flows.schema import EVENT_TYPES
 from flows.sql import Names
 
 LOCK_TIMEOUT_SECONDS = 30  # a lock still held by something else after this is an error, not a hang

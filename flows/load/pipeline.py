@@ -29,7 +29,7 @@ from flows.load.fast import FastStage, stage_fast
 from flows.load.plan import FileStat, Tuning, file_checksum, plan_file
 from flows.load.result import FileResult, Quarantined, summarise_quarantine
 from flows.sql import Names
-from flows.transform import MAX_HEADER_BYTES, Header, copy_skip_reason, parse_header, raw_text
+from flows.transform import MAX_HEADER_BYTES, Header, copy_skip_reason, file_name_problem, parse_header, raw_text
 
 
 def load_file(
@@ -70,13 +70,9 @@ def _open(
     checkpoint: Checkpoint | None,
 ) -> LoadContext:
     """Phase "open": everything about the file that does not need the database."""
-    try:
-        source_file.encode("utf-8")
-    except UnicodeEncodeError:
-        raise FileRejected(
-            f"the file name {source_file.encode('utf-8', 'surrogateescape')!r} is not valid UTF-8: "
-            "rename the file (the ledger keeps file names as text)"
-        ) from None
+    problem = file_name_problem(source_file)
+    if problem:
+        raise FileRejected(problem)
     if not path.is_file():
         raise FileRejected(f"file not found: {path}")
     try:
@@ -117,7 +113,7 @@ def _load(ctx: LoadContext, result: FileResult) -> None:
                 [ctx.objects.segment(s.index) for s in ctx.plan.segments] + [ctx.objects.segment("c")],
             )
         raise
-    result.status, result.path, result.checksum = "loaded", staged.path, staged.checksum
+    result.status, result.load_path, result.checksum = "loaded", staged.load_path, staged.checksum
     result.rows_read, result.rows_loaded, result.rows_quarantined = staged.read, staged.loaded, len(staged.quarantined)
     result.quarantine_by_reason, result.quarantine_examples = summarise_quarantine(staged.quarantined)
 
@@ -167,7 +163,7 @@ def _stage(ctx: LoadContext, conn: Any, cur: Any) -> Staged:
         ctx.progress.rewind()
     careful = stage_careful(ctx, conn, cur)
     return Staged(
-        "checked",
+        "careful",
         [(careful.table, 2, None)],
         careful.read,
         careful.loaded,

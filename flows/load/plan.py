@@ -20,7 +20,7 @@ class Tuning:
     """How a file is cut and read; tests shrink the sizes so that small files take every path."""
 
     parallel: int = 2  # segments COPYed at once (files under min_segment_bytes a segment use fewer)
-    path: str = "auto"  # auto: the fast path when the file allows it | careful: always parse in Python
+    path: str = "auto"  # auto: the fast path when the file allows it | careful: always the careful path
     min_segment_bytes: int = 16 << 20  # below this a second connection costs more than it saves
     block_bytes: int = 4 << 20  # checksum block; part of the checksum's name
     chunk_bytes: int = 256 << 10  # per read: bounds the memory of the byte-level checks (numpy arrays per chunk)

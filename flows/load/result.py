@@ -2,36 +2,44 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, computed_field
 
 from flows.transform import reason_class
 
 QUARANTINE_EXAMPLES_PER_REASON = 3
 
 
-@dataclass
-class FileResult:
+FileStatus = Literal["pending", "loaded", "skipped", "failed"]
+LoadPath = Literal["fast", "careful"]  # the two ways a file reaches its table (SPEC.md)
+
+
+class FileResult(BaseModel):
+    """One file's outcome: what the flows, the fan-out, the report, the events and --json carry."""
+
     file: str
-    status: str  # loaded | skipped | failed
+    status: FileStatus  # pending: not finished yet (in a run's report while it runs)
     rows_read: int = 0
     rows_loaded: int = 0
     rows_quarantined: int = 0
     seconds: float = 0.0
     error: str | None = None
-    path: str | None = None  # fast | checked: which load path ran
+    load_path: LoadPath | None = None  # which load path ran (loaded files)
     checksum: str | None = None
     rows_skipped: int = 0  # rows of an unchanged file, as the ledger recorded them
     # reason class -> count, and the first few quarantined lines of each class (for the report)
-    quarantine_by_reason: dict[str, int] = field(default_factory=dict)
-    quarantine_examples: list[dict[str, Any]] = field(default_factory=list)
+    quarantine_by_reason: dict[str, int] = Field(default_factory=dict)
+    quarantine_examples: list[dict[str, Any]] = Field(default_factory=list)
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def rows_per_second(self) -> float:
         return self.rows_read / self.seconds if self.seconds else 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        return {**vars(self), "rows_per_second": self.rows_per_second}
+        return self.model_dump(mode="json")
 
 
 @dataclass

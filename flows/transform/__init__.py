@@ -22,7 +22,14 @@ from flows.transform.fields import (
     to_copy_line,
 )
 from flows.transform.header import MAX_HEADER_BYTES, UTF8_BOM, Header, parse_header
-from flows.transform.records import MAX_RECORD_BYTES, iter_records, printable, raw_text, split_lines
+from flows.transform.records import (
+    MAX_RECORD_BYTES,
+    file_name_problem,
+    iter_records,
+    printable,
+    raw_text,
+    split_lines,
+)
 
 __all__ = [
     "MAX_FAST_LINE_BYTES",
@@ -37,6 +44,7 @@ __all__ = [
     "check_field",
     "check_record",
     "copy_skip_reason",
+    "file_name_problem",
     "iter_records",
     "parse_header",
     "parse_skip_notice",

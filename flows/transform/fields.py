@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from flows.schema import COLUMNS_BY_NAME, EVENT_TIME_SUFFIX, EVENT_TYPES
+from flows.csv_spec import COLUMNS_BY_NAME, EVENT_TIME_SUFFIX, EVENT_TYPES
 from flows.transform.header import Header
 
 MAX_FIELD_CHARS = 64 * 1024  # the longest real field is a 36-char uuid; anything near this is corrupt
@@ -42,7 +42,7 @@ def _price(value: str) -> bool:
     return bool(_DECIMAL.fullmatch(value)) and len(value) <= MAX_NUMBER_CHARS
 
 
-# sql type (flows.schema) -> (what the value must be, in words; the check)
+# sql type (flows.csv_spec) -> (what the value must be, in words; the check)
 _RULES: dict[str, tuple[str, Callable[[str], bool]]] = {
     "timestamptz": ('a timestamp like "2019-10-01 00:00:00 UTC"', _timestamp),
     "bigint": ("a whole number within bigint range", _bigint),

@@ -5,8 +5,8 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 
+from flows.csv_spec import CSV_HEADER
 from flows.errors import FileRejected
-from flows.schema import CSV_HEADER
 
 UTF8_BOM = b"\xef\xbb\xbf"
 MAX_HEADER_BYTES = 65_536  # a real header is 91 bytes; this bounds what a broken file makes us read

@@ -20,6 +20,18 @@ def printable(raw: str) -> str:
     return raw.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace").replace("\x00", "\\x00")
 
 
+def file_name_problem(name: str) -> str | None:
+    """Why a file's name cannot key the ledger (a name read from a disk whose bytes are not UTF-8), or None."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return (
+            f"the file name {printable(name)!r} is not valid UTF-8: rename the file "
+            "(the load ledger and the Prefect UI key files by name)"
+        )
+    return None
+
+
 def raw_text(lines: list[bytes]) -> str:
     """A record's raw text: its lines without the final line ending (one LF, then one CR)."""
     return printable(b"".join(lines).removesuffix(b"\n").removesuffix(b"\r").decode("utf-8", "surrogateescape"))

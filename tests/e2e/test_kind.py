@@ -328,7 +328,7 @@ def check_file_jobs(api_url: str, parent, failed: tuple[str, ...] = ()) -> dict:
     assert sorted(c.name for c in children) == sorted(f"load-{f}" for f in SAMPLE_FILES), [c.name for c in children]
     containers = []
     for child in children:
-        want = "FAILED" if child.parameters["file_name"] in failed else "COMPLETED"
+        want = "FAILED" if child.parameters["file"]["name"] in failed else "COMPLETED"
         assert child.state.type.value == want, f"{child.name}: {child.state!r}"
         (job,) = jobs_of(child.id)
         wait_job_finished(job["metadata"]["name"], complete=want == "COMPLETED")

@@ -1,11 +1,11 @@
-"""The dataset's shape: the one place that names the columns, their types and the known event types."""
+"""The CSV column spec: the dataset's files, its columns and their types, the known event types.
+
+(The database schema, ETL_SCHEMA, is another thing: see flows/sql.py and flows/identifiers.py.)
+"""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-
-from flows.errors import ConfigError
 
 MONTH_FILES = ("2019-Oct.csv", "2019-Nov.csv", "2019-Dec.csv", "2020-Jan.csv", "2020-Feb.csv")
 
@@ -39,16 +39,3 @@ LOADED_COLUMNS: tuple[Column, ...] = tuple(c for c in CSV_COLUMNS if c.kept)
 # The dataset writes every timestamp as "YYYY-MM-DD HH:MM:SS UTC"; a value without an explicit
 # zone would silently take the session's zone, so it is quarantined instead.
 EVENT_TIME_SUFFIX = " UTC"
-
-# 40 leaves room for the suffixes of the tables a table owns within Postgres's 63-byte names
-_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,39}$")
-
-
-def check_identifier(value: str, setting: str) -> str:
-    """Table and schema names go into SQL, so only plain lower-case identifiers are allowed."""
-    if not _IDENTIFIER.fullmatch(value or ""):
-        raise ConfigError(
-            f"{setting}={value!r} is not a valid name: use 1-40 characters of a-z, 0-9 and _, "
-            "starting with a letter or _ (for example ecommerce_events)."
-        )
-    return value
