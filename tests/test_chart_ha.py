@@ -94,7 +94,7 @@ def test_ha_api_pods():
     }
     spec = pod_spec(deployment)
     (container,) = spec["containers"]
-    assert container["image"] == "ecommerce-etl:0.2.0", "the flow image: it has prefect-redis"
+    assert container["image"] == "ecommerce-etl:0.3.0", "the flow image: it has prefect-redis"
     command, from_files = env_from_files(spec, container)
     assert command == ["prefect", "server", "start", "--host", "0.0.0.0", "--port", "4200", "--no-services"]
     assert from_files["PREFECT_REDIS_MESSAGING_PASSWORD"] == (f"{FULL}-redis", "redis-password")

@@ -114,7 +114,7 @@ def test_production_values_reach_their_objects():
     assert props["affinity"]["default"] == PROD["flowRun"]["affinity"]
     assert props["pod_annotations"]["default"] == {"cluster-autoscaler.kubernetes.io/safe-to-evict": "false"}
     assert pod["metadata"]["annotations"] == "{{ pod_annotations }}"
-    assert props["image"]["default"] == "ecommerce-etl:0.2.0@sha256:" + "a" * 64
+    assert props["image"]["default"] == "ecommerce-etl:0.3.0@sha256:" + "a" * 64
     assert {e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"]}["ETL_ALERT_QUARANTINE_RATIO"] == "0.2"
     # Images pinned by digest everywhere (checkov CKV_K8S_43 then passes without a skip).
     images = {

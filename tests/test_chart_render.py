@@ -324,7 +324,7 @@ def test_worker_deployment():
     worker = find(docs, "Deployment", f"{FULL}-worker")
     spec = pod_spec(worker)
     c = spec["containers"][0]
-    assert c["image"] == "ecommerce-etl:0.2.0" and c["imagePullPolicy"] == "IfNotPresent"
+    assert c["image"] == "ecommerce-etl:0.3.0" and c["imagePullPolicy"] == "IfNotPresent"
     assert c["command"][:5] == ["prefect", "worker", "start", "--type", "kubernetes"]
     assert c["command"][c["command"].index("--pool") + 1] == "kubernetes"
     assert c["command"][c["command"].index("--base-job-template") + 1] == "/etc/ecommerce-etl/pool/base-job-template.json"
@@ -539,7 +539,7 @@ def test_notes():
 
 def test_chart_metadata_and_layout():
     chart = yaml.safe_load((CHART_DIR / "Chart.yaml").read_text())
-    assert (chart["name"], chart["version"], chart["appVersion"]) == ("ecommerce-etl", "0.3.0", "0.2.0")
+    assert (chart["name"], chart["version"], chart["appVersion"]) == ("ecommerce-etl", "0.3.0", "0.3.0")
     # The flow image's default tag is the appVersion: the package it is built from has that version.
     import tomllib
 
