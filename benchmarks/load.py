@@ -118,13 +118,21 @@ class ServerCpu:
         return pids
 
     def seconds(self) -> float:
+        """A child reaped during the scan of /proc would be missed (gone from /proc, not yet in the cutime read
+        before) or counted twice: the scan is repeated until the postmaster reaped nothing meanwhile."""
+        while True:
+            own = self._own()
+            total = sum(int(v) for v in own[11:15])  # utime, stime, cutime, cstime
+            for child in self.children():
+                if stat := self._stat(child):
+                    total += sum(int(v) for v in stat[11:15])
+            if self._own()[13:15] == own[13:15]:
+                return total / self.tick
+
+    def _own(self) -> list[str]:
         own = self._stat(self.pid)
         assert own is not None, "the bench's PostgreSQL is gone"
-        total = sum(int(v) for v in own[11:15])  # utime, stime, cutime, cstime
-        for child in self.children():
-            if stat := self._stat(child):
-                total += sum(int(v) for v in stat[11:15])
-        return total / self.tick
+        return own
 
     def settle(self, database: str = "bench", timeout: float = 30) -> None:
         """Wait until the connections to `database` are gone (their CPU then sits in the postmaster's cutime)."""
