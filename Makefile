@@ -11,7 +11,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: pyproject.toml requirements-test.lock
+$(VENV)/.installed: pyproject.toml requirements-test.lock setup.py flows/transform/_fastcheck.c
 	@command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON) (Python 3.11)"; exit 2; }
 	@$(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install -q uv
 	$(PYTHON) -m uv venv -q --allow-existing -p $(PYTHON) $(VENV)
@@ -42,8 +42,10 @@ lint: venv ## ruff check, ruff format --check (LINT_PATHS), mypy flows/, shellch
 	echo "== shellcheck"; SHELLCHECK=$(VENV)/bin/shellcheck scripts/lint-shell.sh || rc=1; \
 	exit $$rc
 
-fuzz: venv ## differential fuzzing: FUZZ_EXAMPLES (2000) generated files, both load paths against tests/oracle.py
+fuzz: venv ## differential fuzzing: FUZZ_EXAMPLES (2000) files, both load paths vs tests/oracle.py; the compiled check vs its reference (plain and ASan/UBSan builds)
 	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q tests/test_differential.py -k oracle --hypothesis-show-statistics
+	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q tests/test_fastcheck_native.py --hypothesis-show-statistics
+	PY=$(PY) scripts/fuzz-native-sanitized.sh
 
 bench: venv ## time psql \copy vs our loader vs the tutorial's to_sql (BENCH_ROWS=1000000)
 	$(PY) -m benchmarks.load --rows $(BENCH_ROWS)

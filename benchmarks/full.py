@@ -1,13 +1,19 @@
-"""`make bench-full`: the whole dataset's size (20,692,840 rows, five files, ~2.4 GB) end to end.
+"""`make bench-full`: the whole dataset's size (20,692,840 rows, five files, ~2.4 GB) end to end, in rounds.
 
 The files come from `ecommerce-etl sample --full`, generated once and cached outside the work tree
-(BENCH_FULL_DIR, default /var/cache/ecommerce-etl/bench/full-<seed>). Then, against one embedded PostgreSQL:
-  (a) `psql \\copy` of the five files, pre-transformed, one after another into one typed table: the
-      single-stream limit;
-  (b) the whole `ecommerce-etl run --source local --path <dir>` in a child process: the CLI, the Prefect
-      flow (on a Prefect server this harness starts: free port, its own PREFECT_HOME, its own database in
-      the same PostgreSQL) and the load, with the child's peak RSS (VmHWM).
-The last line is machine-readable: rows=<n> seconds=<b> ratio_vs_copy=<a/b> peak_rss_mb=<peak RSS of b>.
+(BENCH_FULL_DIR, default /var/cache/ecommerce-etl/bench/full-<seed>), with their pre-transformed copies and
+those copies cut into parts. Then, against one embedded PostgreSQL with `make run`'s settings (autovacuum off,
+so that no vacuum lands in a timed load), ROUNDS interleaved rounds (the order turns each round) of:
+  (a) `psql \\copy` of the five files, pre-transformed, one after another into one typed table: one stream;
+  (b) the whole `ecommerce-etl run --source local --path <dir>` in a child process: the CLI, the Prefect flow
+      (on a Prefect server this harness starts: free port, its own PREFECT_HOME, its own database in the same
+      PostgreSQL) and the load, with the child's peak RSS (VmHWM); ETL_COPY_PARALLELISM as `make run` sizes it;
+  (d) each file's pre-transformed rows in as many parts as (b) has segments per file, the parts of a file
+      loaded by that many concurrent `psql \\copy`, the files one after another.
+Ratios are the baseline's time divided by ours: ratio_vs_copy = a/b, ratio_vs_parallel_copy = d/b. CPU-seconds
+per million rows: the client's (b: the whole CLI process, Prefect included; a, d: psql) and the server's (every
+PostgreSQL process, the Prefect server's queries included). The last line is machine-readable: the medians over
+the rounds, with their min and max.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import argparse
 import contextlib
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -25,12 +32,13 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from benchmarks.load import pretransform
+from benchmarks.load import ServerCpu, children_cpu, pretransform, segments_of, split_lines, spread
 from flows.csv_spec import MONTH_FILES
-from flows.load import ensure_schema
-from flows.localdb import LocalPostgres
+from flows.load import ensure_schema, forget_file
+from flows.localdb import LocalPostgres, local_cores, postgres_bin_dir
 from flows.localserver import prefect_server_process
 from flows.sample import FULL_ROWS
+from flows.settings import copy_segments_for
 from flows.sql import Names
 
 EXPECTED_ROWS = 20_692_840
@@ -102,16 +110,57 @@ def prefect_server(server: LocalPostgres, home: Path) -> Iterator[str]:
         yield api_url
 
 
-def time_copy(server: LocalPostgres, database: str, files: list[Path]) -> float:
+def ensure_parts(pre: list[Path], parts: int) -> list[list[Path]]:
+    """Each pre-transformed file cut at line boundaries into `parts` files (cached beside it)."""
+    out = []
+    for path in pre:
+        folder = path.parent / f"parts{parts}"
+        folder.mkdir(exist_ok=True)
+        pieces = [folder / f"{path.stem}.part{i}.csv" for i in range(parts)]
+        if not all(p.is_file() and p.stat().st_mtime >= path.stat().st_mtime for p in pieces):
+            log(f"cutting {path.name} into {parts} parts for (d)")
+            linked = folder / path.name
+            linked.unlink(missing_ok=True)
+            linked.symlink_to(path)
+            split_lines(linked, parts)
+            linked.unlink()
+        out.append(pieces)
+    return out
+
+
+def psql_copy(server: LocalPostgres, table: str, files: list[Path]) -> subprocess.Popen:
+    script = "".join(f"\\copy {table} FROM '{p}' WITH (FORMAT csv, HEADER true)\n" for p in files)
+    argv = [str(postgres_bin_dir() / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", str(server.socket_dir)]
+    argv += ["-p", str(server.socket_port), "-U", "postgres", "-d", "bench"]
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, text=True)
+    assert proc.stdin is not None
+    proc.stdin.write(script)
+    proc.stdin.close()
+    return proc
+
+
+def wait_all(procs: list[subprocess.Popen]) -> None:
+    for proc in procs:
+        if proc.wait() != 0:
+            raise RuntimeError(f"psql exited {proc.returncode}")
+
+
+def time_copy(server: LocalPostgres, files: list[Path]) -> float:
     """(a): one psql session, one `\\copy` per file, one after another."""
-    script = "".join(f"\\copy bench_a FROM '{p}' WITH (FORMAT csv, HEADER true)\n" for p in files)
-    server.psql("CHECKPOINT", database)
     started = time.perf_counter()
-    server.psql(script, database)
+    wait_all([psql_copy(server, "bench_a", files)])
     return time.perf_counter() - started
 
 
-def time_cli(url: str, api: str, folder: Path, work: Path, logfile: Path) -> tuple[float, float, dict]:
+def time_parallel_copy(server: LocalPostgres, parts: list[list[Path]]) -> float:
+    """(d): a file's parts by as many concurrent psql sessions; the files one after another."""
+    started = time.perf_counter()
+    for pieces in parts:
+        wait_all([psql_copy(server, "bench_d", [piece]) for piece in pieces])
+    return time.perf_counter() - started
+
+
+def time_cli(url: str, api: str, folder: Path, work: Path, logfile: Path, segments: int) -> tuple[float, float, dict]:
     """(b): `ecommerce-etl run --source local` in a child (its stderr: logs and progress, to `logfile`);
     returns (seconds, peak RSS MB, its JSON summary)."""
     peak_file = work / "peak_kb"
@@ -121,6 +170,7 @@ def time_cli(url: str, api: str, folder: Path, work: Path, logfile: Path) -> tup
         "PREFECT_HOME": str(work / "prefect-client"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "150",
+        "ETL_COPY_PARALLELISM": str(segments),  # the server is local: sized as `make run` sizes it
     }
     env.pop("DATABASE_URL", None)
     argv = ["run", "--source", "local", "--path", str(folder), "--database-url", url, "--table", TARGET_TABLE, "--json"]
@@ -143,11 +193,89 @@ def time_cli(url: str, api: str, folder: Path, work: Path, logfile: Path) -> tup
     return seconds, int(peak_file.read_text()) / 1024, json.loads(done.stdout)
 
 
+class FullBench:
+    def __init__(self, server: LocalPostgres, files: list[Path], pre: list[Path], parts: list[list[Path]], rows: int):
+        self.server = server
+        self.files = files
+        self.pre = pre
+        self.parts = parts
+        self.rows = rows
+        self.url = server.url("bench")
+        self.cpu = ServerCpu(server)
+        self.api = ""
+        self.work = Path()
+        self.logfile = Path()
+        self.segments = 2
+
+    def _prepare(self, which: str) -> None:
+        if which == "b":
+            engine = sa.create_engine(self.url)
+            for path in self.files:
+                forget_file(engine, Names("public", TARGET_TABLE), path.name)
+            engine.dispose()
+        else:
+            self.server.psql(f"TRUNCATE bench_{which}", "bench")
+        self.server.psql("CHECKPOINT", "bench")
+        self.cpu.settle()
+
+    def run(self, which: str) -> dict:
+        self._prepare(which)
+        server_before, client_before = self.cpu.seconds(), children_cpu()
+        peak = 0.0
+        if which == "a":
+            seconds = time_copy(self.server, self.pre)
+        elif which == "d":
+            seconds = time_parallel_copy(self.server, self.parts)
+        else:
+            seconds, peak, summary = time_cli(
+                self.url, self.api, self.files[0].parent, self.work, self.logfile, self.segments
+            )
+            assert summary["rows_loaded"] == self.rows and summary["rows_quarantined"] == 0, summary
+            assert all(f["status"] == "loaded" for f in summary["files"]), summary
+        client = children_cpu() - client_before
+        self.cpu.settle()
+        server = self.cpu.seconds() - server_before
+        table = TARGET_TABLE if which == "b" else f"bench_{which}"
+        loaded = int(self.server.psql(f"SELECT count(*) FROM {table}", "bench"))
+        assert loaded == self.rows, f"({which}) loaded {loaded:,} rows, expected {self.rows:,}"
+        return {"seconds": seconds, "client": client, "server": server, "peak": peak}
+
+
+def report(rounds: list[dict], rows: int) -> None:
+    per_m = 1e6 / rows
+    print(f"\nover {len(rounds)} rounds, min / median / max:")
+    labels = {
+        "a": "(a) psql \\copy x5, one stream",
+        "b": "(b) ecommerce-etl run (CLI+flow)",
+        "d": "(d) psql \\copy, parallel",
+    }
+    for which, label in labels.items():
+        print(f"  {label:34s} {spread([r[which]['seconds'] for r in rounds], 1)} s")
+    copy = [r["a"]["seconds"] / r["b"]["seconds"] for r in rounds]
+    parallel = [r["d"]["seconds"] / r["b"]["seconds"] for r in rounds]
+    print(f"  ratio_vs_copy = a/b (baseline time / ours)      {spread(copy)}")
+    print(f"  ratio_vs_parallel_copy = d/b                    {spread(parallel)}")
+    for which in labels:
+        client = [r[which]["client"] * per_m for r in rounds]
+        server = [r[which]["server"] * per_m for r in rounds]
+        print(f"  CPU-s per M rows ({which}): client {spread(client)}   server {spread(server)}")
+    peak = max(r["b"]["peak"] for r in rounds)
+    median_b = statistics.median(r["b"]["seconds"] for r in rounds)
+    print(
+        f"rows={rows} seconds={median_b:.1f} ratio_vs_copy={statistics.median(copy):.2f}"
+        f" ratio_vs_copy_min={min(copy):.2f} ratio_vs_copy_max={max(copy):.2f}"
+        f" ratio_vs_parallel_copy={statistics.median(parallel):.2f} ratio_vs_parallel_copy_min={min(parallel):.2f}"
+        f" ratio_vs_parallel_copy_max={max(parallel):.2f} peak_rss_mb={peak:.0f} rounds={len(rounds)}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=20191001)
     parser.add_argument("--cache", type=Path, default=Path(os.environ.get("BENCH_FULL_DIR", DEFAULT_CACHE)))
     parser.add_argument("--rows-per-file", type=int, help="a quick check of the harness instead of the full size")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--prepare-only", action="store_true", help="generate and cache the files, then stop")
     args = parser.parse_args()
     wall = time.perf_counter()
 
@@ -155,46 +283,58 @@ def main() -> None:
     files = ensure_files(folder, args.seed, args.rows_per_file)
     expected_rows = args.rows_per_file * len(files) if args.rows_per_file else EXPECTED_ROWS
     pre = ensure_pretransformed(folder, files)
+    segments = copy_segments_for(local_cores())
+    parts = ensure_parts(pre, segments_of(files[0], segments))
+    if args.prepare_only:
+        return
     size_gb = sum(p.stat().st_size for p in files) / 1e9
-    print(f"{expected_rows:,} rows in {len(files)} files, {size_gb:.2f} GB, PostgreSQL 18 (embedded), one server")
+    print(
+        f"{expected_rows:,} rows in {len(files)} files, {size_gb:.2f} GB, PostgreSQL 18 (embedded, make run's"
+        f" settings), {local_cores()} cores, {segments} segments per file; load average {os.getloadavg()[0]:.1f}"
+    )
 
     with tempfile.TemporaryDirectory(prefix="etl-bench-full-") as tmp:
         work = Path(tmp)
         server = LocalPostgres(work / "pg").start()
         try:
+            server.psql("ALTER SYSTEM SET autovacuum = off")
+            server.psql("SELECT pg_reload_conf()")
             server.psql("CREATE DATABASE bench")
-            url = server.url("bench")
-            engine = sa.create_engine(url)
+            engine = sa.create_engine(server.url("bench"))
             ensure_schema(engine, Names("public", "bench_typed"))
+            ensure_schema(engine, Names("public", TARGET_TABLE))
             engine.dispose()
-            server.psql("CREATE TABLE bench_a (LIKE bench_typed)", "bench")  # same typed columns, one heap
-
-            log("(a) psql \\copy of the five pre-transformed files")
-            copy_seconds = time_copy(server, "bench", pre)
-            copied = int(server.psql("SELECT count(*) FROM bench_a", "bench"))
-            server.psql("DROP TABLE bench_a", "bench")
-            server.psql("CHECKPOINT", "bench")
-
+            for which in ("a", "d"):  # the same typed columns, one heap
+                server.psql(f"CREATE TABLE bench_{which} (LIKE bench_typed)", "bench")
+            bench = FullBench(server, files, pre, parts, expected_rows)
             with prefect_server(server, work / "prefect-server") as api:
-                logfile = folder / "cli-run.log"
-                log(f"(b) ecommerce-etl run --source local (Prefect API {api}; its log: {logfile})")
-                cli_seconds, peak_mb, summary = time_cli(url, api, files[0].parent, work, logfile)
-            loaded = int(server.psql(f"SELECT count(*) FROM {TARGET_TABLE}", "bench"))
+                bench.api, bench.work, bench.logfile, bench.segments = api, work, folder / "cli-run.log", segments
+                rounds = [run_round(bench, i, args.rounds) for i in range(args.rounds)]
         finally:
             server.stop()
+    report(rounds, expected_rows)
+    log(f"wall time {time.perf_counter() - wall:.0f} s")
 
-    assert copied == expected_rows, f"(a) copied {copied:,} rows, expected {expected_rows:,}"
-    assert loaded == summary["rows_loaded"] == expected_rows, (loaded, summary)
-    assert summary["rows_quarantined"] == 0 and all(f["status"] == "loaded" for f in summary["files"]), summary
 
-    ratio = copy_seconds / cli_seconds
-    print(f"(a) psql \\copy x5, pre-transformed : {copy_seconds:8.1f} s  {expected_rows / copy_seconds:>12,.0f} rows/s")
+def run_round(bench: FullBench, i: int, total: int) -> dict:
+    paths = ("a", "b", "d")
+    order = paths[i % 3 :] + paths[: i % 3]
+    load = os.getloadavg()[0]
+    result = {which: bench.run(which) for which in order}
+    per_m = 1e6 / bench.rows
     print(
-        f"(b) ecommerce-etl run (CLI+flow)   : {cli_seconds:8.1f} s  {expected_rows / cli_seconds:>12,.0f} rows/s"
-        f"  peak RSS {peak_mb:.0f} MB"
+        f"round {i + 1}/{total} (order {' '.join(order)}, load {load:.1f}): "
+        + "  ".join(f"({w}) {result[w]['seconds']:.1f} s" for w in paths)
+        + f"  a/b {result['a']['seconds'] / result['b']['seconds']:.2f}"
+        + f"  d/b {result['d']['seconds'] / result['b']['seconds']:.2f}"
+        + "  CPU-s/M rows client "
+        + " ".join(f"{w} {result[w]['client'] * per_m:.2f}" for w in paths)
+        + "  server "
+        + " ".join(f"{w} {result[w]['server'] * per_m:.2f}" for w in paths)
+        + f"  peak RSS b {result['b']['peak']:.0f} MB",
+        flush=True,
     )
-    print(f"a/b = {ratio:.2f} (higher is better; aim >= 1.2)   wall time {time.perf_counter() - wall:.0f} s")
-    print(f"rows={loaded} seconds={cli_seconds:.1f} ratio_vs_copy={ratio:.2f} peak_rss_mb={peak_mb:.0f}")
+    return result
 
 
 if __name__ == "__main__":

@@ -23,6 +23,18 @@ def postgres_bin_dir() -> Path:
     return POSTGRES_BIN_PATH
 
 
+# What a server that only loads and serves files needs (the chart's postgresql.bulkLoadTuning sets the
+# same): no WAL for tables created in the loading transaction (each segment's table, the careful path's
+# table), which rules out streaming replicas and WAL archiving (point-in-time recovery), not pg_dump;
+# and room for a whole file's WAL (~106 MB per million rows when it is written) before a checkpoint.
+BULK_LOAD_SETTINGS = {"wal_level": "minimal", "max_wal_senders": "0", "max_wal_size": "2GB"}
+
+
+def local_cores() -> int:
+    """The cores this process may use: the embedded server runs on the same machine."""
+    return len(os.sched_getaffinity(0))
+
+
 def process_alive(pid: int) -> bool:
     """A process with this pid exists (a zombie child of this process counts as gone)."""
     try:
@@ -46,15 +58,26 @@ class LocalPostgres:
 
     `durable=False` turns fsync and full-page writes off: only for throw-away test and
     benchmark servers. The server of `make run` holds the user's data and run history.
+
+    `bulk_load` (default on) is BULK_LOAD_SETTINGS: this server has no replicas and no WAL archive,
+    so tables created in the loading transaction skip the WAL. Backups with pg_dump still work.
     """
 
     SYSTEM_USER = "embedded_postgres"  # postgres refuses to run as root
 
-    def __init__(self, pgdata: Path | str, port: int | None = None, password: str | None = None, durable: bool = True):
+    def __init__(
+        self,
+        pgdata: Path | str,
+        port: int | None = None,
+        password: str | None = None,
+        durable: bool = True,
+        bulk_load: bool = True,
+    ):
         self.pgdata = Path(pgdata).expanduser().resolve()
         self.port = port
         self.password = password
         self.durable = durable
+        self.bulk_load = bulk_load
         self.socket_dir = self.pgdata
         self._run_as = self.SYSTEM_USER if os.geteuid() == 0 else None
 
@@ -119,6 +142,8 @@ class LocalPostgres:
         options = f"{listen} -k {self.socket_dir}"
         if not self.durable:
             options += " -c fsync=off -c full_page_writes=off"
+        if self.bulk_load:
+            options += "".join(f" -c {name}={value}" for name, value in BULK_LOAD_SETTINGS.items())
         self._cmd(
             "pg_ctl",
             "-D",

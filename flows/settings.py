@@ -18,6 +18,15 @@ from flows.identifiers import check_identifier, check_schema_name
 KAGGLE_DATASET_URL = "https://www.kaggle.com/datasets/mkechinov/ecommerce-events-history-in-cosmetics-shop"
 
 
+DEFAULT_COPY_PARALLELISM = 2
+
+
+def copy_segments_for(cores: int) -> int:
+    """COPY connections per file for a database server with `cores` cores: one more than its cores,
+    so that a backend waiting for its client's next chunk leaves no core idle (measured in make bench)."""
+    return max(1, cores) + 1
+
+
 MIN_ALERT_SECONDS = 10  # the shortest wait Prefect's proactive triggers watch for
 
 
@@ -89,10 +98,12 @@ class Settings(BaseSettings):
         le=65535,
     )
     sample_rows_per_file: int = _env("ETL_SAMPLE_ROWS_PER_FILE", 20_000, "sample size per monthly file", ge=1)
-    copy_parallelism: int = _env(
+    copy_parallelism: int | None = _env(
         "ETL_COPY_PARALLELISM",
-        2,
-        "COPY connections per file; the database server needs that many free cores to gain",
+        None,
+        "COPY connections (segments) per file; unset: the database server's cores + 1 (`make run` counts the "
+        "embedded server's; the chart derives it from `postgresql.resources.limits.cpu`: "
+        f"`flowRun.copyParallelism`), or {DEFAULT_COPY_PARALLELISM} for a configured database whose cores are unknown",
         ge=1,
         le=16,
     )

@@ -10,6 +10,9 @@ from psycopg2 import sql
 from flows.csv_spec import CSV_COLUMNS, EVENT_TYPES, LOADED_COLUMNS
 from flows.identifiers import check_identifier, check_schema_name
 
+# No FREEZE, although every COPY goes into a table created in its own transaction: frozen rows are visible to
+# REPEATABLE READ snapshots taken before the load once the partition is attached, without the file's ledger
+# entry (measured; and it saved no load time or server CPU, only a later VACUUM's freezing).
 COPY_OPTIONS = sql.SQL("(FORMAT csv, ON_ERROR ignore, LOG_VERBOSITY verbose)")
 
 

@@ -21,7 +21,7 @@ from flows.contract import FileRequest, RunRequest
 from flows.errors import ConfigError, FileRejected
 from flows.load import FileResult, ensure_schema, load_file
 from flows.report import result_line
-from flows.settings import Settings
+from flows.settings import DEFAULT_COPY_PARALLELISM, Settings
 from flows.sources import source_for
 from flows.sql import Names
 from flows.transform import printable
@@ -176,7 +176,7 @@ def copy_file(options: RunOptions, path: Path, file: FileRequest) -> FileResult:
             source_file=file.name,
             run_id=file.run_id,
             progress=_ProgressLog(file.name, path, options.progress),
-            parallel=settings.copy_parallelism,
+            parallel=settings.copy_parallelism or DEFAULT_COPY_PARALLELISM,
         )
     finally:
         engine.dispose()

@@ -370,7 +370,8 @@ VALUE_SETS = {
     # retention, alerts to a webhook, flow-run placement, a concurrency limit, images by digest.
     "production": {
         "image": {"digest": "sha256:" + "a" * 64, "pullPolicy": "Always"},
-        "postgresql": {"image": {"digest": "sha256:" + "b" * 64, "pullPolicy": "Always"}},
+        "postgresql": {"image": {"digest": "sha256:" + "b" * 64, "pullPolicy": "Always"},
+                       "bulkLoadTuning": {"enabled": True, "maxWalSize": "4GB"}},
         "pgadmin": {"image": {"digest": "sha256:" + "c" * 64, "pullPolicy": "Always"}},
         "prefectServer": {
             "image": {"digest": "sha256:" + "d" * 64, "pullPolicy": "Always"},

@@ -56,11 +56,16 @@ def embedded_database(settings: Settings) -> Database:
     """No database configured: the embedded server under ETL_LOCAL_DIR (started if needed), database ecommerce."""
     from pydantic import SecretStr
 
+    from flows.localdb import local_cores
+    from flows.settings import copy_segments_for
+
     server = local_postgres(settings).start()
     server.ensure_database(EMBEDDED_DATABASE)
     where = f"the embedded PostgreSQL in {settings.local_db_dir.resolve()} (database {EMBEDDED_DATABASE})"
-    chosen = settings.model_copy(update={"database_url": SecretStr(server.url(EMBEDDED_DATABASE))})
-    return Database(chosen, where, embedded=True)
+    # it runs here, so its cores are known
+    segments = settings.copy_parallelism or copy_segments_for(local_cores())
+    update = {"database_url": SecretStr(server.url(EMBEDDED_DATABASE)), "copy_parallelism": segments}
+    return Database(settings.model_copy(update=update), where, embedded=True)
 
 
 def database(settings: Settings, database_url: str | None) -> Database:

@@ -1,12 +1,12 @@
 """Phase "stage fast": each segment's raw bytes COPYed on its own connection and committed, not yet
-attached; only when the byte-level check (flows.transform.fastcheck) passes every line."""
+attached; only when the byte-level check (flows.transform.fastcheck) passes every line. A producer
+thread per segment reads, checks and hashes its bytes while COPY sends them (flows.load.feed)."""
 
 from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import BinaryIO
 
 import psycopg2
 
@@ -14,8 +14,8 @@ from flows import sql as q
 from flows.errors import FileChanged
 from flows.load.context import LoadContext
 from flows.load.db import drain_skips, transaction
-from flows.load.plan import BlockHasher, Segment
-from flows.transform import MAX_FAST_LINE_BYTES, FastLineCheck
+from flows.load.feed import SegmentFeed
+from flows.load.plan import Segment
 
 # COPY errors that mean "this file needs the careful path", not "the database is unwell"
 _STRUCTURE_ERRORS = (psycopg2.DataError, psycopg2.IntegrityError, psycopg2.errors.BadCopyFileFormat)
@@ -42,67 +42,6 @@ class FastStage:
         return [s.table for s in self.staged]
 
 
-class _SegmentReader:
-    """The file-like object COPY reads from: one segment's bytes in whole lines, each chunk proven
-    COPY-safe, hashed and counted on the way. It ends the COPY early (returns b"") when a chunk fails
-    the check or another segment gave up."""
-
-    def __init__(self, f: BinaryIO, ctx: LoadContext, segment: Segment, give_up: threading.Event):
-        self.f = f
-        self.segment = segment
-        self.left = segment.end - segment.start
-        self.chunk_bytes = ctx.tuning.chunk_bytes
-        self.progress = ctx.progress
-        self.give_up = give_up
-        self.check = FastLineCheck()
-        self.hasher = BlockHasher(ctx.plan, 0 if segment.index == 0 else segment.start)
-        if segment.index == 0:
-            self.hasher.update(ctx.plan.header.raw)
-        self.carry = b""
-        self.lines = 0
-        self.failure: FileChanged | None = None  # psycopg2 would turn it into a bare QueryCanceled
-
-    def read(self, size: int = -1) -> bytes:
-        if self.give_up.is_set():
-            return b""
-        try:
-            data = self._whole_lines()
-        except FileChanged as exc:
-            self.failure = exc
-            self.give_up.set()
-            return b""
-        if not data:
-            return b""
-        lines = self.check.lines(data)
-        if lines is None:
-            self.give_up.set()
-            return b""
-        self.hasher.update(data)
-        self.lines += lines
-        self.progress(len(data))
-        return data
-
-    def _whole_lines(self) -> bytes:
-        data = self.carry
-        while self.left:
-            chunk = self.f.read(min(self.chunk_bytes, self.left))
-            if not chunk:
-                raise FileChanged(
-                    f"the file ended {self.left} bytes early while it was being loaded: it is being "
-                    "written; nothing was committed, load it again once it is complete"
-                )
-            self.left -= len(chunk)
-            data += chunk
-            cut = data.rfind(b"\n") + 1
-            if cut:
-                self.carry = data[cut:]
-                return data[:cut]
-            if len(data) > MAX_FAST_LINE_BYTES + 2:
-                return data  # a line too long for the fast path: the check refuses it
-        self.carry = b""
-        return data  # the segment's end (the file's last line may lack its LF)
-
-
 def stage_fast(ctx: LoadContext) -> FastStage:
     give_up = threading.Event()
     stage = FastStage()
@@ -126,23 +65,26 @@ def _copy_segment(ctx: LoadContext, segment: Segment, give_up: threading.Event) 
             ):
                 cur.execute(statement)
         f.seek(segment.start)
-        reader = _SegmentReader(f, ctx, segment, give_up)
-        try:
-            with ctx.step("stage-fast.copy"):
-                cur.copy_expert(q.copy_raw(names, table, ctx.plan.header.columns), reader, size=ctx.tuning.chunk_bytes)
-        except _STRUCTURE_ERRORS:
-            give_up.set()
-            dbapi.rollback()
-            return None
-        if reader.failure:
-            raise reader.failure
+        with SegmentFeed(f, ctx.plan, segment, ctx.tuning.chunk_bytes, give_up, ctx.progress) as feed:
+            try:
+                with ctx.step("stage-fast.copy"):
+                    cur.copy_expert(
+                        q.copy_raw(names, table, ctx.plan.header.columns), feed, size=ctx.tuning.chunk_bytes
+                    )
+            except _STRUCTURE_ERRORS:
+                give_up.set()
+                dbapi.rollback()
+                return None
+        problem = feed.failure or feed.error
+        if problem:
+            raise problem
         loaded = cur.rowcount
         skips = drain_skips(dbapi, cur)
-        if give_up.is_set() or reader.left or loaded + len(skips) != reader.lines:
+        if not feed.complete or loaded + len(skips) != feed.lines:
             dbapi.rollback()
             give_up.set()
             return None
-        if segment.lines is not None and reader.lines != segment.lines:
+        if segment.lines is not None and feed.lines != segment.lines:
             raise FileChanged(
                 f"lines {segment.first_line}-{segment.end_line} changed while loading "
                 "(their line count differs from a moment ago); nothing was committed"
@@ -153,4 +95,4 @@ def _copy_segment(ctx: LoadContext, segment: Segment, give_up: threading.Event) 
         with ctx.step("stage-fast.commit"):
             dbapi.commit()
     skipped = {segment.first_line + s.copy_line - 1: s.reason for s in skips}
-    return StagedSegment(segment, table, loaded, skipped, reader.hasher.digests)
+    return StagedSegment(segment, table, loaded, skipped, feed.hasher.digests)

@@ -4,6 +4,7 @@ its segments (the unit of parallel COPY), both cut at line starts."""
 from __future__ import annotations
 
 import hashlib
+import io
 import itertools
 import os
 import time
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from flows.errors import FileChanged
-from flows.transform import Header
+from flows.transform import Header, count_newlines
 
 
 @dataclass(frozen=True)
@@ -150,17 +151,18 @@ def _segment_cuts(block_ends: list[int], header_end: int, size: int, parts: int)
     return cuts
 
 
-def _number_lines(f: BinaryIO, cuts: list[int], size: int) -> list[Segment]:
+def _number_lines(f: io.BufferedReader, cuts: list[int], size: int) -> list[Segment]:
     segments: list[Segment] = []
     line = 2
     f.seek(cuts[0])
+    buffer = memoryview(bytearray(1 << 20))  # reused: no allocation per read
     for index, (start, end) in enumerate(itertools.pairwise(cuts)):
         newlines = 0
         while f.tell() < end:
-            data = f.read(min(1 << 20, end - f.tell()))
-            if not data:
+            got = f.readinto(buffer[: min(len(buffer), end - f.tell())])
+            if not got:
                 raise FileChanged(f"the file ended at byte {f.tell()} while it was being planned; it is being written")
-            newlines += data.count(b"\n")
+            newlines += count_newlines(buffer[:got])
         segments.append(Segment(index, start, end, line, line + newlines, newlines))
         line += newlines
     segments.append(Segment(len(segments), cuts[-1], size, line, None, None))

@@ -9,7 +9,7 @@ COPY; the rules here decide what may reach it (flows/load/SPEC.md):
 - fastcheck: the byte-level proof that lets the fast path hand a file's raw bytes to COPY
 """
 
-from flows.transform.fastcheck import MAX_FAST_LINE_BYTES, FastLineCheck
+from flows.transform.fastcheck import MAX_FAST_LINE_BYTES, count_newlines, fast_lines
 from flows.transform.fields import (
     MAX_FIELD_CHARS,
     MAX_NUMBER_CHARS,
@@ -30,11 +30,12 @@ __all__ = [
     "MAX_NUMBER_CHARS",
     "MAX_RECORD_BYTES",
     "UTF8_BOM",
-    "FastLineCheck",
     "Header",
     "SkippedRow",
     "check_field",
     "check_record",
+    "count_newlines",
+    "fast_lines",
     "file_name_problem",
     "iter_records",
     "parse_header",

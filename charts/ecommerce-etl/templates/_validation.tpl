@@ -15,6 +15,9 @@ values.schema.json handles types and shapes; this file handles combinations.
   {{- if $v.postgresql.auth.existingSecret -}}
     {{- $errors = append $errors "postgresql.auth.existingSecret is set but postgresql.enabled=false: put the credentials in externalDatabase.existingSecret instead." -}}
   {{- end -}}
+  {{- if ($v.postgresql.bulkLoadTuning | default dict).enabled -}}
+    {{- $errors = append $errors "postgresql.bulkLoadTuning.enabled=true but postgresql.enabled=false: the chart cannot tune a database it does not run; set wal_level=minimal and max_wal_senders=0 on the managed server instead, if it has no replicas or WAL archiving." -}}
+  {{- end -}}
 {{- else -}}
   {{- if $v.externalDatabase.host -}}
     {{- $errors = append $errors "externalDatabase.host is set but postgresql.enabled=true: set postgresql.enabled=false to use an external database, or unset externalDatabase.host." -}}

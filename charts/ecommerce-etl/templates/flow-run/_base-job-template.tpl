@@ -224,6 +224,22 @@ variables:
       description: Memory limit of the flow-run container (Kubernetes quantity).
 {{- end -}}
 
+{{/* COPY connections per file: flowRun.copyParallelism, else the in-chart PostgreSQL container's CPU limit
+(rounded up) plus one, as flows.settings.copy_segments_for does for a local server; empty when neither is
+known (an external database: the loader's default). */}}
+{{- define "ecommerce-etl.copyParallelism" -}}
+{{- $fr := .Values.flowRun -}}
+{{- $pg := .Values.postgresql -}}
+{{- $cpu := "" -}}
+{{- if $pg.enabled -}}{{- $cpu = (dig "limits" "cpu" "" ($pg.resources | default dict)) | toString -}}{{- end -}}
+{{- if gt (int ($fr.copyParallelism | default 0)) 0 -}}
+{{- $fr.copyParallelism -}}
+{{- else if $cpu -}}
+{{- $cores := ternary (divf (trimSuffix "m" $cpu | float64) 1000.0) ($cpu | float64) (hasSuffix "m" $cpu) -}}
+{{- add1 (max 1 (ceil $cores | int)) -}}
+{{- end -}}
+{{- end -}}
+
 {{/* Env of flow-run containers: database (libpq, the password as a file), pipeline settings,
 the quarantine alert threshold, optional Kaggle creds. */}}
 {{- define "ecommerce-etl.flowRunEnv" -}}
@@ -242,6 +258,11 @@ the quarantine alert threshold, optional Kaggle creds. */}}
 {{ include "ecommerce-etl.prefectBaseEnv" . }}
 - name: ETL_MAX_PARALLEL_FILES
   value: {{ .Values.flowRun.maxParallelFiles | quote }}
+{{- with include "ecommerce-etl.copyParallelism" . }}
+# COPY connections per file: flowRun.copyParallelism, or one more than the PostgreSQL container's CPU limit.
+- name: ETL_COPY_PARALLELISM
+  value: {{ . | quote }}
+{{- end }}
 {{- if .Values.flowRun.fanOut }}
 # One load-file deployment run (its own Job) per file; the name `ecommerce-etl deploy` registers.
 - name: ETL_FILE_DEPLOYMENT
