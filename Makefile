@@ -42,7 +42,7 @@ lint: venv ## ruff check, ruff format --check (LINT_PATHS), mypy flows/, shellch
 	echo "== shellcheck"; SHELLCHECK=$(VENV)/bin/shellcheck scripts/lint-shell.sh || rc=1; \
 	exit $$rc
 
-fuzz: venv ## differential fuzzing: FUZZ_EXAMPLES (2000) files, both load paths vs tests/oracle.py; the compiled check vs its reference (plain and ASan/UBSan builds)
+fuzz: venv ## differential fuzzing against tests/oracle.py, both load paths: FUZZ_EXAMPLES (2000) files, FUZZ_EDGE_EXAMPLES (300) pairs loading at once, FUZZ_LONG_EXAMPLES (25) with 4-16 MiB lines; the compiled check vs its reference (plain and ASan/UBSan builds)
 	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q tests/test_differential.py -k oracle --hypothesis-show-statistics
 	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q tests/test_fastcheck_native.py --hypothesis-show-statistics
 	PY=$(PY) scripts/fuzz-native-sanitized.sh

@@ -1,6 +1,9 @@
 """Alerts: Prefect automations on the parent flow `ecommerce-etl`, registered by `ecommerce-etl deploy`.
 
-    run failed        a flow run of `ecommerce-etl` entered Failed or Crashed
+    run failed        a flow run of `ecommerce-etl` entered Failed (a file failed, or a crash whose
+                      re-runs are spent: flows/recovery.py)
+    run crashed       a flow run of `ecommerce-etl` stayed Crashed for ETL_ALERT_CRASHED_MINUTES:
+                      nothing re-ran it (the recovery container of the worker pod is not running)
     run not started   a flow run stayed Late (no worker polls its pool) or Pending/InfrastructurePending
                       (its pod never started) for ETL_ALERT_PENDING_MINUTES
     run too long      a flow run stayed Running for ETL_ALERT_RUNNING_MINUTES
@@ -9,7 +12,9 @@
 
 Only runs of the parent flow match the run triggers: a per-file child run (flow `load-file`)
 that fails does not alert on its own, because the parent fails too and its message names the
-files. The action posts to a webhook through Prefect's own `CustomWebhookNotificationBlock`,
+files. A crash alone does not alert: a crashed run is re-run (flows/recovery.py), and only a run
+that ends Failed, or stays Crashed, is reported. The action posts to a webhook through Prefect's
+own `CustomWebhookNotificationBlock`,
 with the URL kept in the block's secret values (the URL field only holds a placeholder).
 Without a webhook the automations still exist, with no notification: their firings show in
 the UI's event feed, and setting a webhook later only adds the action.
@@ -31,6 +36,10 @@ from flows.settings import AlertSettings
 TAG = "ecommerce-etl-alerts"  # marks the automations this module owns
 BLOCK_NAME = "ecommerce-etl-alerts"
 PREFIX = "ecommerce-etl: "
+
+# Every state a run can leave Crashed for: a re-run (AwaitingRetry), Failed when re-runs are spent,
+# or whatever a person does.
+_LEFT_CRASHED = ("AwaitingRetry", "Scheduled", "Pending", "Running", "Completed", "Failed", "Cancelled", "Cancelling")
 
 # Every state a run can leave Running for (heartbeats and log events are not among them).
 _LEFT_RUNNING = (
@@ -76,6 +85,8 @@ def alert_specs(settings: AlertSettings) -> list[AlertSpec]:
     specs = [_run_failed(), _quarantine_high()]
     if settings.pending_minutes:
         specs.append(_run_not_started(settings.pending_minutes))
+    if settings.crashed_minutes:
+        specs.append(_run_crashed(settings.crashed_minutes))
     if settings.running_minutes:
         specs.append(_run_too_long(settings.running_minutes))
     return specs
@@ -84,10 +95,8 @@ def alert_specs(settings: AlertSettings) -> list[AlertSpec]:
 def _run_failed() -> AlertSpec:
     return AlertSpec(
         name=f"{PREFIX}run failed",
-        description=f"A flow run of {PIPELINE_FLOW} entered Failed or Crashed.",
-        trigger=_parent_run_trigger(
-            expect=["prefect.flow-run.Failed", "prefect.flow-run.Crashed"], posture="Reactive", within=0
-        ),
+        description=f"A flow run of {PIPELINE_FLOW} entered Failed (a crash only once its re-runs are spent).",
+        trigger=_parent_run_trigger(expect=["prefect.flow-run.Failed"], posture="Reactive", within=0),
         subject="ecommerce-etl: flow run {{ flow_run.name }} {{ flow_run.state.name }}",
         body=(
             f"Flow run {_RUN} entered {{{{ flow_run.state.name }}}}.\n"
@@ -145,6 +154,30 @@ def _run_not_started(minutes: float) -> AlertSpec:
             "Pending: the worker created its Job but the pod did not start (kubectl get pods -l "
             "prefect.io/flow-run-id={{ flow_run.id }}; the prefect.kubernetes.pod events name the reason).\n"
             + _RUN_LINK
+        ),
+    )
+
+
+def _run_crashed(minutes: float) -> AlertSpec:
+    return AlertSpec(
+        name=f"{PREFIX}run crashed",
+        description=(
+            f"A flow run of {PIPELINE_FLOW} stayed Crashed for {minutes:g} minutes: "
+            "nothing re-ran it or marked it Failed."
+        ),
+        trigger=_parent_run_trigger(
+            after=["prefect.flow-run.Crashed"],
+            expect=[f"prefect.flow-run.{s}" for s in _LEFT_CRASHED],
+            posture="Proactive",
+            within=minutes * 60,
+        ),
+        subject=f"ecommerce-etl: flow run {{{{ flow_run.name }}}} Crashed and not re-run after {minutes:g} minutes",
+        body=(
+            f"Flow run {_RUN} crashed and has not been re-run for {minutes:g} minutes.\n"
+            "{{ flow_run.state.message|truncate(800) }}\n"
+            "The recovery container of the worker pod re-runs crashed runs (kubectl logs "
+            "deploy/<release>-ecommerce-etl-worker -c recovery); run it again from the UI, or "
+            "`prefect flow-run retry`.\n" + _RUN_LINK
         ),
     )
 

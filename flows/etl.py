@@ -32,7 +32,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.client.schemas.objects import FlowRun
 from prefect.runtime import flow_run
 
-from flows import events, fanout
+from flows import events, fanout, recovery
 from flows.contract import FileRequest, RunRequest, SourceName
 from flows.load import FileResult
 from flows.names import LOAD_FILE_FLOW, PIPELINE_FLOW, file_run_name
@@ -289,9 +289,10 @@ def _fanned_out(run: RunOptions, report: RunReport, planned: list[FileRequest]) 
     children = fanout.start_children(deployment, [f for _, f in startable])
     slot = {c.flow_run_id: (row, file) for (row, file), c in zip(startable, children, strict=True)}
 
-    def done(child: fanout.Child, child_run: FlowRun) -> None:
+    def done(child: fanout.Child, child_run: FlowRun, why: str | None) -> None:
         row, file = slot[child.flow_run_id]
-        result = fanout.child_result(child, child_run)
+        result = fanout.child_result(child, child_run, why)
+        result.attempts = recovery.attempts(child_run)
         report.files[row] = result
         print(result_line(result))
         _emit_events(result, run.settings, file.table, load_file_run=str(child.flow_run_id))

@@ -28,8 +28,9 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.context import FlowRunContext
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
-from prefect.states import Completed, Failed, State
+from prefect.states import AwaitingRetry, Completed, Failed, State
 
+from flows import recovery
 from flows.contract import FileRequest
 from flows.errors import ConfigError
 from flows.load import FileResult
@@ -107,17 +108,35 @@ def start_children(deployment: str, files: list[FileRequest]) -> list[Child]:
     return children
 
 
-def wait_for(children: list[Child], on_done: Callable[[Child, FlowRun], None]) -> None:
-    """Poll until every child is in a final state; `on_done` as each one ends."""
+def wait_for(
+    children: list[Child],
+    on_done: Callable[[Child, FlowRun, str | None], None],
+    settings: recovery.RecoverySettings | None = None,
+) -> None:
+    """Poll until every child is in a final state; `on_done` as each one ends (with why it failed,
+    when it crashed more often than it may be re-run). A crashed child is re-run first, up to
+    ETL_FILE_RETRIES times (flows/recovery.py); a Prefect API outage is ridden out."""
+    settings = settings or recovery.RecoverySettings()
+    policy = recovery.RetryPolicy(settings.file_retries, settings.retry_delay_seconds, settings.retry_max_delay_seconds)
     by_id = {c.flow_run_id: c for c in children}
     logger = get_run_logger()
+    outage = recovery.ApiOutage(settings.api_outage_seconds, logger)
     last_counts = None
     with get_client(sync_client=True) as client:
         while by_id:
-            runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=list(by_id))))
+            wanted = FlowRunFilter(id=FlowRunFilterId(any_=list(by_id)))
+            runs = outage.call(client.read_flow_runs, flow_run_filter=wanted)
             for run in runs:
-                if run.state and run.state.is_final():
-                    on_done(by_id.pop(run.id), run)
+                if not (run.state and run.state.is_final()):
+                    continue
+                child, why = by_id[run.id], None
+                if run.state.is_crashed():
+                    found = outage.call(_rerun_if_allowed, client, child, run, policy)
+                    if found.retry:
+                        continue
+                    why = recovery.exhausted_message(child.file, found)
+                outage.call(on_done, child, run, why)
+                del by_id[run.id]
             counts: dict[str, int] = {}
             for run in runs:
                 if run.id in by_id:
@@ -135,8 +154,21 @@ def wait_for(children: list[Child], on_done: Callable[[Child, FlowRun], None]) -
                 time.sleep(POLL_SECONDS)
 
 
-def child_result(child: Child, run: FlowRun) -> FileResult:
-    """What the child's artifact says, else why it ended without one (crashed, cancelled...)."""
+def _rerun_if_allowed(client, child: Child, run: FlowRun, policy: recovery.RetryPolicy) -> recovery.Verdict:
+    """A crashed child run again (same flow run) while retries are left; its linking task shows it."""
+    found = recovery.retry_crashed_file(client, run, child.file, policy)
+    if found.retry:
+        text = recovery.rerun_text(found, "flowRun.fileRetries")
+        get_run_logger().warning("%s: its load-file run %s crashed (%s); %s", child.file, run.name, found.reason, text)
+        if child.task_run_id:
+            message = f"crashed ({found.reason}); {text}"
+            client.set_task_run_state(child.task_run_id, AwaitingRetry(message=message), force=True)
+    return found
+
+
+def child_result(child: Child, run: FlowRun, why: str | None = None) -> FileResult:
+    """What the child's artifact says, else why it ended without one (`why`: crashed too often;
+    else its state: cancelled...)."""
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(
             artifact_filter=ArtifactFilter(
@@ -154,6 +186,8 @@ def child_result(child: Child, run: FlowRun) -> FileResult:
             client.set_task_run_state(child.task_run_id, outcome, force=True)
     if result:
         return result
+    if why:
+        return failed_result(child.file, why)
     state = run.state
     why = f"{state.name}: {state.message}" if state and state.message else (state.name if state else "no state")
     return failed_result(child.file, f"its load-file run {run.name} ended without a result ({why})")

@@ -18,6 +18,7 @@ from flows.transform import printable
 SUMMARY_COLUMNS: tuple[tuple[str, Callable[[FileResult], Any]], ...] = (
     ("file", lambda r: r.file),
     ("status", lambda r: r.status),
+    ("attempts", lambda r: r.attempts),
     ("rows read", lambda r: r.rows_read),
     ("rows loaded", lambda r: r.rows_loaded),
     ("rows quarantined", lambda r: r.rows_quarantined),

@@ -37,6 +37,7 @@ class AlertSettings(BaseModel):
     webhook_url: SecretStr | None = None
     pending_minutes: float = 15
     running_minutes: float = 240
+    crashed_minutes: float = 5
     quarantine_ratio: float | None = None
 
     @property
@@ -157,6 +158,12 @@ class Settings(BaseSettings):
     alert_running_minutes: float = _env(
         "ETL_ALERT_RUNNING_MINUTES", 240, "alert when a run stays Running this long (0: off)", ge=0
     )
+    alert_crashed_minutes: float = _env(
+        "ETL_ALERT_CRASHED_MINUTES",
+        5,
+        "alert when a pipeline run stays Crashed this long: nothing re-ran it (0: off)",
+        ge=0,
+    )
     alert_quarantine_ratio: float | None = _env(
         "ETL_ALERT_QUARANTINE_RATIO",
         None,
@@ -170,7 +177,7 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, value: object) -> object:
         return value or None
 
-    @field_validator("alert_pending_minutes", "alert_running_minutes")
+    @field_validator("alert_pending_minutes", "alert_running_minutes", "alert_crashed_minutes")
     @classmethod
     def _watchable(cls, minutes: float) -> float:
         if 0 < minutes * 60 < MIN_ALERT_SECONDS:
@@ -215,6 +222,7 @@ class Settings(BaseSettings):
             webhook_url=self.alert_webhook_url,
             pending_minutes=self.alert_pending_minutes,
             running_minutes=self.alert_running_minutes,
+            crashed_minutes=self.alert_crashed_minutes,
             quarantine_ratio=self.alert_quarantine_ratio,
         )
 

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from flows import faulthook
 from flows.contract import FileRequest, RunRequest
 from flows.errors import ConfigError, FileRejected
 from flows.load import FileResult, ensure_schema, load_file
@@ -177,6 +178,7 @@ def copy_file(options: RunOptions, path: Path, file: FileRequest) -> FileResult:
             run_id=file.run_id,
             progress=_ProgressLog(file.name, path, options.progress),
             parallel=settings.copy_parallelism or DEFAULT_COPY_PARALLELISM,
+            checkpoint=faulthook.checkpoint(file.name),  # None unless the chaos harness enabled it
         )
     finally:
         engine.dispose()

@@ -27,3 +27,14 @@ skaffold-check: venv ## On the local kind: skaffold run -p offline, one skaffold
 
 e2e-local: venv ## T5 here: build or reuse the local cluster, run tests/e2e (as CI does), tear down (KEEP=1 keeps it)
 	PY=$(PY) $(LOCAL_K8S)/e2e.sh
+
+.PHONY: chaos-local chaos-cluster chaos-cluster-down
+
+chaos-cluster: venv ## Create (or reuse) the multi-node kind cluster (kind-config-multi.yaml) and check its networking
+	$(LOCAL_K8S)/chaos.sh up
+
+chaos-cluster-down: ## Delete the multi-node kind cluster
+	$(LOCAL_K8S)/chaos.sh down
+
+chaos-local: venv ## Chaos on the multi-node kind: each fault twice into a running load; last line faults=... lost=...
+	PY=$(PY) $(LOCAL_K8S)/chaos.sh run

@@ -64,3 +64,24 @@ def scan_documents(checkov: str, sets: dict[str, list[dict]], workdir: Path) -> 
         (rendered / f"{name}.yaml").write_text(yaml.safe_dump_all(docs))
         (bare / f"{name}.yaml").write_text(yaml.safe_dump_all([without_skips(d) for d in docs]))
     return scan(checkov, rendered), scan(checkov, bare)
+
+
+def assert_value_sets_clean(value_sets: dict[str, dict], workdir: Path) -> dict[str, dict]:
+    """Render each value set, scan it, and check what the chart promises: no failed check, and its
+    skip annotations hide exactly the checks that fail without them. Skips when checkov is missing;
+    returns the reports for further checks."""
+    import pytest
+
+    from chart_render import render, strip_source
+
+    checkov = checkov_binary()
+    if not checkov:
+        pytest.skip("checkov not installed: `make checkov` (own venv under .cache/checkov) or set CHECKOV")
+    sets = {name: [strip_source(d) for d in render(values)] for name, values in value_sets.items()}
+    reports, without = scan_documents(checkov, sets, workdir)
+    failed = {n: sorted({(f["check_id"], f["resource"]) for f in r["failed"]}) for n, r in reports.items()}
+    assert {n: f for n, f in failed.items() if f} == {}
+    for name, report in reports.items():
+        skipped = {(c["check_id"], c["resource"]) for c in report["skipped"]}
+        assert skipped == {(c["check_id"], c["resource"]) for c in without[name]["failed"]}, name
+    return reports

@@ -14,6 +14,8 @@ import json
 import os
 import signal
 import sys
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +44,66 @@ class Trap:
                 self.fired = True
                 self.action()
         return hook
+
+
+def lock_waiters(engine: sa.Engine) -> int:
+    """Backends of the engine's database that wait for a lock."""
+    with engine.connect() as conn:
+        return conn.execute(sa.text("select count(*) from pg_stat_activity where datname = current_database()"
+                                    " and wait_event_type = 'Lock'")).scalar_one()
+
+
+def wait_for(condition: Callable[[], bool], seconds: float = 30) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+class CutIn:
+    """A checkpoint for one load that makes another cut in: at `step`/`when` (once, whichever of the
+    load's threads gets there first) it starts `second` in a thread and holds the first load until the
+    second has finished or waits for a lock (the first's, presumably). `join()` returns the second's
+    result; if the step never came, the second runs then, after the first."""
+
+    def __init__(self, engine: sa.Engine, step: str, when: str, second: Callable[[], object]):
+        self.engine, self.step, self.when = engine, step, when
+        self.result: object = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(second,), daemon=True)
+        self.fired = threading.Event()
+        self.lock = threading.Lock()
+
+    def _run(self, second: Callable[[], object]) -> None:
+        try:
+            self.result = second()
+        except BaseException as exc:  # raised again by join()
+            self.error = exc
+
+    def __call__(self, step: str, when: str) -> None:
+        if (step, when) != (self.step, self.when):
+            return
+        with self.lock:
+            if self.fired.is_set():
+                return
+            self.fired.set()
+        self.thread.start()
+        wait_for(lambda: not self.thread.is_alive() or lock_waiters(self.engine) > 0)
+
+    def join(self) -> object:
+        with self.lock:
+            started = self.fired.is_set()
+            self.fired.set()
+        if not started:
+            self.thread.start()
+        self.thread.join(120)
+        if self.thread.is_alive():
+            raise TimeoutError("the second load did not finish in 120 s")
+        if self.error:
+            raise self.error
+        return self.result
 
 
 def sigkill() -> None:
@@ -83,10 +145,12 @@ def audit(url: str, names: Names = NAMES) -> Audit:
                 "select c.relname, c.relkind from pg_class c join pg_namespace n on n.oid = c.relnamespace"
                 " where n.nspname = :s and (starts_with(c.relname, :p) or starts_with(c.relname, :internal))"
                 " and c.relkind in ('r', 'p', 'S')"
-                " and c.relname <> all(:own) and (to_regclass(:events) is null or c.oid not in"
+                " and c.relname <> all(:own) and c.oid not in"  # nor the ledger's identity sequence
+                " (select objid from pg_depend where deptype = 'i' and refobjid = to_regclass(:ledger))"
+                " and (to_regclass(:events) is null or c.oid not in"
                 " (select relid from pg_partition_tree(to_regclass(:events))))",
                 s=names.schema, p=prefix + "_", internal=prefix + "$", own=[prefix + "_quarantine", prefix + "_ledger"],
-                events=f'"{names.schema}"."{prefix}"')]
+                events=f'"{names.schema}"."{prefix}"', ledger=f'"{names.schema}"."{prefix}_ledger"')]
             if len(present) != 3:
                 return Audit({}, {}, {}, 0, problems, leftovers)
             t = f'"{names.schema}"."{prefix}'  # completed with a suffix and a closing quote below

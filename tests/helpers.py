@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import quote
 
@@ -261,3 +266,75 @@ def overlap(intervals: list[tuple[float, float]]) -> int:
         current += step
         most = max(most, current)
     return most
+
+
+# --- a webhook receiver (alerts) ----------------------------------------------------------------
+
+
+@dataclass
+class WebhookReceiver:
+    """What an alert webhook received: every POST's path and JSON body, in order."""
+
+    url: str
+    posts: list[dict]
+    lock: threading.Lock
+
+    def naming(self, text: str) -> list[dict]:
+        with self.lock:
+            return [p for p in self.posts if text in json.dumps(p)]
+
+    def wait_for(self, text: str, timeout: float) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        while not self.naming(text):
+            assert time.monotonic() < deadline, f"no POST naming {text!r} within {timeout:.0f}s: {self.posts}"
+            time.sleep(1)
+        return self.naming(text)
+
+
+@contextlib.contextmanager
+def webhook_receiver(path: str = "/hooks/ecommerce-etl") -> Iterator[WebhookReceiver]:
+    """An HTTP server on 127.0.0.1 that records each POST (answering 204)."""
+    posts: list[dict] = []
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers.get("content-length", 0)))
+            with lock:
+                posts.append({"path": self.path, "json": json.loads(body or b"null")})
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield WebhookReceiver(url=f"http://127.0.0.1:{server.server_port}{path}", posts=posts, lock=lock)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+# --- a Prefect process worker -------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def process_worker(pool: str, env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]:
+    """`prefect worker start --type process` on `pool` (each flow run its own process, as a Job's),
+    its output in `log`; stopped (killed if it must be) on exit."""
+    with log.open("w") as out:
+        worker = subprocess.Popen(
+            [str(BIN / "prefect"), "worker", "start", "--pool", pool, "--type", "process", "--name", f"{pool}-worker"],
+            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO,
+        )
+    try:
+        yield worker
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)

@@ -7,7 +7,10 @@ real loader (both paths) with it.
 
 from __future__ import annotations
 
+import bisect
 import csv
+import hashlib
+import itertools
 import re
 import uuid
 from collections.abc import Iterator
@@ -44,7 +47,7 @@ WHAT = {
 class Fate:
     rejected: bool = False
     loaded: dict[int, tuple] = field(default_factory=dict)  # line -> values in table order (no category_code)
-    quarantined: dict[int, tuple[str, str]] = field(default_factory=dict)  # line -> (raw text, reason class)
+    quarantined: dict[int, tuple[str, str]] = field(default_factory=dict)  # line -> (raw text, reason)
 
 
 def expected_fate(data: bytes) -> Fate:
@@ -109,8 +112,8 @@ def _one_record(lines: list[bytes], i: int) -> tuple[int, list[str] | None, str 
         fields = next(csv.reader(feed(), strict=True), None)
     except OverflowError:
         return 1, None, f"record runs past {MAX_RECORD_BYTES} bytes (unclosed quote?)"
-    except csv.Error:
-        return 1, None, "unparseable CSV"
+    except csv.Error as exc:
+        return 1, None, f"unparseable CSV: {exc}"
     return used, fields, None
 
 
@@ -127,10 +130,10 @@ def _raw(lines: list[bytes]) -> str:
 
 def _record_problem(fields: list[str], columns: tuple[str, ...]) -> str | None:
     if len(fields) != len(COLUMNS):
-        return "expected 9 fields"
+        return f"expected 9 fields, found {len(fields)}"
     for name, value in zip(columns, fields):
         if len(value) > MAX_FIELD_CHARS:
-            return f"{name}: field longer than {MAX_FIELD_CHARS} characters"
+            return f"{name}: field of {len(value)} characters exceeds {MAX_FIELD_CHARS}"
         if "\x00" in value:
             return f"{name}: contains a NUL byte"
         if any("\udc80" <= ch <= "\udcff" for ch in value):
@@ -141,8 +144,8 @@ def _record_problem(fields: list[str], columns: tuple[str, ...]) -> str | None:
             continue
         if not _valid(name, value):
             if name == "event_time" and not value.endswith(" UTC"):
-                return 'event_time: value has no " UTC" zone suffix'
-            return f"{name}: value is not {WHAT[name]}"
+                return f'event_time: "{value}" has no " UTC" zone suffix'
+            return f'{name}: "{value}" is not {WHAT[name]}'
     return None
 
 
@@ -185,3 +188,18 @@ def _values(record: dict[str, str]) -> tuple:
         int(record["user_id"]),
         str(uuid.UUID(session)) if session else None,
     )
+
+
+def checksum(data: bytes, block_bytes: int) -> str:
+    """The ledger's checksum (SPEC.md, "Identity"): SHA-256 over the SHA-256 of each block, where a block
+    ends at the first line start at or after each multiple of B (the end of the file ends the last)."""
+    line_starts = [m.end() for m in re.finditer(b"\n", data)] + [len(data)]
+    ends: list[int] = []
+    for multiple in range(block_bytes, len(data), block_bytes):
+        end = line_starts[bisect.bisect_left(line_starts, multiple)]
+        if not ends or ends[-1] != end:
+            ends.append(end)
+    if not ends or ends[-1] != len(data):
+        ends.append(len(data))
+    digests = b"".join(hashlib.sha256(data[a:b]).digest() for a, b in itertools.pairwise([0, *ends]))
+    return f"sha256-blocks{block_bytes}:" + hashlib.sha256(digests).hexdigest()

@@ -14,11 +14,9 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 import uuid
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 
 import pytest
 
@@ -26,7 +24,7 @@ from chart_render import base_job_template, render
 from flows.alerts import BLOCK_NAME, TAG, alert_specs
 from flows.settings import AlertSettings
 from flows.sample import write_sample
-from helpers import BIN, REPO, free_port, started_prefect_server
+from helpers import BIN, REPO, started_prefect_server, webhook_receiver
 
 PENDING_MINUTES = 0.25  # 15 s: the shortest Prefect accepts is 10 s
 POOL = "alerts-no-worker"
@@ -46,6 +44,7 @@ def test_alert_settings_and_specs(monkeypatch, tmp_path):
         "ETL_ALERT_WEBHOOK_URL_FILE",
         "ETL_ALERT_PENDING_MINUTES",
         "ETL_ALERT_RUNNING_MINUTES",
+        "ETL_ALERT_CRASHED_MINUTES",
     ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(REPO / "tests")  # no .env here
@@ -68,6 +67,7 @@ def test_alert_settings_and_specs(monkeypatch, tmp_path):
     for name, value, fragment in (
         ("ETL_ALERT_PENDING_MINUTES", "0.1", r"ETL_ALERT_PENDING_MINUTES: 0\.1 minutes is below 10 seconds"),
         ("ETL_ALERT_RUNNING_MINUTES", "-1", "ETL_ALERT_RUNNING_MINUTES: Input should be"),
+        ("ETL_ALERT_CRASHED_MINUTES", "0.1", r"ETL_ALERT_CRASHED_MINUTES: 0\.1 minutes is below 10 seconds"),
         ("ETL_ALERT_WEBHOOK_URL", "hooks.example/x", r"ETL_ALERT_WEBHOOK_URL.*http"),
     ):
         with monkeypatch.context() as m:
@@ -78,10 +78,18 @@ def test_alert_settings_and_specs(monkeypatch, tmp_path):
     specs = {s.name: s for s in alert_specs(AlertSettings(pending_minutes=5, running_minutes=0))}
     assert set(specs) == {
         "ecommerce-etl: run failed",
+        "ecommerce-etl: run crashed",
         "ecommerce-etl: quarantine high",
         "ecommerce-etl: run not started",
     }  # 0 minutes switches a trigger off
-    for name in ("ecommerce-etl: run failed", "ecommerce-etl: run not started"):
+    assert "ecommerce-etl: run crashed" not in {s.name for s in alert_specs(AlertSettings(crashed_minutes=0))}
+    # a crash alone never alerts (the run is re-run); a run that ends Failed, or stays Crashed, does
+    assert specs["ecommerce-etl: run failed"].trigger["expect"] == ["prefect.flow-run.Failed"]
+    crashed = specs["ecommerce-etl: run crashed"].trigger
+    assert (crashed["after"], crashed["posture"], crashed["within"]) == (["prefect.flow-run.Crashed"], "Proactive", 300)
+    assert {"prefect.flow-run.AwaitingRetry", "prefect.flow-run.Failed"} <= set(crashed["expect"])
+    assert "prefect.flow-run.Crashed" not in crashed["expect"]
+    for name in ("ecommerce-etl: run failed", "ecommerce-etl: run not started", "ecommerce-etl: run crashed"):
         related = specs[name].trigger["match_related"]
         assert related == {"prefect.resource.role": "flow", "prefect.resource.name": "ecommerce-etl"}
     assert specs["ecommerce-etl: run not started"].trigger["within"] == 300
@@ -93,47 +101,10 @@ def test_alert_settings_and_specs(monkeypatch, tmp_path):
 
 
 # --- a webhook receiver ------------------------------------------------------------------------
-@dataclass
-class Receiver:
-    url: str
-    posts: list[dict] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def naming(self, text: str) -> list[dict]:
-        with self.lock:
-            return [p for p in self.posts if text in json.dumps(p)]
-
-    def wait_for(self, text: str, timeout: float) -> list[dict]:
-        deadline = time.monotonic() + timeout
-        while not self.naming(text):
-            assert time.monotonic() < deadline, f"no POST naming {text!r} within {timeout:.0f}s: {self.posts}"
-            time.sleep(1)
-        return self.naming(text)
-
-
 @pytest.fixture(scope="module")
 def receiver():
-    posts: list[dict] = []
-    lock = threading.Lock()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = self.rfile.read(int(self.headers.get("content-length", 0)))
-            with lock:
-                posts.append({"path": self.path, "json": json.loads(body or b"null")})
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    rec = Receiver(url=f"http://127.0.0.1:{server.server_port}/hooks/ecommerce-etl", posts=posts, lock=lock)
-    yield rec
-    server.shutdown()
-    server.server_close()
+    with webhook_receiver() as rec:
+        yield rec
 
 
 # --- a Prefect server with services --------------------------------------------------------------

@@ -29,7 +29,7 @@ from chart_render import (
     selects,
     strip_source,
 )
-from checkov_scan import checkov_binary, scan_documents
+from checkov_scan import assert_value_sets_clean
 
 pytestmark = pytest.mark.chart
 
@@ -79,6 +79,7 @@ def test_one_replica_renders_nothing_of_ha():
     assert "--no-services" not in command
     assert spec["containers"][0]["image"].startswith("prefecthq/prefect:")
     assert "topologySpreadConstraints" not in spec
+    assert "lifecycle" not in spec["containers"][0] and "terminationGracePeriodSeconds" not in spec
     names = {f"{d['kind']}/{d['metadata']['name']}" for d in docs}
     assert not {n for n in names if "services" in n or "redis" in n or n.startswith("PodDisruptionBudget/")}
     assert not any("PREFECT_REDIS" in e["name"] or "MESSAGING" in e["name"] for e in spec["containers"][0]["env"])
@@ -108,6 +109,11 @@ def test_ha_api_pods():
     assert selects(spread["labelSelector"], deployment["spec"]["template"]["metadata"]["labels"])
     # the API's probes stay; the Service still selects only the API pods
     assert container["readinessProbe"]["httpGet"]["path"] == "/api/ready"
+    # a stopping API pod answers until the Service no longer sends it requests, within its grace period
+    assert container["lifecycle"] == {"preStop": {"exec": {"command": ["sleep", "15"]}}}
+    assert spec["terminationGracePeriodSeconds"] == 45
+    no_drain = pod_spec(server(render({"prefectServer": {"replicas": 2, "ha": {"drainSeconds": 0}}})))
+    assert "lifecycle" not in no_drain["containers"][0] and no_drain["terminationGracePeriodSeconds"] == 30
     services = find(docs, "Deployment", f"{FULL}-prefect-services")
     api_service = find(docs, "Service", f"{FULL}-prefect-server")
     assert not selects(
@@ -208,6 +214,7 @@ VALIDATION = {
         "prefectServer.ha.minAvailable=2",
     ),
     "replicas-zero": ({"prefectServer": {"replicas": 0}}, "/prefectServer/replicas"),
+    "drain-negative": ({"prefectServer": {"replicas": 2, "ha": {"drainSeconds": -1}}}, "/prefectServer/ha/drainSeconds"),
 }
 
 
@@ -271,17 +278,8 @@ def test_network_policies_admit_only_the_server_to_redis_and_the_services_to_pos
 
 
 def test_checkov_reports_no_failed_check_on_the_ha_value_sets(tmp_path):
-    checkov = checkov_binary()
-    if not checkov:
-        pytest.skip("checkov not installed: `make checkov` (own venv under .cache/checkov) or set CHECKOV")
-    sets = {name: [strip_source(d) for d in render(values)] for name, values in VALUE_SETS.items()}
-    reports, without = scan_documents(checkov, sets, tmp_path)
-    failed = {n: sorted({(f["check_id"], f["resource"]) for f in r["failed"]}) for n, r in reports.items()}
-    assert {n: f for n, f in failed.items() if f} == {}
-    for name, report in reports.items():
+    for name, report in assert_value_sets_clean(VALUE_SETS, tmp_path).items():
         assert f"Deployment.data.{FULL}-prefect-services" in report["resources"], name
-        skipped = {(c["check_id"], c["resource"]) for c in report["skipped"]}
-        assert skipped == {(c["check_id"], c["resource"]) for c in without[name]["failed"]}, name
 
 
 # --- the names are Prefect's and prefect-redis' own settings ----------------------------------------
@@ -309,7 +307,7 @@ m, c = RedisMessagingSettings(), RedisWorkerCleanupQueueSettings()
 print(json.dumps({
     "broker": s.events.messaging_broker, "cache": s.events.messaging_cache, "ordering": s.events.causal_ordering,
     "leases": s.concurrency.lease_storage, "cleanup": s.worker_channel.cleanup_queue_storage,
-    "migrate": s.database.migrate_on_start, "metrics": s.metrics_enabled,
+    "migrate": s.database.migrate_on_start, "blocks": s.register_blocks_on_start, "metrics": s.metrics_enabled,
     "messaging": [m.host, m.port, m.db, m.password], "cleanup_redis": [c.host, c.port, c.db, c.password]}))
 """
     done = subprocess.run([sys.executable, "-c", program], env=env, capture_output=True, text=True, timeout=120)
@@ -321,7 +319,7 @@ print(json.dumps({
         "prefect_redis.lease_storage",
         "prefect_redis.cleanup_queue",
     )
-    assert got["migrate"] is False
+    assert got["migrate"] is False and got["blocks"] is False, "the migrate initContainer did both, once"
     assert got["messaging"] == got["cleanup_redis"] == ["redis.shared.svc", 6380, 3, "pw1"]
 
 
@@ -378,3 +376,5 @@ exec(compile(sys.argv[1], "migrate", "exec"))
     )
     head = postgres.run_sql("select version_num from alembic_version", database).split()
     assert head, "the database was migrated"
+    # ...and the block types the API processes no longer register themselves are there
+    assert int(postgres.run_sql("select count(*) from block_type", database)) > 10

@@ -110,7 +110,11 @@ def test_production_values_reach_their_objects():
     pod = template["job_configuration"]["job_manifest"]["spec"]["template"]
     props = template["variables"]["properties"]
     assert props["node_selector"]["default"] == {"pool": "etl"}
-    assert props["tolerations"]["default"] == PROD["flowRun"]["tolerations"]
+    lost = [
+        {"key": f"node.kubernetes.io/{k}", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 60}
+        for k in ("not-ready", "unreachable")
+    ]
+    assert props["tolerations"]["default"] == lost + PROD["flowRun"]["tolerations"]
     assert props["affinity"]["default"] == PROD["flowRun"]["affinity"]
     assert props["pod_annotations"]["default"] == {"cluster-autoscaler.kubernetes.io/safe-to-evict": "false"}
     assert pod["metadata"]["annotations"] == "{{ pod_annotations }}"

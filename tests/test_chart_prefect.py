@@ -103,8 +103,9 @@ def test_base_job_template_gives_the_job_the_worker_would_create(prefect_server)
     assert c["args"][:3] == ["prefect", "flow-run", "execute"]
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
     assert c["resources"] == {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "4Gi"}}
-    # No placement configured: empty, valid fields; the Job carries checkov's reasons.
-    assert (pod["nodeSelector"], pod["tolerations"], pod["affinity"]) == ({}, [], {})
+    # No placement configured: empty, valid fields, but for how long the pod stays on a node that stopped
+    # answering (flowRun.nodeLostSeconds); the Job carries checkov's reasons.
+    assert (pod["nodeSelector"], pod["tolerations"], pod["affinity"]) == ({}, node_lost(60), {})
     assert job["metadata"]["annotations"]["checkov.io/skip1"].startswith("CKV_K8S_43=")
 
     names = [e["name"] for e in c["env"]]
@@ -147,7 +148,7 @@ def test_placement_values_reach_the_job_and_a_run_can_override_them(prefect_serv
     _validate_job(job)
     pod = job["spec"]["template"]
     assert pod["spec"]["nodeSelector"] == {"pool": "etl"}
-    assert pod["spec"]["tolerations"] == values["flowRun"]["tolerations"]
+    assert pod["spec"]["tolerations"] == node_lost(60) + values["flowRun"]["tolerations"]
     assert pod["spec"]["affinity"] == values["flowRun"]["affinity"]
     assert pod["metadata"]["annotations"] == values["flowRun"]["podAnnotations"]
     assert "@sha256:" in pod["spec"]["containers"][0]["image"]
@@ -158,6 +159,32 @@ def test_placement_values_reach_the_job_and_a_run_can_override_them(prefect_serv
     _validate_job(job)
     assert job["spec"]["template"]["spec"]["nodeSelector"] == nowhere["node_selector"]
     assert job["spec"]["template"]["spec"]["tolerations"] == []
+
+
+def node_lost(seconds: int) -> list[dict]:
+    return [
+        {"key": f"node.kubernetes.io/{key}", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": seconds}
+        for key in ("not-ready", "unreachable")
+    ]
+
+
+def test_sigterm_reschedules_a_run_only_with_backoff_limit_zero(prefect_server):
+    """A pod deleted, evicted or drained gets a SIGTERM; its run is rescheduled (AwaitingRetry, a new Job)
+    only because flowRun.backoffLimit is 0: prefect-kubernetes then sets the supervisor's SIGTERM behaviour
+    to reschedule. Any other value hands the pod back to Kubernetes' retries instead (README, Kubernetes)."""
+    behaviour = {}
+    for limit in (0, 2):
+        template = base_job_template(render({"flowRun": {"backoffLimit": limit, "nodeLostSeconds": 45}}, namespace=NS))
+        deployment_id, flow_run_id = _create_run(prefect_server.api_url, template, {})
+        job = asyncio.run(job_manifest_for_flow_run(prefect_server.api_url, template, deployment_id, flow_run_id))
+        _validate_job(job)
+        assert job["spec"]["backoffLimit"] == limit
+        assert job["spec"]["template"]["spec"]["tolerations"] == node_lost(45)
+        env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+        behaviour[limit] = env.get("PREFECT_FLOW_RUN_EXECUTE_SIGTERM_BEHAVIOR")
+        # a crashed run is re-run by its pipeline run (load-file) with the chart's bound
+        assert (env["ETL_FILE_RETRIES"], env["ETL_RETRY_DELAY_SECONDS"]) == ("2", "10")
+    assert behaviour == {0: "reschedule", 2: "relinquish"}
 
 
 def test_job_variables_can_still_override_image_and_resources(prefect_server):

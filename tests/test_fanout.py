@@ -45,7 +45,7 @@ from flows.fanout import FILE_RESULT_ARTIFACT_KEY
 from flows.sample import write_sample
 from flows.csv_spec import MONTH_FILES
 from flows.settings import get_settings
-from helpers import BIN, CLI, REPO, overlap, rows
+from helpers import CLI, REPO, overlap, process_worker, rows
 from kaggle_standin import DOWNLOAD_PATH, KEY, LIST_PATH, STORAGE, USER
 
 pytestmark = pytest.mark.timeout(900)
@@ -202,19 +202,9 @@ def fanout(prefect_server, postgres, tmp_path_factory):
            # the kaggle client talks to the local stand-in (tests/kaggle_standin.py) when one runs
            "KAGGLE_API_ENVIRONMENT": "LOCALHOST", "KAGGLE_USERNAME": USER, "KAGGLE_KEY": KEY}
     log = work / "worker.log"
-    with log.open("w") as out:
-        worker = subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--pool", pool,
-                                   "--type", "process", "--name", f"{pool}-worker"],
-                                  env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO)
-    try:
+    with process_worker(pool, env, log):
         yield {"deployment": f"{LOAD_FILE_FLOW}/{name}", "deployment_id": deployment_id, "database": database,
                "work": work, "worker_log": log}
-    finally:
-        worker.terminate()
-        try:
-            worker.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
 
 
 def fanned_out_pipeline(fanout, monkeypatch, tmp_path):

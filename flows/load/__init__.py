@@ -11,10 +11,12 @@ events table, itself RANGE-partitioned by source_line into segments.
      the ledger. Every ATTACH is proven by CHECK constraints, so this takes milliseconds. Nothing is
      visible before this COMMIT; after it, a rerun skips.
 A crash between 1 and 2 leaves only unattached segment tables, which the next load of that file drops
-first. Two runs at once serialise on the lock: one loads, the other skips. Rows COPY cannot type are
-skipped by `ON_ERROR ignore` and quarantined from its notices. A file the fast path's byte-level check
-refuses (quotes, ragged rows, lenient values, bad bytes...) is read by the careful path instead, which
-parses every record in Python and COPYs the good ones with explicit line numbers.
+first (those whose CHECK constraint names the file; internal tables are named by the load's id from the
+ledger, never by the file name). Two runs at once serialise on the lock: one loads, the other skips.
+Rows COPY cannot type are skipped by `ON_ERROR ignore` and quarantined from its notices. A file the
+fast path's byte-level check refuses (quotes, ragged rows, lenient values, bad bytes...) is read by
+the careful path instead, which parses every record in Python and COPYs the good ones with explicit
+line numbers.
 
 Modules: plan (blocks, segments, checksum), context (the per-file load context), fast and careful (the
 two staging phases), commit (swap, quarantine, ledger), pipeline (load_file and its phases), ddl

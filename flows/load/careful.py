@@ -15,7 +15,7 @@ from flows.load.context import LoadContext
 from flows.load.db import drain_skips
 from flows.load.plan import BlockHasher
 from flows.load.result import Quarantined
-from flows.transform import check_record, iter_records, to_copy_line
+from flows.transform import check_record, iter_records, split_lines, to_copy_line
 
 BATCH_RECORDS = 50_000
 
@@ -86,8 +86,11 @@ def stage_careful(ctx: LoadContext, conn: Any, cur: Any) -> CarefulStage:
 
 def _lines(f: BinaryIO, ctx: LoadContext, hasher: BlockHasher) -> Iterator[bytes]:
     """The file's lines (with their line endings) up to its planned size, hashed as they are read."""
+    return split_lines(_chunks(f, ctx, hasher))
+
+
+def _chunks(f: BinaryIO, ctx: LoadContext, hasher: BlockHasher) -> Iterator[bytes]:
     left = ctx.plan.size - ctx.plan.header.byte_length
-    carry = b""
     while left:
         chunk = f.read(min(ctx.tuning.chunk_bytes, left))
         if not chunk:
@@ -95,12 +98,7 @@ def _lines(f: BinaryIO, ctx: LoadContext, hasher: BlockHasher) -> Iterator[bytes
         left -= len(chunk)
         hasher.update(chunk)
         ctx.progress(len(chunk))
-        lines = (carry + chunk).split(b"\n")
-        carry = lines.pop()
-        for line in lines:
-            yield line + b"\n"
-    if carry:
-        yield carry
+        yield chunk
 
 
 def _flush(cur: Any, conn: Any, copy_sql: Any, batch: _Batch, stage: CarefulStage) -> None:

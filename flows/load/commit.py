@@ -62,6 +62,7 @@ def commit(ctx: LoadContext, conn: Any, cur: Any, staged: Staged, old_partition:
                 len(staged.quarantined),
                 ctx.run_id,
                 time.perf_counter() - ctx.started,
+                ctx.load_id,
             ),
         )
     with ctx.step("commit.transaction"):
@@ -90,7 +91,9 @@ def _write_quarantine(cur: Any, ctx: LoadContext, rows: list[Quarantined]) -> No
     if not rows:
         return
     buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
+    # CRLF, so that the writer quotes a value holding a lone CR (a raw line, a file name) as well as LF:
+    # COPY would read an unquoted CR as the end of the row
+    writer = csv.writer(buf, lineterminator="\r\n")
     for row in rows:
         writer.writerow([ctx.source_file, row.line, row.raw, row.reason, ctx.run_id])
     buf.seek(0)

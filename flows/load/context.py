@@ -49,11 +49,18 @@ class LoadContext:
     source_file: str
     run_id: str
     plan: Plan
-    objects: FileNames
     tuning: Tuning
     progress: ProgressTotal
     checkpoint: Checkpoint | None = None
     started: float = 0.0  # time.perf_counter() when load_file began: the ledger's load_seconds
+    load_id: int | None = None  # drawn from the ledger once the file's lock is held and it must load
+
+    @property
+    def objects(self) -> FileNames:
+        """The names of this load's tables (partition, segments), from its load id."""
+        if self.load_id is None:
+            raise RuntimeError("a load's tables are named only once its load id is drawn")
+        return FileNames(self.names, self.load_id)
 
     @contextlib.contextmanager
     def step(self, name: str) -> Iterator[None]:

@@ -13,10 +13,10 @@ errors raise, so the caller's retry policy applies (nothing is visible before th
 from __future__ import annotations
 
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
+import psycopg2
 import sqlalchemy as sa
 
 from flows import sql as q
@@ -28,8 +28,8 @@ from flows.load.db import drop_quietly, transaction
 from flows.load.fast import FastStage, stage_fast
 from flows.load.plan import FileStat, Tuning, file_checksum, plan_file
 from flows.load.result import FileResult, Quarantined, summarise_quarantine
-from flows.sql import FileNames, Names
-from flows.transform import MAX_HEADER_BYTES, file_name_problem, parse_header, raw_text
+from flows.sql import Names
+from flows.transform import MAX_HEADER_BYTES, Header, copy_skip_reason, file_name_problem, parse_header, raw_text
 
 
 def load_file(
@@ -82,10 +82,7 @@ def _open(
         plan = plan_file(path, header, stat, tuning.parallel, tuning.min_segment_bytes, tuning.block_bytes)
     except OSError as exc:
         raise FileRejected(f"cannot read {path}: {exc.strerror or exc}") from None
-    objects = FileNames.of(names, source_file, run_key=uuid.uuid4().hex[:6])
-    return LoadContext(
-        engine, names, path, source_file, run_id, plan, objects, tuning, ProgressTotal(progress), checkpoint
-    )
+    return LoadContext(engine, names, path, source_file, run_id, plan, tuning, ProgressTotal(progress), checkpoint)
 
 
 def _load(ctx: LoadContext, result: FileResult) -> None:
@@ -98,6 +95,8 @@ def _load(ctx: LoadContext, result: FileResult) -> None:
                     conn.rollback()
                     result.status, result.rows_skipped = "skipped", entry[2]
                     return
+            cur.execute(q.next_load_id(ctx.names))
+            ctx.load_id = cur.fetchone()[0]
             _drop_orphans(ctx, cur)
             staged = _stage(ctx, conn, cur)
             if result.checksum and result.checksum != staged.checksum:
@@ -107,11 +106,12 @@ def _load(ctx: LoadContext, result: FileResult) -> None:
                 )
             commit(ctx, conn, cur, staged, entry[3] if entry else None)
     except BaseException:
-        drop_quietly(
-            ctx.engine,
-            ctx.names,
-            [ctx.objects.segment(s.index) for s in ctx.plan.segments] + [ctx.objects.segment("c")],
-        )
+        if ctx.load_id is not None:
+            drop_quietly(
+                ctx.engine,
+                ctx.names,
+                [ctx.objects.segment(s.index) for s in ctx.plan.segments] + [ctx.objects.segment("c")],
+            )
         raise
     result.status, result.load_path, result.checksum = "loaded", staged.load_path, staged.checksum
     result.rows_read, result.rows_loaded, result.rows_quarantined = staged.read, staged.loaded, len(staged.quarantined)
@@ -127,11 +127,29 @@ def _check_ledger(ctx: LoadContext, cur: Any) -> tuple | None:
 
 
 def _drop_orphans(ctx: LoadContext, cur: Any) -> None:
-    """Segment tables a crashed load of this file committed but never attached."""
+    """Segment tables a crashed load of this file committed but never attached. (Loads of this same
+    file wait for its lock, so none of them is running now.)"""
     with ctx.step("drop-orphans"):
-        cur.execute(q.unattached_tables(ctx.names), (ctx.objects.staging_prefix,))
-        for (orphan,) in cur.fetchall():
-            cur.execute(q.drop_table(ctx.names, orphan))
+        cur.execute(q.unattached_segments(ctx.names), (ctx.names.segment_prefix,))
+        for (table,) in cur.fetchall():
+            _drop_if_orphan_of_this_file(ctx, cur, table)
+
+
+def _drop_if_orphan_of_this_file(ctx: LoadContext, cur: Any, table: str) -> None:
+    """Locked without waiting (a table that something holds, a running load or a pg_dump, is left for
+    later), then checked under the lock: unattached, and its own CHECK constraint names this file.
+    Another file's table is let go at once: its lock is released with the savepoint."""
+    cur.execute(q.savepoint("orphan"))
+    try:
+        cur.execute(q.lock_table_nowait(ctx.names, table))
+        cur.execute(q.orphan_of_file(ctx.names), q.own_file_check(ctx.names, table, ctx.source_file))
+        if cur.fetchone() is None:
+            cur.execute(q.rollback_to_savepoint("orphan"))
+            return
+        cur.execute(q.drop_table(ctx.names, table))
+        cur.execute(q.release_savepoint("orphan"))
+    except (psycopg2.errors.LockNotAvailable, psycopg2.errors.UndefinedTable):
+        cur.execute(q.rollback_to_savepoint("orphan"))  # in use, or gone meanwhile
 
 
 def _stage(ctx: LoadContext, conn: Any, cur: Any) -> Staged:
@@ -156,22 +174,24 @@ def _stage(ctx: LoadContext, conn: Any, cur: Any) -> Staged:
 
 def _from_fast(ctx: LoadContext, fast: FastStage) -> Staged:
     skipped = {line: reason for s in fast.staged for line, reason in s.skipped.items()}
-    quarantined = _read_lines(ctx.path, skipped)
+    quarantined = _read_lines(ctx.path, ctx.plan.header, skipped)
     loaded = sum(s.loaded for s in fast.staged)
     leaves = [(s.table, s.segment.first_line, s.segment.end_line) for s in fast.staged]
     digests = [d for s in fast.staged for d in s.digests]
     return Staged("fast", leaves, loaded + len(quarantined), loaded, quarantined, ctx.plan.checksum(digests))
 
 
-def _read_lines(path: Path, reasons: dict[int, str]) -> list[Quarantined]:
-    """The raw text of the lines COPY refused (each is one line: the fast path takes no quotes)."""
+def _read_lines(path: Path, header: Header, reasons: dict[int, str]) -> list[Quarantined]:
+    """The raw text of the lines COPY refused (each is one line: the fast path takes no quotes), with
+    the careful path's reasons."""
     if not reasons:
         return []
     found = []
     with path.open("rb") as f:
         for number, line in enumerate(f, start=1):
             if number in reasons:
-                found.append(Quarantined(number, raw_text([line]), reasons[number]))
+                raw = raw_text([line])
+                found.append(Quarantined(number, raw, copy_skip_reason(raw, header, reasons[number])))
                 if len(found) == len(reasons):
                     break
     return found

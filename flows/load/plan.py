@@ -105,23 +105,24 @@ def plan_file(
 ) -> Plan:
     """Blocks and segments; only the bytes before the last segment are read (to number the lines)."""
     with path.open("rb") as f:
-        block_ends = _block_ends(f, header.byte_length, stat.size, block_bytes)
+        block_ends = _block_ends(f, stat.size, block_bytes)
         parts = max(1, min(parallel, stat.size // max(min_segment_bytes, 1)))
         cuts = _segment_cuts(block_ends, header.byte_length, stat.size, parts)
         segments = _number_lines(f, cuts, stat.size)
     return Plan(stat, header, tuple(block_ends), tuple(segments), block_bytes)
 
 
-def _block_ends(f: BinaryIO, header_end: int, size: int, block_bytes: int) -> list[int]:
+def _block_ends(f: BinaryIO, size: int, block_bytes: int) -> list[int]:
+    """Where each block ends (flows/load/SPEC.md): the first line start at or after each multiple of B.
+    A line spanning several multiples ends one block; the next is sought from the next multiple."""
     ends: list[int] = []
     target = block_bytes
     while target < size:
-        start = _next_line_start(f, target - 1, size)
-        if start >= size:
+        end = _next_line_start(f, target - 1, size)
+        if end >= size:
             break
-        if start > max(header_end, ends[-1] if ends else 0):
-            ends.append(start)
-        target = max(target + block_bytes, start)
+        ends.append(end)
+        target = (end // block_bytes + 1) * block_bytes  # the first multiple whose line start lies after `end`
     return [*ends, size]
 
 

@@ -29,6 +29,7 @@ class FileResult(BaseModel):
     load_path: LoadPath | None = None  # which load path ran (loaded files)
     checksum: str | None = None
     rows_skipped: int = 0  # rows of an unchanged file, as the ledger recorded them
+    attempts: int = 1  # times its load started: more when a crashed or rescheduled load-file run ran again
     # reason class -> count, and the first few quarantined lines of each class (for the report)
     quarantine_by_reason: dict[str, int] = Field(default_factory=dict)
     quarantine_examples: list[dict[str, Any]] = Field(default_factory=list)

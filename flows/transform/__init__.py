@@ -16,12 +16,20 @@ from flows.transform.fields import (
     SkippedRow,
     check_field,
     check_record,
+    copy_skip_reason,
     parse_skip_notice,
     reason_class,
     to_copy_line,
 )
 from flows.transform.header import MAX_HEADER_BYTES, UTF8_BOM, Header, parse_header
-from flows.transform.records import MAX_RECORD_BYTES, file_name_problem, iter_records, printable, raw_text
+from flows.transform.records import (
+    MAX_RECORD_BYTES,
+    file_name_problem,
+    iter_records,
+    printable,
+    raw_text,
+    split_lines,
+)
 
 __all__ = [
     "MAX_FAST_LINE_BYTES",
@@ -34,6 +42,7 @@ __all__ = [
     "SkippedRow",
     "check_field",
     "check_record",
+    "copy_skip_reason",
     "count_newlines",
     "fast_lines",
     "file_name_problem",
@@ -43,5 +52,6 @@ __all__ = [
     "printable",
     "raw_text",
     "reason_class",
+    "split_lines",
     "to_copy_line",
 ]

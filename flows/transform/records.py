@@ -37,6 +37,25 @@ def raw_text(lines: list[bytes]) -> str:
     return printable(b"".join(lines).removesuffix(b"\n").removesuffix(b"\r").decode("utf-8", "surrogateescape"))
 
 
+def split_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The lines (each with its LF; the last may lack it) of bytes read in chunks cut anywhere. A line
+    longer than a chunk is gathered in a list and joined once: linear in its length."""
+    pending: list[bytes] = []
+    for chunk in chunks:
+        lines = chunk.split(b"\n")
+        if len(lines) == 1:
+            pending.append(chunk)
+            continue
+        if pending:
+            lines[0] = b"".join([*pending, lines[0]])
+        last = lines.pop()
+        pending = [last] if last else []
+        for line in lines:
+            yield line + b"\n"
+    if pending:
+        yield b"".join(pending)
+
+
 class _RecordTooLarge(Exception):
     pass
 

@@ -9,20 +9,9 @@ set -euo pipefail
 # shellcheck source=scripts/local-k8s/lib.sh
 . "$(dirname "$0")/lib.sh"
 
-cluster=$(lk_cluster)
-existed=0
-if have kind && kind get clusters 2>/dev/null | grep -qx "$cluster"; then existed=1; fi
-# shellcheck disable=SC2329  # called by the EXIT trap
-cleanup() {
-  if [ "$existed" = 0 ] && [ "${KEEP:-0}" != 1 ]; then
-    log "deleting kind cluster $cluster"
-    kind delete cluster --name "$cluster" || true
-  fi
-}
-trap cleanup EXIT
-
 t0=$SECONDS
-"$LK_HERE/up.sh"
+lk_run_cluster
+cluster=$LK_RUN_CLUSTER
 # NetworkPolicy: after the CI steps, the test turns on enforcement (kube-router's firewall,
 # netpol.sh) and checks the chart's policies. Not before: enforcement that lags a new pod by
 # seconds makes the chart's one-shot helm test pods fail (see k8s/README.md). LK_NETPOL=0: off.

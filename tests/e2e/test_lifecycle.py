@@ -29,7 +29,7 @@ import pytest
 import yaml
 
 from helpers import REPO
-from kube_tools import Kube, prefect, run_deployment, sh
+from kube_tools import Kube, prefect, run_deployment, sh, unload_images
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(5400)]
 
@@ -86,9 +86,7 @@ def images(release_tree):
         FIGURES["images_s"] = round(time.monotonic() - started, 1)
         yield
     finally:
-        for node in sh("kind", "get", "nodes", "--name", CLUSTER, check=False).split():
-            sh("docker", "exec", node, "crictl", "rmi", *(f"docker.io/library/{ref}" for ref in (NEW_IMAGE, OLD_IMAGE)),
-               check=False)
+        unload_images(CLUSTER, [NEW_IMAGE, OLD_IMAGE])
         for ref in (NEW_IMAGE, OLD_IMAGE):
             sh("docker", "image", "rm", ref, check=False)
 

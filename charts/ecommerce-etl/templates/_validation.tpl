@@ -41,7 +41,7 @@ values.schema.json handles types and shapes; this file handles combinations.
 {{- if and $v.alerts.webhook.existingSecret (not $v.alerts.enabled) -}}
   {{- $errors = append $errors "alerts.webhook.existingSecret is set but alerts.enabled=false: set alerts.enabled=true to register the automations that post to it." -}}
 {{- end -}}
-{{- range $name := list "pendingMinutes" "runningMinutes" -}}
+{{- range $name := list "pendingMinutes" "runningMinutes" "crashedMinutes" -}}
   {{- $minutes := index $v.alerts $name | float64 -}}
   {{- if and (gt $minutes 0.0) (lt (mulf $minutes 60.0) 10.0) -}}
     {{- $errors = append $errors (printf "alerts.%s=%v is below 10 seconds, the shortest wait Prefect can watch for: use 0.17 or more, or 0 to switch this alert off." $name $minutes) -}}

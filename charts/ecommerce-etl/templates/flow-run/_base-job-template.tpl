@@ -147,9 +147,9 @@ variables:
     tolerations:
       type: array
       title: Tolerations
-      description: Tolerations of the flow-run pod.
+      description: Tolerations of the flow-run pod (by default also how long it stays on a lost node).
       items: {type: object}
-      default: {{ toJson $fr.tolerations }}
+      default: {{ include "ecommerce-etl.flowRunTolerations" . }}
     affinity:
       type: object
       title: Affinity
@@ -258,6 +258,11 @@ the quarantine alert threshold, optional Kaggle creds. */}}
 {{ include "ecommerce-etl.prefectBaseEnv" . }}
 - name: ETL_MAX_PARALLEL_FILES
   value: {{ .Values.flowRun.maxParallelFiles | quote }}
+# A crashed load-file run is run again by its pipeline run (flows/recovery.py).
+- name: ETL_FILE_RETRIES
+  value: {{ .Values.flowRun.fileRetries | quote }}
+- name: ETL_RETRY_DELAY_SECONDS
+  value: {{ .Values.flowRun.retryDelaySeconds | quote }}
 {{- with include "ecommerce-etl.copyParallelism" . }}
 # COPY connections per file: flowRun.copyParallelism, or one more than the PostgreSQL container's CPU limit.
 - name: ETL_COPY_PARALLELISM
@@ -278,4 +283,21 @@ the quarantine alert threshold, optional Kaggle creds. */}}
 {{- with .Values.flowRun.extraEnv }}
 {{ toYaml . }}
 {{- end }}
+{{- end -}}
+
+
+{{/* flowRun.tolerations, plus (unless they name these keys themselves) how long a flow-run pod stays
+bound to a node that stopped answering: flowRun.nodeLostSeconds instead of Kubernetes' 300 s, so a run
+on a lost node is evicted, reported Crashed and re-run elsewhere sooner. JSON. */}}
+{{- define "ecommerce-etl.flowRunTolerations" -}}
+{{- $fr := .Values.flowRun -}}
+{{- $own := list -}}
+{{- range $fr.tolerations }}{{ $own = append $own (.key | default "") }}{{ end -}}
+{{- $all := list -}}
+{{- range $key := list "node.kubernetes.io/not-ready" "node.kubernetes.io/unreachable" -}}
+{{- if not (has $key $own) -}}
+{{- $all = append $all (dict "key" $key "operator" "Exists" "effect" "NoExecute" "tolerationSeconds" (int $fr.nodeLostSeconds)) -}}
+{{- end -}}
+{{- end -}}
+{{- concat $all $fr.tolerations | toJson -}}
 {{- end -}}

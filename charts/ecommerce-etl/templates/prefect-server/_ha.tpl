@@ -44,12 +44,15 @@ their own Deployment, Redis for messaging, leases, event ordering and the worker
 {{- ternary .Values.image.pullPolicy .Values.prefectServer.image.pullPolicy (not (empty (include "ecommerce-etl.serverHA" .))) -}}
 {{- end -}}
 
-{{/* Env of every HA server process (API and services): Prefect's pluggable backends on Redis, and no
-migration at start (the migrate init container did it). Prefect 3.9 setting names; prefect-redis 0.3.0. */}}
+{{/* Env of every HA server process (API and services): Prefect's pluggable backends on Redis, and neither
+migrations nor block registration at start (the migrate init container did both, once). Prefect 3.9
+setting names; prefect-redis 0.3.0. */}}
 {{- define "ecommerce-etl.serverHAEnv" -}}
 {{- $r := .Values.prefectServer.redis -}}
 {{- $host := default (include "ecommerce-etl.redisName" .) $r.host -}}
 - name: PREFECT_SERVER_DATABASE_MIGRATE_ON_START
+  value: "false"
+- name: PREFECT_SERVER_REGISTER_BLOCKS_ON_START
   value: "false"
 - name: PREFECT_MESSAGING_BROKER
   value: prefect_redis.messaging
@@ -111,7 +114,21 @@ two would wait on each other for ever (seen with three pods at once). */}}
           print("another pod is migrating the Prefect database; waiting", flush=True)
           time.sleep(2)
       print("migration lock held; upgrading the Prefect database", flush=True)
-      sys.exit(subprocess.call(["prefect", "server", "database", "upgrade", "--yes"]))
+      code = subprocess.call(["prefect", "server", "database", "upgrade", "--yes"])
+      if code:
+          sys.exit(code)
+      # Block types, which every API process would otherwise insert at its start (two at once collide:
+      # "uq_block_type__slug", and one of them exits; seen with two replicas).
+      import asyncio
+      from prefect.server.database import provide_database_interface
+      from prefect.server.models.block_registration import run_block_auto_registration
+
+      async def register():  # as the API's start-up does it (the registration opens its own transactions)
+          async with await provide_database_interface().session() as session:
+              await run_block_auto_registration(session=session)
+
+      asyncio.run(register())
+      print("Prefect database upgraded and block types registered", flush=True)
   env:
 {{ include "ecommerce-etl.prefectBaseEnv" . | indent 4 }}
   securityContext:

@@ -48,6 +48,8 @@ change of what is registered changes the worker's pod template, so a rollout reg
       value: {{ $alerts.pendingMinutes | quote }}
     - name: ETL_ALERT_RUNNING_MINUTES
       value: {{ $alerts.runningMinutes | quote }}
+    - name: ETL_ALERT_CRASHED_MINUTES
+      value: {{ $alerts.crashedMinutes | quote }}
     {{- if $alerts.webhook.existingSecret }}
     - name: ETL_ALERT_WEBHOOK_URL_FILE
       value: {{ printf "/etc/ecommerce-etl/secrets/alert-webhook/%s" $alerts.webhook.key | quote }}
