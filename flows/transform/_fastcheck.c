@@ -303,14 +303,17 @@ static Py_ssize_t count_newlines(cursor p, Py_ssize_t n, int vector)
 
 /* --- the module -------------------------------------------------------------------------------- */
 
-static PyObject *run(PyObject *arg, int vector)
+typedef Py_ssize_t (*counter)(cursor, Py_ssize_t, int);
+
+/* One buffer scanned without the GIL; a negative count (check(): not every line is COPY-safe) is None. */
+static PyObject *scan(PyObject *arg, counter fn, int vector)
 {
     Py_buffer view;
     if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
         return NULL;
     Py_ssize_t found;
     Py_BEGIN_ALLOW_THREADS
-    found = check((cursor)view.buf, view.len, vector);
+    found = fn((cursor)view.buf, view.len, vector);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&view);
     if (found < 0)
@@ -318,41 +321,28 @@ static PyObject *run(PyObject *arg, int vector)
     return PyLong_FromSsize_t(found);
 }
 
-static PyObject *newlines(PyObject *arg, int vector)
-{
-    Py_buffer view;
-    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
-        return NULL;
-    Py_ssize_t found;
-    Py_BEGIN_ALLOW_THREADS
-    found = count_newlines((cursor)view.buf, view.len, vector);
-    Py_END_ALLOW_THREADS
-    PyBuffer_Release(&view);
-    return PyLong_FromSsize_t(found);
-}
-
 static PyObject *count_lf(PyObject *module, PyObject *arg)
 {
     (void)module;
-    return newlines(arg, 1);
+    return scan(arg, count_newlines, 1);
 }
 
 static PyObject *count_lf_portable(PyObject *module, PyObject *arg)
 {
     (void)module;
-    return newlines(arg, 0);
+    return scan(arg, count_newlines, 0);
 }
 
 static PyObject *lines(PyObject *module, PyObject *arg)
 {
     (void)module;
-    return run(arg, 1);
+    return scan(arg, check, 1);
 }
 
 static PyObject *lines_portable(PyObject *module, PyObject *arg)
 {
     (void)module;
-    return run(arg, 0);
+    return scan(arg, check, 0);
 }
 
 static PyMethodDef methods[] = {
