@@ -187,8 +187,9 @@ def test_upgrade_from_the_release_keeps_rows_passwords_and_loads_nothing_again(u
             run = run_deployment(f"{url}/api")
             assert run.state.type.value == "COMPLETED", run.state
         assert ledger(kube, UP_PREFIX) == before["ledger"] and data_tables(kube, UP_PREFIX) == before["tables"]
-        # the one change UPGRADING.md announces: the new loader's ledger column, empty for earlier loads
-        assert ledger_columns(kube, UP_PREFIX) == [*before["columns"], "load_seconds"]
+        # the changes UPGRADING.md announces: the ledger's new columns (load_seconds, empty for earlier
+        # loads; load_id, numbering them), added in place
+        assert ledger_columns(kube, UP_PREFIX) == [*before["columns"], "load_seconds", "load_id"]
         assert kube.psql(UP_PREFIX, "SELECT count(*) FROM ecommerce_events_ledger WHERE load_seconds IS NOT NULL") == "0"
         started = time.monotonic()
         kube.helm("test", UP_RELEASE, "--logs", "--timeout", "15m", timeout=1200)  # with the restore check
