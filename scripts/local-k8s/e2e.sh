@@ -4,7 +4,7 @@
 # (KEEP=1 leaves it up). Prints the build, cluster and test times.
 # At its end the test also turns on NetworkPolicy enforcement (netpol.sh) and checks the
 # chart's policies (ETL_E2E_NETPOL_SETUP); LK_NETPOL=0 leaves that out. E2E_TESTS runs other
-# tests than the whole of tests/e2e (`make lifecycle-local`).
+# tests than the whole of tests/e2e (`make lifecycle-local`, `make metrics-local`).
 set -euo pipefail
 # shellcheck source=scripts/local-k8s/lib.sh
 . "$(dirname "$0")/lib.sh"

@@ -46,6 +46,55 @@ def unload_images(cluster: str, images: list[str]) -> None:
             sh("docker", "exec", node, "ctr", "-n", "k8s.io", "images", "rm", *names, check=False)
 
 
+
+@contextlib.contextmanager
+def port_forward(context: str, namespace: str, service: str, port: int, local: int | None = None,
+                 health: str = "/api/health", wait_seconds: float = 90):
+    """kubectl port-forward to a Service, as the README tells users, once `health` answers 200;
+    yields http://127.0.0.1:<local>."""
+    local = local or free_port()
+    proc = subprocess.Popen(["kubectl", "--context", context, "-n", namespace, "port-forward",
+                             "--address", "127.0.0.1", f"svc/{service}", f"{local}:{port}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = f"http://127.0.0.1:{local}"
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            assert proc.poll() is None, f"port-forward exited: {proc.stdout.read()}"
+            try:
+                if httpx.get(f"{url}{health}", timeout=3).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, f"{service} not reachable through port-forward"
+            time.sleep(1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def web_server_objects(name: str, image: str, script: str) -> list[dict]:
+    """A Pod (the flow image, Pod Security "restricted") that runs `script`, which ends serving port 8080,
+    and its Service on port 80: the in-cluster web server of the URL-source tests."""
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": name}},
+           "spec": {"automountServiceAccountToken": False,
+                    "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001,
+                                        "seccompProfile": {"type": "RuntimeDefault"}},
+                    "containers": [{"name": "web", "image": image, "imagePullPolicy": "IfNotPresent",
+                                    "command": ["sh", "-c", script], "ports": [{"containerPort": 8080}],
+                                    "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 2},
+                                    "securityContext": {"allowPrivilegeEscalation": False,
+                                                        "readOnlyRootFilesystem": True,
+                                                        "capabilities": {"drop": ["ALL"]}},
+                                    "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+                                    "resources": {"requests": {"cpu": "50m", "memory": "128Mi"},
+                                                  "limits": {"cpu": "500m", "memory": "512Mi"}}}],
+                    "volumes": [{"name": "tmp", "emptyDir": {}}]}}  # fmt: skip
+    service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+               "spec": {"selector": {"app": name}, "ports": [{"port": 80, "targetPort": 8080}]}}  # fmt: skip
+    return [pod, service]
+
 @dataclass
 class Kube:
     context: str
@@ -114,29 +163,9 @@ class Kube:
                 self.dump()
             raise
 
-    @contextlib.contextmanager
     def port_forward(self, service: str, port: int, health: str = "/api/health"):
         """kubectl port-forward to a Service; yields http://127.0.0.1:<local>."""
-        local = free_port()
-        proc = subprocess.Popen(["kubectl", "--context", self.context, "-n", self.namespace, "port-forward",
-                                 "--address", "127.0.0.1", f"svc/{service}", f"{local}:{port}"],
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        try:
-            url = f"http://127.0.0.1:{local}"
-            deadline = time.monotonic() + 90
-            while True:
-                assert proc.poll() is None, f"port-forward exited: {proc.stdout.read()}"
-                try:
-                    if httpx.get(f"{url}{health}", timeout=3).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                assert time.monotonic() < deadline, f"{service} not reachable through port-forward"
-                time.sleep(1)
-            yield url
-        finally:
-            proc.terminate()
-            proc.wait(10)
+        return port_forward(self.context, self.namespace, service, port, health=health)
 
 
 async def _with_client(api_url: str, fn):

@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 
-import httpx
+import kube_tools
 import pytest
 import yaml
 
@@ -218,28 +218,9 @@ def wait_for_post(text: str, timeout: float) -> list[str]:
 @contextlib.contextmanager
 def port_forward(service: str, port: int, local: int | None = None, health: str = "/api/health"):
     """kubectl port-forward as the README tells users; yields the local base URL + '/api'."""
-    local = local or free_port()
-    proc = subprocess.Popen(
-        ["kubectl", "--context", CONTEXT, "-n", NAMESPACE, "port-forward", "--address", "127.0.0.1",
-         f"svc/{service}", f"{local}:{port}"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    try:
-        url = f"http://127.0.0.1:{local}"
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, f"port-forward exited: {proc.stdout.read()}"
-            try:
-                if httpx.get(f"{url}{health}", timeout=3).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, f"{service} not reachable through port-forward"
-            time.sleep(1)
+    with kube_tools.port_forward(CONTEXT, NAMESPACE, service, port, local=local, health=health,
+                                 wait_seconds=60) as url:
         yield f"{url}/api"
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 async def _with_client(api_url: str, fn):
@@ -352,24 +333,7 @@ def web_server(bad_file: str):
     script = (f"ecommerce-etl sample --out /tmp/www --rows-per-file {SAMPLE_ROWS} >/dev/null"
               f" && printf 'time,type\\n2020-01-01 00:00:00 UTC,view\\n' > /tmp/www/{bad_file}"
               " && cd /tmp/www && exec python3 -m http.server 8080")
-    objects = [
-        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": WEB, "labels": {"app": WEB}},
-         "spec": {"automountServiceAccountToken": False,
-                  "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001,
-                                      "seccompProfile": {"type": "RuntimeDefault"}},
-                  "containers": [{"name": "web", "image": image, "imagePullPolicy": "IfNotPresent",
-                                  "command": ["sh", "-c", script], "ports": [{"containerPort": 8080}],
-                                  "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 2},
-                                  "securityContext": {"allowPrivilegeEscalation": False,
-                                                      "readOnlyRootFilesystem": True,
-                                                      "capabilities": {"drop": ["ALL"]}},
-                                  "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
-                                  "resources": {"requests": {"cpu": "50m", "memory": "128Mi"},
-                                                "limits": {"cpu": "500m", "memory": "512Mi"}}}],
-                  "volumes": [{"name": "tmp", "emptyDir": {}}]}},
-        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": WEB},
-         "spec": {"selector": {"app": WEB}, "ports": [{"port": 80, "targetPort": 8080}]}},
-    ]
+    objects = kube_tools.web_server_objects(WEB, image, script)
     kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
     try:
         kubectl("wait", "--for=condition=ready", f"pod/{WEB}", "--timeout=300s", timeout=400)

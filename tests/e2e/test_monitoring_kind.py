@@ -31,7 +31,7 @@ import time
 import httpx
 import pytest
 import yaml
-from kube_tools import Kube, sh
+from kube_tools import Kube, sh, web_server_objects
 
 from helpers import REPO
 
@@ -412,23 +412,8 @@ def bad_files_server() -> str:
               " && awk -F, 'NR > 1 && NR % 20 == 0 {$7 = \"price?\"} 1' OFS=, 2019-Oct.csv > quarantine.csv"
               " && printf 'time,type\\n2020-01-01 00:00:00 UTC,view\\n' > broken.csv"
               " && exec python3 -m http.server 8080")  # fmt: skip
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": WEB, "labels": {"app": WEB}},
-           "spec": {"automountServiceAccountToken": False,
-                    "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001,
-                                        "seccompProfile": {"type": "RuntimeDefault"}},
-                    "containers": [{"name": "web", "image": IMAGE, "imagePullPolicy": "IfNotPresent",
-                                    "command": ["sh", "-c", script], "ports": [{"containerPort": 8080}],
-                                    "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 2},
-                                    "securityContext": {"allowPrivilegeEscalation": False,
-                                                        "readOnlyRootFilesystem": True,
-                                                        "capabilities": {"drop": ["ALL"]}},
-                                    "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
-                                    "resources": {"requests": {"cpu": "50m", "memory": "128Mi"},
-                                                  "limits": {"cpu": "500m", "memory": "512Mi"}}}],
-                    "volumes": [{"name": "tmp", "emptyDir": {}}]}}  # fmt: skip
-    service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": WEB},
-               "spec": {"selector": {"app": WEB}, "ports": [{"port": 80, "targetPort": 8080}]}}  # fmt: skip
-    kube.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [pod, service]}))
+    objects = web_server_objects(WEB, IMAGE, script)
+    kube.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
     kube.kubectl("wait", "--for=condition=ready", f"pod/{WEB}", "--timeout=300s", timeout=400)
     return f"http://{WEB}.{NAMESPACE}.svc"
 
