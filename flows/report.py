@@ -57,6 +57,11 @@ class RunReport(BaseModel):
     def summary_rows(self) -> list[dict[str, Any]]:
         return [{title: read(f) for title, read in SUMMARY_COLUMNS} for f in self.files]
 
+    def total_row(self) -> dict[str, Any]:
+        """The table's last row: each total under its own column (the columns are SUMMARY_COLUMNS)."""
+        totals = {key.replace("_", " "): value for key, value in self.totals.items()}
+        return {title: "total" if title == "file" else totals.get(title, "") for title, _ in SUMMARY_COLUMNS}
+
     def quarantine_markdown(self) -> str:
         lines = [f"# Quarantine report: source `{self.source}`, table `{self.table}`", ""]
         quarantined = sum(f.rows_quarantined for f in self.files)
@@ -77,10 +82,8 @@ def print_table(report: RunReport) -> None:
     table = Table(title="ecommerce-etl")
     for title, _ in SUMMARY_COLUMNS:
         table.add_column(title, justify="left" if title in ("file", "status", "error") else "right")
-    for row in report.summary_rows():
+    for row in [*report.summary_rows(), report.total_row()]:
         table.add_row(*(f"{v:,}" if isinstance(v, int) else str(v) for v in row.values()))
-    totals = report.totals
-    table.add_row("total", "", *(f"{totals[k]:,}" for k in TOTALS), "", "", "")
     # a log file or pipe has no width of its own: wide enough that numbers are never cut
     Console(stderr=True, width=None if sys.stderr.isatty() else 160).print(table)
 

@@ -26,6 +26,14 @@ def test_one_column_list_feeds_the_artifact_and_the_table():
     assert [f.status for f in report.failed] == ["failed"]
 
 
+def test_each_total_stands_under_its_own_column():
+    report = RunReport(files=[_loaded(read=10, quarantined=3), _loaded(file="b.csv", read=5)])
+    total = report.total_row()
+    assert list(total) == [title for title, _ in SUMMARY_COLUMNS]
+    assert total == {**dict.fromkeys(total, ""), "file": "total", "rows read": 15, "rows loaded": 12,
+                     "rows quarantined": 3, "rows skipped": 0}
+
+
 def test_results_survive_their_json_form():
     result = _loaded(quarantined=2, quarantine_by_reason={"price: value is not a finite decimal number": 2},
                      quarantine_examples=[{"line": 3, "reason": "r", "raw": "x"}], load_path="careful")
