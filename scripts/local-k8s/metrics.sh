@@ -8,13 +8,9 @@ set -euo pipefail
 # shellcheck source=scripts/local-k8s/lib.sh
 . "$(dirname "$0")/lib.sh"
 
-t0=$SECONDS
-lk_run_cluster
-cluster=$LK_RUN_CLUSTER
-"$LK_HERE/standin-images.sh" valkey prometheus
-valkey=$(chart_image prefectServer.redis)
-kind load docker-image "$valkey" "${PROMETHEUS_IMAGE:-local/prometheus:bookworm}" --name "$cluster"
-log "stand-ins ready in $((SECONDS - t0)) s"
-# the run itself is T5's (e2e.sh: NetworkPolicy enforcement, times); the cluster is deleted on exit here if this run made it
-CLUSTER=$cluster ETL_E2E_METRICS=1 E2E_TESTS=tests/e2e/test_monitoring_kind.py PYTEST_ARGS="-s ${PYTEST_ARGS:-}" \
-  "$LK_HERE/e2e.sh"
+# The stand-ins are built and loaded by up.sh (through e2e.sh); the run itself is T5's (NetworkPolicy
+# enforcement, times, the cluster deleted again if this run created it).
+LK_STANDINS="valkey prometheus" \
+LK_LOAD_IMAGES="$(chart_image prefectServer.redis) ${PROMETHEUS_IMAGE:-local/prometheus:bookworm}" \
+ETL_E2E_METRICS=1 E2E_TESTS=tests/e2e/test_monitoring_kind.py PYTEST_ARGS="-s ${PYTEST_ARGS:-}" \
+  exec "$LK_HERE/e2e.sh"
