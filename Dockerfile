@@ -1,4 +1,4 @@
-# Flow image: used by the Prefect worker, the helm deploy hook and every flow-run Job.
+# Flow image: used by the Prefect worker (and its registration initContainer) and every flow-run Job.
 # Legacy-builder compatible (no BuildKit-only syntax): dockerd 20.10 here builds without BuildKit.
 ARG BASE_IMAGE=python:3.11-slim
 
@@ -6,6 +6,16 @@ FROM ${BASE_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DEFAULT_TIMEOUT=180
+# A C compiler and the Python headers for the compiled check (flows/transform/_fastcheck.c),
+# in this stage only (python:3.11-slim has the headers, Debian's python3 needs python3-dev). First,
+# because it does not depend on the lock: a lock change does not run apt again.
+RUN set -eu; \
+    packages="gcc libc6-dev"; \
+    python3 -c 'import os, sys, sysconfig; sys.exit(not os.path.isfile(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+      || packages="$packages python3-dev"; \
+    apt-get update -qq; \
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $packages >/dev/null; \
+    rm -rf /var/lib/apt/lists/*
 # Optional extra CA bundle for TLS-intercepting networks: scripts/build-image.sh drops it
 # at .cache/build/ca-bundle.crt. The glob keeps COPY valid when it is absent. It only
 # exists in this stage, so it never reaches the final image.
@@ -15,15 +25,6 @@ RUN set -eu; \
     if [ -s /tmp/build/ca-bundle.crt ]; then export PIP_CERT=/tmp/build/ca-bundle.crt; fi; \
     python3 -m venv /opt/venv; \
     /opt/venv/bin/pip install -r /tmp/build/requirements.lock
-# A C compiler and the Python headers for the compiled check (flows/transform/_fastcheck.c),
-# in this stage only: python:3.11-slim has the headers, Debian's python3 needs python3-dev.
-RUN set -eu; \
-    packages="gcc libc6-dev"; \
-    python3 -c 'import os, sys, sysconfig; sys.exit(not os.path.isfile(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
-      || packages="$packages python3-dev"; \
-    apt-get update -qq; \
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $packages >/dev/null; \
-    rm -rf /var/lib/apt/lists/*
 # Editable install: the code lives once, at WORKDIR/flows, where the Prefect deployment
 # entrypoint (flows/etl.py:ecommerce_etl, relative to WORKDIR) expects it. A stub package
 # and the C source are enough here (setuptools compiles the check in place), so a change
