@@ -134,6 +134,8 @@ def image(cluster):
     sh(str(REPO / "scripts" / "build-image.sh"), ref, timeout=1800)
     sh("kind", "load", "docker-image", ref, "--name", cluster, timeout=600)
     yield ref
+    if not KEEP:  # each node keeps about 1 GB of it otherwise (under a second name after crictl rmi)
+        kube_tools.unload_images(cluster, [ref])
     sh("docker", "image", "rm", ref, check=False)
 
 

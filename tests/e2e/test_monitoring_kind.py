@@ -31,7 +31,7 @@ import time
 import httpx
 import pytest
 import yaml
-from kube_tools import Kube, sh, web_server_objects
+from kube_tools import Kube, sh, unload_images, web_server_objects
 
 from helpers import REPO
 
@@ -100,6 +100,7 @@ def release():
         if not KEEP:
             kube.helm("uninstall", RELEASE, "--wait", "--timeout", "5m", check=False, timeout=600)
             kube.delete_namespace()
+            unload_images(CLUSTER, [IMAGE])
             sh("docker", "image", "rm", IMAGE, check=False)
 
 
