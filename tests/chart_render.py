@@ -52,16 +52,24 @@ def render_files(values: dict | None = None, name: str = "etl", namespace: str =
 
 
 def render(values: dict | None = None, name: str = "etl", namespace: str = "data",
-           api_versions: tuple[str, ...] = ()) -> list[dict]:
+           api_versions: tuple[str, ...] = (), *, cached: bool = True) -> list[dict]:
     """Every Kubernetes object the chart renders (hooks and test pods included).
-    Cached per values; callers get their own deep copy."""
-    return copy.deepcopy(_parsed(json.dumps(values or {}, sort_keys=True), name, namespace, tuple(api_versions)))
+    Cached per values; callers get their own deep copy. cached=False: a new run of the Helm
+    engine, for tests that compare two renderings of the same values."""
+    key = json.dumps(values or {}, sort_keys=True)
+    if not cached:
+        return _parse(dict(_render_cached.__wrapped__(key, name, namespace, tuple(api_versions))))
+    return copy.deepcopy(_parsed(key, name, namespace, tuple(api_versions)))
 
 
 @functools.lru_cache(maxsize=128)
 def _parsed(values_json: str, name: str, namespace: str, api_versions: tuple[str, ...] = ()) -> list[dict]:
+    return _parse(render_files(json.loads(values_json), name, namespace, api_versions))
+
+
+def _parse(files: dict[str, str]) -> list[dict]:
     docs: list[dict] = []
-    for path, text in render_files(json.loads(values_json), name, namespace, api_versions).items():
+    for path, text in files.items():
         if not path.endswith((".yaml", ".yml")):
             continue
         for doc in yaml.safe_load_all(text):

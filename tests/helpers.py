@@ -51,6 +51,13 @@ def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300, **k
     )
 
 
+def one_json_object(done: subprocess.CompletedProcess) -> dict:
+    """The one line a `--json` run prints on stdout, parsed (fails if there is not exactly one)."""
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 1, (done.stdout, done.stderr[-2000:])
+    return json.loads(lines[0])
+
+
 def database_name(test_id: str, prefix: str = "t_") -> str:
     """A database name unique to one test id (a parametrised case included), within PostgreSQL's 63 bytes."""
     readable = re.sub(r"[^a-z0-9_]+", "_", test_id.lower()).strip("_")[:40]
@@ -226,9 +233,6 @@ class WebServer:
 @contextlib.contextmanager
 def serving(routes: dict[str, bytes | int]) -> Iterator[WebServer]:
     """A local HTTP server: GET path -> its bytes (200), or the status given for it; anything else 404."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
     asked: list[str] = []
 
     class Handler(BaseHTTPRequestHandler):

@@ -25,7 +25,7 @@ from flows.load import ensure_schema, load_file
 from flows.localdb import LocalPostgres, postgres_bin_dir
 from flows.sample import write_sample
 from flows.sql import Names
-from helpers import free_port, postgres_home, tcp_url
+from helpers import started_postgres, tcp_url
 
 # a PostgreSQL of its own (set up by the chart's init script) and the Helm engine
 pytestmark = [pytest.mark.integration, pytest.mark.chart]
@@ -102,13 +102,8 @@ class Release:
 
 @pytest.fixture(scope="module")
 def release(tmp_path_factory):
-    password = secrets.token_urlsafe(16)
-    with postgres_home("backup") as home:
-        server = LocalPostgres(home / "data", port=free_port(), password=password, durable=False).start()
-        try:
-            yield Release(server, password, tmp_path_factory.mktemp("backup"))
-        finally:
-            server.stop(mode="immediate")
+    with started_postgres("backup", secrets.token_urlsafe(16)) as pg:
+        yield Release(pg.server, pg.password, tmp_path_factory.mktemp("backup"))
 
 
 @pytest.fixture(scope="module")

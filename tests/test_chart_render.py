@@ -423,8 +423,11 @@ def test_worker_registers_the_deployments_before_it_polls():
     plain = _registration(render())[1]["command"]
     assert "--schedule" not in plain and "--sample-rows" not in plain
     # What it registers is in the worker's pod template, so a change rolls the worker out and registers again.
-    changed = _registration(render({**VALUE_SETS["everything-set"], "deployments": {"schedule": "0 4 * * *"}}))[1]
-    assert changed["command"] != c["command"]
+    # A new schedule alone (the other deployments values kept) changes the command by just that.
+    everything = VALUE_SETS["everything-set"]
+    rescheduled = {**everything, "deployments": {**everything["deployments"], "schedule": "0 4 * * *"}}
+    changed = _registration(render(rescheduled))[1]
+    assert changed["command"] == ["0 4 * * *" if arg == "0 3 * * *" else arg for arg in c["command"]]
 
 
 def test_helm_test_pods():

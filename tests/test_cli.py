@@ -4,7 +4,6 @@ every message whatever characters it holds."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import time
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from flows.sample import write_sample
-from helpers import CLI, cli
+from helpers import CLI, cli, one_json_object
 
 # (variable or option, its invalid value, what the message must say). A valid --database-url is given
 # too (except where the database URL itself is under test), so a value let through would reach the
@@ -32,12 +31,6 @@ INVALID = [
     ("DATABASE_URL", "postgresql://etl:pw@127.0.0.1:abc/ecommerce", "DATABASE_URL has a port that is not a number"),
     ("--database-url", "postgresql://etl:pw@127.0.0.1:abc/ecommerce", "--database-url has a port that is not a number"),
 ]
-
-
-def one_json_object(done: subprocess.CompletedProcess) -> dict:
-    lines = done.stdout.strip().splitlines()
-    assert len(lines) == 1, (done.stdout, done.stderr[-2000:])
-    return json.loads(lines[0])
 
 
 @pytest.mark.parametrize("setting, value, message", INVALID, ids=[f"{s}={v}" for s, v, _ in INVALID])

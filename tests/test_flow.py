@@ -12,7 +12,7 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, Fl
 from flows import etl
 from flows.sample import write_sample
 from flows.settings import get_settings
-from helpers import CLI, rows, serving
+from helpers import CLI, one_json_object, rows, serving
 
 
 
@@ -115,12 +115,6 @@ def test_cli_config_errors_exit_2_and_name_the_setting(args, env_extra, message,
     assert "hunter2" not in done.stderr + done.stdout
 
 
-def _one_json_object(done: subprocess.CompletedProcess) -> dict:
-    lines = done.stdout.strip().splitlines()
-    assert len(lines) == 1, done.stdout
-    return json.loads(lines[0])
-
-
 def test_cli_json_is_one_object_when_the_database_is_unreachable(prefect_server, tmp_path):
     import socket
     import time
@@ -131,7 +125,7 @@ def test_cli_json_is_one_object_when_the_database_is_unreachable(prefect_server,
     started = time.monotonic()
     done = _cli(["run", "--json", "--database-url", f"postgresql://etl:pw@127.0.0.1:{port}/ecommerce"],
                 {**prefect_server.env, "ETL_DATA_DIR": str(tmp_path / "data")})
-    out = _one_json_object(done)
+    out = one_json_object(done)
     assert done.returncode == 2 and out["status"] == "error" and out["exit_code"] == 2, done.stderr[-2000:]
     assert "cannot use the database" in out["error"] and "DATABASE_URL" in out["error"]
     assert "pw@" not in done.stdout + done.stderr
@@ -150,7 +144,7 @@ def test_cli_an_empty_selection_exits_2_with_one_json_object_naming_what_was_loo
         write_sample(folder, rows_per_file=10, files=("2019-Oct.csv",))
     done = _cli(["run", "--source", "local", "--path", str(folder), *extra, "--database-url", data_db, "--json"],
                 {**prefect_server.env, "ETL_DATA_DIR": str(tmp_path / "data")})
-    out = _one_json_object(done)
+    out = one_json_object(done)
     assert done.returncode == 2 and out["status"] == "error" and out["exit_code"] == 2, done.stderr[-2000:]
     assert message in out["error"], out["error"]
     assert out["files"] == [] and out["rows_loaded"] == 0
@@ -160,7 +154,7 @@ def test_cli_json_is_one_object_when_the_source_fails(prefect_server, data_db, t
     with serving({}) as web:  # every path: 404
         done = _cli(["run", "--source", "url", "--url", f"{web.url}/2019-Oct.csv", "--database-url", data_db,
                      "--json"], {**prefect_server.env, "ETL_DATA_DIR": str(tmp_path / "data")})
-    out = _one_json_object(done)
+    out = one_json_object(done)
     assert done.returncode == 1 and out["status"] == "failed", done.stderr[-2000:]
     (file,) = out["files"]
     assert (file["file"], file["status"]) == ("2019-Oct.csv", "failed") and "HTTP 404" in file["error"]
