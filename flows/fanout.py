@@ -134,7 +134,7 @@ def wait_for(
                     found = outage.call(_rerun_if_allowed, client, child, run, policy)
                     if found.retry:
                         continue
-                    why = recovery.exhausted_message(child.file, found)
+                    why = f"its load-file run {recovery.exhausted_text(found, 'flowRun.fileRetries')}"
                 outage.call(on_done, child, run, why)
                 del by_id[run.id]
             counts: dict[str, int] = {}

@@ -175,10 +175,10 @@ def _awaiting_retry(delay: float, message: str) -> State:
     return AwaitingRetry(scheduled_time=datetime.now(UTC) + timedelta(seconds=delay), message=message)
 
 
-def exhausted_message(file: str, found: Verdict) -> str:
+def exhausted_text(found: Verdict, setting: str) -> str:
+    """Why a crashed run is not re-run again (a load-file run's or a pipeline run's: `setting` bounds it)."""
     return (
-        f"its load-file run crashed {found.crashes} time(s), and flowRun.fileRetries={found.retries} "
-        f"re-runs are spent (last crash: {found.reason})"
+        f"crashed {found.crashes} time(s), and {setting}={found.retries} re-runs are spent (last crash: {found.reason})"
     )
 
 
@@ -271,10 +271,7 @@ def recover_pipeline_runs(
             state = _awaiting_retry(found.delay, message)
             action = "re-run"
         else:
-            message = (
-                f"{MARK}: the run crashed {found.crashes} time(s), and flowRun.pipelineRetries={found.retries} "
-                f"re-runs are spent (last crash: {found.reason})"
-            )
+            message = f"{MARK}: the run {exhausted_text(found, 'flowRun.pipelineRetries')}"
             state = Failed(message=message)
             action = "failed"
         result = client.set_flow_run_state(run.id, state)

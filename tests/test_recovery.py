@@ -48,7 +48,7 @@ def test_verdict_counts_the_crashes_of_the_runs_own_history():
         policy,
     )
     assert (third.retry, third.crashes, third.delay, third.reason) == (False, 3, 25, "no message")
-    assert "crashed 3 time(s)" in recovery.exhausted_message("f.csv", third)
+    assert "crashed 3 time(s)" in recovery.exhausted_text(third, "flowRun.fileRetries")
     assert recovery.verdict(_history(Running(), Completed()), policy).crashes == 0
     none = recovery.RetryPolicy(retries=0)
     assert recovery.verdict(_history(Crashed()), none).retry is False
@@ -225,3 +225,13 @@ def test_recover_names_a_bad_recovery_setting_and_exits_2(variable, value, tmp_p
     assert done.returncode == 2, done.stderr[-2000:]
     assert f"invalid setting: {variable}: " in done.stderr and f"(got {value!r})" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_the_spent_message_reads_as_before_for_a_file_and_a_pipeline_run():
+    found = recovery.Verdict(crashes=3, retries=2, delay=0, reason="OOMKilled")
+    assert f"its load-file run {recovery.exhausted_text(found, 'flowRun.fileRetries')}" == (
+        "its load-file run crashed 3 time(s), and flowRun.fileRetries=2 re-runs are spent (last crash: OOMKilled)"
+    )
+    assert recovery.exhausted_text(found, "flowRun.pipelineRetries") == (
+        "crashed 3 time(s), and flowRun.pipelineRetries=2 re-runs are spent (last crash: OOMKilled)"
+    )
