@@ -49,8 +49,7 @@ class RunRequest(BaseModel):
 
     def flow_parameters(self) -> dict[str, Any]:
         """The pipeline flow's parameters for this request (what a deployment run would be given)."""
-        values = self.model_dump(exclude_defaults=True)
-        return {name: list(v) if isinstance(v, tuple) else v for name, v in values.items()}  # JSON has no tuples
+        return self.model_dump(mode="json", exclude_defaults=True)  # JSON's types: the tuples are lists
 
 
 class FileRequest(BaseModel):

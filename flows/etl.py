@@ -297,4 +297,4 @@ def _fanned_out(run: RunOptions, report: RunReport, planned: list[FileRequest]) 
         print(result_line(result))
         _emit_events(result, run.settings, file.table, load_file_run=str(child.flow_run_id))
 
-    fanout.wait_for(children, done)
+    fanout.wait_for(children, done, run.settings.recovery)

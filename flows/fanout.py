@@ -111,12 +111,12 @@ def start_children(deployment: str, files: list[FileRequest]) -> list[Child]:
 def wait_for(
     children: list[Child],
     on_done: Callable[[Child, FlowRun, str | None], None],
-    settings: recovery.RecoverySettings | None = None,
+    settings: recovery.RecoverySettings,
 ) -> None:
     """Poll until every child is in a final state; `on_done` as each one ends (with why it failed,
     when it crashed more often than it may be re-run). A crashed child is re-run first, up to
-    ETL_FILE_RETRIES times (flows/recovery.py); a Prefect API outage is ridden out."""
-    settings = settings or recovery.RecoverySettings()
+    ETL_FILE_RETRIES times (flows/recovery.py); a Prefect API outage is ridden out. `settings`: the
+    run's (RunOptions.settings.recovery)."""
     policy = recovery.RetryPolicy(settings.file_retries, settings.retry_delay_seconds, settings.retry_max_delay_seconds)
     by_id = {c.flow_run_id: c for c in children}
     logger = get_run_logger()
@@ -134,7 +134,7 @@ def wait_for(
                     found = outage.call(_rerun_if_allowed, client, child, run, policy)
                     if found.retry:
                         continue
-                    why = recovery.exhausted_message(child.file, found)
+                    why = f"its load-file run {recovery.exhausted_text(found, 'flowRun.fileRetries')}"
                 outage.call(on_done, child, run, why)
                 del by_id[run.id]
             counts: dict[str, int] = {}

@@ -34,7 +34,6 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
@@ -49,10 +48,9 @@ from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.events import emit_event
 from prefect.exceptions import PrefectHTTPStatusError
 from prefect.states import AwaitingRetry, Failed, State
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from flows.names import PIPELINE_FLOW
+from flows.settings import RecoverySettings as RecoverySettings  # Settings.recovery: the group `watch` takes
 
 FILE_RETRIED = "ecommerce.file.retried"
 RUN_RETRIED = "ecommerce.run.retried"
@@ -62,23 +60,6 @@ MARK = "ecommerce-etl recovery"
 
 T = TypeVar("T")
 log = logging.getLogger("ecommerce_etl.recovery")
-
-
-class RecoverySettings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
-
-    file_retries: int = Field(2, ge=0, le=10, validation_alias="ETL_FILE_RETRIES")
-    pipeline_retries: int = Field(1, ge=0, le=10, validation_alias="ETL_PIPELINE_RETRIES")
-    # first delay before a re-run; doubled for each further one, at most retry_max_delay_seconds
-    retry_delay_seconds: float = Field(10, ge=0, le=3600, validation_alias="ETL_RETRY_DELAY_SECONDS")
-    retry_max_delay_seconds: float = Field(300, ge=0, le=3600, validation_alias="ETL_RETRY_MAX_DELAY_SECONDS")
-    # how long the pipeline run's wait rides out an unreachable or failing Prefect API
-    api_outage_seconds: float = Field(900, ge=0, le=86400, validation_alias="ETL_API_OUTAGE_SECONDS")
-    # `recover`: crashed pipeline runs older than this are left alone (runs that crashed before the
-    # recovery existed, or while it was down longer than that, are never re-run by surprise)
-    max_age_minutes: float = Field(60, gt=0, validation_alias="ETL_RECOVERY_MAX_AGE_MINUTES")
-    poll_seconds: float = Field(10, gt=0, validation_alias="ETL_RECOVERY_POLL_SECONDS")
-    heartbeat_file: Path | None = Field(None, validation_alias="ETL_RECOVERY_HEARTBEAT_FILE")
 
 
 @dataclass(frozen=True)
@@ -194,10 +175,10 @@ def _awaiting_retry(delay: float, message: str) -> State:
     return AwaitingRetry(scheduled_time=datetime.now(UTC) + timedelta(seconds=delay), message=message)
 
 
-def exhausted_message(file: str, found: Verdict) -> str:
+def exhausted_text(found: Verdict, setting: str) -> str:
+    """Why a crashed run is not re-run again (a load-file run's or a pipeline run's: `setting` bounds it)."""
     return (
-        f"its load-file run crashed {found.crashes} time(s), and flowRun.fileRetries={found.retries} "
-        f"re-runs are spent (last crash: {found.reason})"
+        f"crashed {found.crashes} time(s), and {setting}={found.retries} re-runs are spent (last crash: {found.reason})"
     )
 
 
@@ -290,10 +271,7 @@ def recover_pipeline_runs(
             state = _awaiting_retry(found.delay, message)
             action = "re-run"
         else:
-            message = (
-                f"{MARK}: the run crashed {found.crashes} time(s), and flowRun.pipelineRetries={found.retries} "
-                f"re-runs are spent (last crash: {found.reason})"
-            )
+            message = f"{MARK}: the run {exhausted_text(found, 'flowRun.pipelineRetries')}"
             state = Failed(message=message)
             action = "failed"
         result = client.set_flow_run_state(run.id, state)

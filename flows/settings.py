@@ -54,6 +54,24 @@ class AlertSettings(BaseModel):
         return self.webhook_url.get_secret_value().strip() if self.webhook_url else ""
 
 
+class RecoverySettings(BaseModel):
+    """The recovery group of the settings: bounded re-runs of crashed runs and riding out a Prefect API
+    outage (flows/recovery.py). The bounds and defaults are Settings' fields'."""
+
+    file_retries: int
+    pipeline_retries: int
+    # first delay before a re-run; doubled for each further one, at most retry_max_delay_seconds
+    retry_delay_seconds: float
+    retry_max_delay_seconds: float
+    # how long the pipeline run's wait rides out an unreachable or failing Prefect API
+    api_outage_seconds: float
+    # `recover`: crashed pipeline runs older than this are left alone (runs that crashed before the
+    # recovery existed, or while it was down longer than that, are never re-run by surprise)
+    max_age_minutes: float
+    poll_seconds: float
+    heartbeat_file: Path | None = None
+
+
 def _env(variable: str, default: Any, description: str, **constraints: Any) -> Any:
     """A setting read from `variable` (the environment or .env), described for the README's table."""
     return Field(default, validation_alias=variable, description=description, **constraints)
@@ -172,6 +190,58 @@ class Settings(BaseSettings):
         le=1,
     )
 
+    # the recovery group (`recovery`): bounded re-runs of crashed runs (flows/recovery.py)
+    file_retries: int = _env(
+        "ETL_FILE_RETRIES",
+        2,
+        "times a crashed `load-file` run is run again (the same flow run) by the pipeline run waiting for it; "
+        "then the file fails (the chart: `flowRun.fileRetries`)",
+        ge=0,
+        le=10,
+    )
+    pipeline_retries: int = _env(
+        "ETL_PIPELINE_RETRIES",
+        1,
+        "times `ecommerce-etl recover` runs a crashed pipeline run again (the same flow run); then it is marked "
+        "Failed (the chart: `flowRun.pipelineRetries`)",
+        ge=0,
+        le=10,
+    )
+    retry_delay_seconds: float = _env(
+        "ETL_RETRY_DELAY_SECONDS",
+        10,
+        "seconds before the first re-run of a crashed run, doubled for each further one (the chart: "
+        "`flowRun.retryDelaySeconds`)",
+        ge=0,
+        le=3600,
+    )
+    retry_max_delay_seconds: float = _env(
+        "ETL_RETRY_MAX_DELAY_SECONDS", 300, "the longest delay before a re-run of a crashed run", ge=0, le=3600
+    )
+    api_outage_seconds: float = _env(
+        "ETL_API_OUTAGE_SECONDS",
+        900,
+        "seconds in a row the pipeline run's wait for its `load-file` runs rides out an unreachable or failing "
+        "(5xx) Prefect API before it fails",
+        ge=0,
+        le=86400,
+    )
+    recovery_max_age_minutes: float = _env(
+        "ETL_RECOVERY_MAX_AGE_MINUTES",
+        60,
+        "`ecommerce-etl recover` leaves crashed pipeline runs older than this alone (never re-runs an old crash "
+        "by surprise)",
+        gt=0,
+    )
+    recovery_poll_seconds: float = _env(
+        "ETL_RECOVERY_POLL_SECONDS", 10, "seconds between two passes of `ecommerce-etl recover`", gt=0
+    )
+    recovery_heartbeat_file: Path | None = _env(
+        "ETL_RECOVERY_HEARTBEAT_FILE",
+        None,
+        "a file `ecommerce-etl recover` touches on every pass (the chart's liveness probe reads its age)",
+    )
+
     @field_validator("file_deployment", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
@@ -224,6 +294,19 @@ class Settings(BaseSettings):
             running_minutes=self.alert_running_minutes,
             crashed_minutes=self.alert_crashed_minutes,
             quarantine_ratio=self.alert_quarantine_ratio,
+        )
+
+    @property
+    def recovery(self) -> RecoverySettings:
+        return RecoverySettings(
+            file_retries=self.file_retries,
+            pipeline_retries=self.pipeline_retries,
+            retry_delay_seconds=self.retry_delay_seconds,
+            retry_max_delay_seconds=self.retry_max_delay_seconds,
+            api_outage_seconds=self.api_outage_seconds,
+            max_age_minutes=self.recovery_max_age_minutes,
+            poll_seconds=self.recovery_poll_seconds,
+            heartbeat_file=self.recovery_heartbeat_file,
         )
 
     def resolved_database_url(self) -> str | None:

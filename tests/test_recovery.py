@@ -48,7 +48,7 @@ def test_verdict_counts_the_crashes_of_the_runs_own_history():
         policy,
     )
     assert (third.retry, third.crashes, third.delay, third.reason) == (False, 3, 25, "no message")
-    assert "crashed 3 time(s)" in recovery.exhausted_message("f.csv", third)
+    assert "crashed 3 time(s)" in recovery.exhausted_text(third, "flowRun.fileRetries")
     assert recovery.verdict(_history(Running(), Completed()), policy).crashes == 0
     none = recovery.RetryPolicy(retries=0)
     assert recovery.verdict(_history(Crashed()), none).retry is False
@@ -193,3 +193,45 @@ def test_fault_hook_kills_mid_copy_only_the_named_file_and_only_once(tmp_path):
     (tmp_path / "kill-every").write_text("")
     assert _copying_process(tmp_path, "2019-Dec.csv").returncode == -9
     assert _copying_process(tmp_path, "2019-Dec.csv").returncode == -9  # every attempt
+
+
+def test_the_recovery_group_is_read_from_settings_under_its_variables(monkeypatch, tmp_path):
+    from flows.settings import Settings
+
+    monkeypatch.chdir(tmp_path)  # no .env here
+    for name in Settings.model_fields:
+        if name.startswith(("file_", "pipeline_", "retry_", "api_", "recovery_")):
+            monkeypatch.delenv(str(Settings.model_fields[name].validation_alias), raising=False)
+    defaults = Settings().recovery
+    assert (defaults.file_retries, defaults.pipeline_retries, defaults.api_outage_seconds) == (2, 1, 900)
+    assert (defaults.retry_delay_seconds, defaults.retry_max_delay_seconds, defaults.heartbeat_file) == (10, 300, None)
+    monkeypatch.setenv("ETL_FILE_RETRIES", "4")
+    monkeypatch.setenv("ETL_PIPELINE_RETRIES", "3")
+    monkeypatch.setenv("ETL_RETRY_DELAY_SECONDS", "20")
+    monkeypatch.setenv("ETL_API_OUTAGE_SECONDS", "60")
+    monkeypatch.setenv("ETL_RECOVERY_MAX_AGE_MINUTES", "5")
+    monkeypatch.setenv("ETL_RECOVERY_POLL_SECONDS", "2")
+    monkeypatch.setenv("ETL_RECOVERY_HEARTBEAT_FILE", "/tmp/alive")
+    got = Settings().recovery
+    assert (got.file_retries, got.pipeline_retries, got.retry_delay_seconds, got.api_outage_seconds) == (4, 3, 20, 60)
+    assert (got.max_age_minutes, got.poll_seconds, got.heartbeat_file) == (5, 2, Path("/tmp/alive"))
+
+
+@pytest.mark.parametrize("variable, value", [("ETL_FILE_RETRIES", "11"), ("ETL_RECOVERY_POLL_SECONDS", "0")])
+def test_recover_names_a_bad_recovery_setting_and_exits_2(variable, value, tmp_path):
+    from helpers import cli
+
+    done = cli("recover", "--once", env={variable: value}, timeout=120, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert f"invalid setting: {variable}: " in done.stderr and f"(got {value!r})" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_the_spent_message_reads_as_before_for_a_file_and_a_pipeline_run():
+    found = recovery.Verdict(crashes=3, retries=2, delay=0, reason="OOMKilled")
+    assert f"its load-file run {recovery.exhausted_text(found, 'flowRun.fileRetries')}" == (
+        "its load-file run crashed 3 time(s), and flowRun.fileRetries=2 re-runs are spent (last crash: OOMKilled)"
+    )
+    assert recovery.exhausted_text(found, "flowRun.pipelineRetries") == (
+        "crashed 3 time(s), and flowRun.pipelineRetries=2 re-runs are spent (last crash: OOMKilled)"
+    )

@@ -117,3 +117,17 @@ def test_every_source_plans_by_name_before_fetching(tmp_path):
     sample = source_for("sample", settings).fetch(planned["sample"][1])
     assert (sample.name, len(sample.read_text().splitlines())) == ("2019-Nov.csv", 8)
     assert set(SOURCES) == {"sample", "local", "url", "kaggle"}
+
+
+def test_flow_parameters_are_json_types_without_the_defaults():
+    assert RunRequest(source="sample").flow_parameters() == {}
+    assert RunRequest(source="url", url="https://h/a.csv", files=("a.csv",), rows_per_file=None).flow_parameters() == {
+        "source": "url",
+        "url": ["https://h/a.csv"],
+        "files": ["a.csv"],
+    }
+    assert RunRequest(source="kaggle", files=(), table="t").flow_parameters() == {
+        "source": "kaggle",
+        "files": [],
+        "table": "t",
+    }

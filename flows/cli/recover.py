@@ -23,15 +23,10 @@ class Params:
 def execute(params: Params, out: Output) -> int:
     import logging
 
-    from pydantic import ValidationError
+    from flows.recovery import watch
+    from flows.settings import get_settings
 
-    from flows.errors import ConfigError
-    from flows.recovery import RecoverySettings, watch
-
-    try:
-        settings = RecoverySettings()
-    except ValidationError as exc:
-        raise ConfigError("; ".join(f"{'/'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
+    settings = get_settings().recovery  # a bad value: a ConfigError naming its variable (exit 2)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     for action in watch(settings, once=params.once):
         print(f"{action.name} ({action.run}): {action.action}: {action.message}")

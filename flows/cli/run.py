@@ -17,14 +17,6 @@ if TYPE_CHECKING:
     from flows.report import RunReport
 
 HELP = "fetch a source and load it into PostgreSQL"
-EMPTY_REPORT: dict[str, object] = {
-    "flow_run_url": None,
-    "files": [],
-    "rows_read": 0,
-    "rows_loaded": 0,
-    "rows_quarantined": 0,
-    "rows_skipped": 0,
-}
 
 
 @dataclass(frozen=True)
@@ -52,10 +44,10 @@ class Target:
 
 
 def execute(params: Params, out: Output) -> int:
-    from flows.report import print_table
+    from flows.report import RunReport, print_table
     from flows.settings import Secrets, url_password
 
-    out.body.update(EMPTY_REPORT)
+    out.body.update(flow_run_url=None, **RunReport().as_json())  # what a run that fails before it starts reports
     out.learn(Secrets.of(url_password(params.database_url or "")))
     request, target = _prepare(params, out)
     query = "`ecommerce-etl psql`" if target.database.embedded else "psql with your DATABASE_URL"

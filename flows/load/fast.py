@@ -75,9 +75,8 @@ def _copy_segment(ctx: LoadContext, segment: Segment, give_up: threading.Event) 
                 give_up.set()
                 dbapi.rollback()
                 return None
-        problem = feed.failure or feed.error
-        if problem:
-            raise problem
+        if feed.error:
+            raise feed.error
         loaded = cur.rowcount
         skips = drain_skips(dbapi, cur)
         if not feed.complete or loaded + len(skips) != feed.lines:

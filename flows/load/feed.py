@@ -46,8 +46,9 @@ class SegmentFeed:
             self.hasher.update(plan.header.raw)
         self.lines = 0
         self.carry = b""  # the start of a line the last chunk cut
-        self.failure: FileChanged | None = None  # psycopg2 would turn it into a bare QueryCanceled
-        self.error: BaseException | None = None  # anything else the producer met (an OSError...)
+        # what stopped the producer (FileChanged, an OSError...), raised again by the COPY thread: psycopg2
+        # would turn it into a bare QueryCanceled
+        self.error: BaseException | None = None
         self._chunks: queue.Queue[bytes] = queue.Queue(QUEUE_CHUNKS)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._produce, name=f"segment-{segment.index}-feed", daemon=True)
@@ -103,9 +104,6 @@ class SegmentFeed:
                 self.hasher.update(chunk)  # releases the GIL, like the check
                 if not self._put(chunk):
                     return
-        except FileChanged as exc:
-            self.failure = exc
-            self.give_up.set()
         except BaseException as exc:  # raised again by the COPY thread, never lost with this one
             self.error = exc
             self.give_up.set()
