@@ -3,7 +3,8 @@ backup ConfigMap) run exactly as rendered, with the rendered CronJob's environme
 PostgreSQL 18 set up by the chart's own init script and loaded by the real loader.
 
 Backup while rows are being written, restore check, a tampered count caught, prune to
-backup.keep, and the restore: rows deleted after the backup come back exactly, ledger included,
+backup.keep, change-triggered backups (the chart's install/change Job) pruned apart from the
+scheduled ones and never at their expense, and the restore: rows deleted after the backup come back exactly, ledger included,
 owner and privileges of the database as before, a rerun of the load skips every file, and the
 replaced database is kept.
 """
@@ -36,6 +37,7 @@ AUTH = {"prefect": {"username": "bk_prefect", "database": "bk_prefect_db"},
 VALUES = {"postgresql": {"auth": AUTH}, "backup": {"keep": 2}}
 NAMES = Names("public", "ecommerce_events")
 ROWS_PER_FILE = 400
+CHANGE_KEEP = 3  # change-triggered backups kept (backup.sh, README "Backups and restore")
 
 
 class Release:
@@ -242,6 +244,39 @@ def test_prune_keeps_the_newest_backups(release, loaded):
     release.run("backup.sh")
     assert not old.exists() and recent.exists()
     assert release.backup_names()[0] == names[1]
+
+
+def test_change_backups_never_prune_the_scheduled_ones(release, loaded):
+    """The Job of every install and values change (BACKUP_KIND=change, as the chart renders it)
+    writes <time>-change folders and keeps the newest CHANGE_KEEP of those only: a day of routine
+    upgrades leaves every scheduled backup where it was. "latest" is the newest of either kind."""
+    docs = render(VALUES)
+    from chart_render import find_versioned
+
+    job_env = {e["name"]: e["value"] for e in pod_spec(find_versioned(docs, "Job", f"{FULL}-backup"))["containers"][0]["env"]}
+    assert job_env["BACKUP_KIND"] == "change" and release.rendered_env.get("BACKUP_KIND", "scheduled") == "scheduled"
+    scheduled = release.backup_names()
+    assert len(scheduled) == VALUES["backup"]["keep"] and not [n for n in scheduled if n.endswith("-change")]
+    changes = []
+    for _ in range(CHANGE_KEEP + 2):
+        time.sleep(1.1)  # backup folders are named by the second
+        done = release.run("backup.sh", BACKUP_KIND="change")
+        (new,) = set(release.backup_names()) - set(scheduled) - set(changes)
+        assert new.endswith("-change") and f"backup {new} complete" in done.stdout
+        changes = sorted([*changes, new])[-CHANGE_KEEP:]
+        assert release.backup_names() == sorted(scheduled + changes)  # no scheduled backup pruned
+    # the newest backup of either kind is the one a restore (and its check) takes by default
+    check = release.run("verify.sh")
+    assert f"restore check passed: backup {changes[-1]}" in check.stdout
+    assert [line.split("\t")[0] for line in release.run("restore.sh", "list").stdout.splitlines()] == release.backup_names()
+    # a scheduled backup prunes scheduled ones only, by backup.keep, and is then the latest
+    time.sleep(1.1)
+    release.run("backup.sh")
+    (newest,) = set(release.backup_names()) - set(scheduled) - set(changes)
+    assert release.backup_names() == sorted([*scheduled[1:], newest, *changes])
+    assert f"restore check passed: backup {newest}" in release.run("verify.sh").stdout
+    unknown = release.run("backup.sh", BACKUP_KIND="weekly", check=False)
+    assert unknown.returncode != 0 and "BACKUP_KIND" in unknown.stderr
 
 
 def test_restore_of_a_missing_backup_names_what_exists(release, loaded):

@@ -173,14 +173,19 @@ def test_jobs_and_pods_get_a_new_name_when_values_change():
     """A Job's or Pod's spec cannot be changed in place: `kubectl apply` of a second rendering
     would fail on them. Every one the chart renders is named by the chart version and values, so
     a new rendering creates new ones; every other object keeps its name (the same values rendered
-    again, by a second run of the Helm engine, give the same names)."""
+    again, by a second run of the Helm engine, give the same names). The backup Job is named by what
+    its backup depends on instead (test_the_change_backup_job_...): a change of values it does not
+    depend on keeps its name and, with it, exactly its spec."""
     first = _by_name(render())
     again = _by_name(render(cached=False))
     changed = _by_name(render({"deployments": {"concurrencyLimit": 2}, "flowRun": {"maxParallelFiles": 2}}))
     assert first.keys() == again.keys()
     immutable = {k for k in first if k[0] in ("Job", "Pod")}
     assert len(immutable) >= 5  # the secrets hook and the helm test pods
-    assert not immutable & changed.keys()
+    backup = {k for k in immutable if re.fullmatch(rf"{FULL}-backup-[0-9a-f]{{8}}", k[1])}
+    assert len(backup) == 1 and backup <= changed.keys()
+    assert all(first[k]["spec"] == changed[k]["spec"] for k in backup)
+    assert not (immutable - backup) & changed.keys()
     assert {k for k in first if k[0] not in ("Job", "Pod")} == {k for k in changed if k[0] not in ("Job", "Pod")}
     for _kind, name in immutable:
         assert re.fullmatch(rf"{FULL}-[a-z-]+-[0-9a-f]{{8}}", name) and len(name) <= 63, name
@@ -238,6 +243,34 @@ def test_a_backup_job_runs_at_install_and_at_every_change_and_binds_the_claim():
     changed = find_versioned(render({"backup": {"keep": 9}}), "Job", f"{FULL}-backup")
     assert changed["metadata"]["name"] != job["metadata"]["name"]
     assert not [d for d in render({"backup": {"enabled": False}}) if d["kind"] == "Job" and "backup" in d["metadata"]["name"]]
+
+
+def test_the_change_backup_job_follows_only_what_its_backup_depends_on():
+    """The install/change backup Job dumps both databases: it runs again (a new name) when the chart,
+    the release, its own spec, or an image that migrates or serves the databases changes, not at
+    every change of values (worker replicas, alert thresholds, schedules). Whatever keeps its name
+    renders exactly the same spec, so `kubectl apply` never meets a changed immutable Job."""
+    from chart_render import find_versioned
+
+    def job(values=None, name="etl"):
+        return find_versioned(render(values, name=name), "Job", f"{name}-ecommerce-etl-backup")
+
+    base = job()
+    for same in ({"worker": {"replicas": 3}}, {"alerts": {"pendingMinutes": 30, "quarantineRatio": 0.05}},
+                 {"deployments": {"concurrencyLimit": 2}}, {"backup": {"schedule": "0 4 * * *"}},
+                 {"prefectServer": {"retention": {"eventDays": 3}}}):
+        kept = job(same)
+        assert kept["metadata"]["name"] == base["metadata"]["name"], same
+        assert kept["spec"] == base["spec"], same
+    for other in ({"backup": {"keep": 9}}, {"backup": {"resources": {"requests": {"cpu": "200m"}}}},
+                  {"postgresql": {"image": {"tag": "19"}}}, {"image": {"tag": "9.9.9"}},
+                  {"prefectServer": {"image": {"tag": "3.9.9-python3.12"}}},
+                  {"postgresql": {"auth": {"etl": {"database": "shop"}}}}, {"commonLabels": {"team": "data"}}):
+        assert job(other)["metadata"]["name"] != base["metadata"]["name"], other
+    env = {e["name"]: e["value"] for e in pod_spec(base)["containers"][0]["env"]}
+    assert env["BACKUP_KIND"] == "change"
+    cron_env = {e["name"]: e["value"] for e in pod_spec(find(render(), "CronJob", f"{FULL}-backup"))["containers"][0]["env"]}
+    assert cron_env.get("BACKUP_KIND", "scheduled") == "scheduled"
 
 
 def test_the_restore_job_template_is_a_valid_restricted_job_that_reaches_only_postgres():

@@ -330,6 +330,28 @@ def test_P10_refuses_a_volume_with_another_majors_data(open_tmp, subdir):
     assert 'charts/ecommerce-etl/UPGRADING.md,\n"PostgreSQL major upgrade"' in guard.stderr
 
 
+@pytest.mark.parametrize("leftover", ["15/docker", "data"], ids=["other-major-18-layout", "pre-18-layout"])
+def test_check_data_layout_passes_the_images_own_cluster_beside_another_majors_leftover(open_tmp, leftover):
+    """The image's own PGDATA (18/docker) holds a cluster, and another major's cluster is left
+    beside it (the old cluster after an in-place `pg_upgrade --link`, or the pre-18 data/ folder):
+    the server starts from its own PGDATA, as the official image does, so the check passes and
+    names the leftover; it refuses only when PGDATA is empty (test_P10_...)."""
+    volume = Volume(open_tmp / "volume")
+    _cluster_of(15, volume, leftover)
+    major = docker("run", "--rm", "--label", LABEL, "--entrypoint", "bash", POSTGRES, "-c", 'echo "$PG_MAJOR|$PGDATA"').stdout.strip()
+    assert major == "18|/var/lib/postgresql/18/docker", major
+    docker("run", "--rm", "--label", LABEL, *RESTRICTED, "--user", "999:999", "--tmpfs", "/tmp:rw,mode=1777",
+           "-v", f"{volume.path}:/var/lib/postgresql", "--entrypoint", "initdb", POSTGRES,
+           "-D", "/var/lib/postgresql/18/docker", "-U", "postgres", "--auth=trust")
+    check = pod_spec(find(render(), "StatefulSet", "etl-ecommerce-etl-postgresql"))["initContainers"][0]
+    ok = docker("run", "--rm", "--label", LABEL, *RESTRICTED, "--user", "999:999",
+                "-v", f"{volume.path}:/var/lib/postgresql:ro", "--entrypoint", check["command"][0], POSTGRES,
+                *check["command"][1:], check=False)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "PostgreSQL 18 data in /var/lib/postgresql/18/docker" in ok.stdout
+    assert f"/var/lib/postgresql/{leftover} (PostgreSQL 15)" in ok.stdout + ok.stderr  # named, not refused
+
+
 def test_check_data_layout_passes_the_images_own_major(cluster):
     check = pod_spec(find(render(), "StatefulSet", "etl-ecommerce-etl-postgresql"))["initContainers"][0]
     ok = docker("run", "--rm", "--label", LABEL, *RESTRICTED, "--user", "999:999",

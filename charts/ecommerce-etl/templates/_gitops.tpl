@@ -7,7 +7,14 @@ helm test pods): <fullname>-<component>-<8 hex of the chart version and the valu
 of values or chart gives a new name, so `kubectl apply` of a new rendering creates a new object
 instead of failing on an immutable field; Helm deletes the old hook objects itself. */}}
 {{- define "ecommerce-etl.versionedName" -}}
-{{- $hash := printf "%s|%s|%s" .ctx.Chart.Version .ctx.Release.Name (toJson .ctx.Values) | sha256sum | trunc 8 -}}
+{{- include "ecommerce-etl.contentName" (dict "ctx" .ctx "component" .component "content" (toJson .ctx.Values)) -}}
+{{- end -}}
+
+{{/* Like versionedName, but named by .content instead of all the values: a Job that should run
+again only when what it depends on changes. .content must hold everything its rendered spec is
+made of, so that an unchanged name always means an unchanged spec. */}}
+{{- define "ecommerce-etl.contentName" -}}
+{{- $hash := printf "%s|%s|%s" .ctx.Chart.Version .ctx.Release.Name .content | sha256sum | trunc 8 -}}
 {{- printf "%s-%s" (include "ecommerce-etl.componentName" (dict "ctx" .ctx "component" .component) | trunc 54 | trimSuffix "-") $hash -}}
 {{- end -}}
 

@@ -2,10 +2,21 @@
 # One backup: each database of $BACKUP_DATABASES dumped with `pg_dump -Fc`, and the row count of
 # every table read in the very snapshot the dump reads (verify.sh compares a restore with them),
 # written to $BACKUP_ROOT/.partial-<UTC time> and renamed to $BACKUP_ROOT/<UTC time> only when
-# complete. Then only the newest $BACKUP_KEEP backups are kept.
+# complete. BACKUP_KIND says who took it: "scheduled" (the CronJob, the default) or "change" (the
+# Job of an install or a change of the release; its folder is <UTC time>-change). Each kind is
+# pruned on its own, by the run of that kind: the newest $BACKUP_KEEP scheduled backups are kept,
+# and the newest $CHANGE_KEEP change-triggered ones, so a day of upgrades never deletes the nightly
+# backups.
 # shellcheck source=charts/ecommerce-etl/files/backup/common.sh
 . "$(dirname "$0")/common.sh"
 : "${BACKUP_KEEP:=7}"
+: "${BACKUP_KIND:=scheduled}"
+CHANGE_KEEP=3
+case $BACKUP_KIND in
+  scheduled) suffix='' keep=$BACKUP_KEEP ;;
+  change) suffix=-change keep=$CHANGE_KEEP ;;
+  *) die "BACKUP_KIND must be scheduled or change, not '$BACKUP_KIND'" ;;
+esac
 
 # dump DB DIR: a read-only repeatable-read transaction exports its snapshot; pg_dump reads that
 # snapshot, and the same transaction then counts the rows, so the counts match the dump exactly
@@ -31,12 +42,13 @@ dump() {
   log "$db: $(du -h "$dir/$db.dump" | cut -f1) dump, $(awk -F'\t' -v db="$db" '$1 == db {n++; r += $3} END {printf "%d tables, %d rows", n, r}' "$dir/counts.tsv")"
 }
 
+# Only backups of this run's kind: a change-triggered backup never removes a scheduled one.
 prune() {
   local all=() i
-  mapfile -t all < <(backups)
-  for ((i = 0; i < ${#all[@]} - BACKUP_KEEP; i++)); do
+  mapfile -t all < <(backups "$BACKUP_KIND")
+  for ((i = 0; i < ${#all[@]} - keep; i++)); do
     rm -rf "${BACKUP_ROOT:?}/${all[i]}"
-    log "removed backup ${all[i]} (keeping the newest $BACKUP_KEEP)"
+    log "removed backup ${all[i]} (keeping the newest $keep $BACKUP_KIND backups)"
   done
   # leftovers of backups that died more than a day ago
   find "$BACKUP_ROOT" -mindepth 1 -maxdepth 1 -name '.partial-*' -mmin +1440 -exec rm -rf {} + || true
@@ -44,7 +56,7 @@ prune() {
 
 wait_for_db
 started=$SECONDS
-name=$(date -u +%Y%m%dT%H%M%SZ)
+name=$(date -u +%Y%m%dT%H%M%SZ)$suffix
 work="$BACKUP_ROOT/.partial-$name"
 mkdir -p "$work"
 : >"$work/counts.tsv"
@@ -53,5 +65,5 @@ for db in $BACKUP_DATABASES; do dump "$db" "$work"; done
 pg_dumpall --globals-only --no-role-passwords --file="$work/globals.sql"
 sql -d postgres -c 'SHOW server_version' >"$work/server-version"
 mv "$work" "$BACKUP_ROOT/$name"
-log "backup $name complete in $((SECONDS - started)) s: $BACKUP_DATABASES"
+log "$BACKUP_KIND backup $name complete in $((SECONDS - started)) s: $BACKUP_DATABASES"
 prune

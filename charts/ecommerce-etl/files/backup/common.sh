@@ -31,15 +31,24 @@ wait_for_db() {
   sql -d postgres -c 'SELECT 1' >/dev/null || die "PostgreSQL at ${PGHOST:-local socket} does not answer"
 }
 
-# Complete backups, oldest first (folder names are UTC times, so they sort by age).
+# Complete backups of KIND (scheduled: <UTC time>, taken by the CronJob; change: <UTC time>-change,
+# taken by the Job of an install or change; all, the default: both), oldest first (the names start
+# with their UTC time, so they sort by age whatever their kind).
 backups() {
-  local d
-  for d in "$BACKUP_ROOT"/[0-9]*T[0-9]*Z; do
-    if [ -d "$d" ]; then printf '%s\n' "${d##*/}"; fi
+  local kind=${1:-all} d name pattern
+  case $kind in
+    scheduled) pattern='^[0-9]{8}T[0-9]{6}Z$' ;;
+    change) pattern='^[0-9]{8}T[0-9]{6}Z-change$' ;;
+    all) pattern='^[0-9]{8}T[0-9]{6}Z(-change)?$' ;;
+    *) die "unknown kind of backup: $kind" ;;
+  esac
+  for d in "$BACKUP_ROOT"/[0-9]*T[0-9]*Z*; do
+    name=${d##*/}
+    if [ -d "$d" ] && [[ $name =~ $pattern ]]; then printf '%s\n' "$name"; fi
   done
 }
 
-# The folder of backup NAME ("latest": the newest).
+# The folder of backup NAME ("latest": the newest of either kind).
 backup_dir() {
   local name=$1
   if [ "$name" = latest ]; then

@@ -84,6 +84,19 @@ volumes:
 {{ include "ecommerce-etl.tmpVolume" (dict) | indent 2 }}
 {{- end -}}
 
+{{/* The spec of the Job that backs up at install and at every change that matters (job.yaml), which
+also names it: every field of it is in its name's hash. */}}
+{{- define "ecommerce-etl.backup.changeJobSpec" -}}
+backoffLimit: 2
+activeDeadlineSeconds: {{ .Values.backup.activeDeadlineSeconds }}
+template:
+  metadata:
+    labels:
+{{ include "ecommerce-etl.labels" (dict "ctx" . "component" "backup") | indent 6 }}
+  spec:
+{{ include "ecommerce-etl.backup.podSpec" (dict "ctx" . "script" "backup.sh" "env" (list (dict "name" "BACKUP_WAIT_SECONDS" "value" "900") (dict "name" "BACKUP_KIND" "value" "change"))) | indent 4 }}
+{{- end -}}
+
 {{/* The Job a user creates to restore a backup into the release (UPGRADING.md, "Restoring a
 backup"): kept as restore-job.yaml in the backup ConfigMap, not rendered as an object. */}}
 {{- define "ecommerce-etl.backup.restoreJob" -}}
