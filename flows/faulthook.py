@@ -8,6 +8,8 @@ COPYed, a thread watches that folder for a trigger file and acts on the first on
                 OOM kill, mid-COPY, of the container that loads the file)
     kill        SIGKILL this process (the flow-run engine)
     kill-every  as `kill`, and the trigger stays: every attempt at the file dies
+    hold        the load waits before its COPY for as long as the trigger exists (a run that stays
+                Running, as on a slow source; tests crash the run waiting for it at a moment they choose)
 
 `oom` and `kill` fire once: the first process to claim the trigger renames it to `<name>.fired`.
 A trigger whose content is a file name acts only on the load of that file (empty: any file).
@@ -25,6 +27,7 @@ from pathlib import Path
 
 ENV = "ETL_CHAOS_FAULT_HOOK_DIR"
 TRIGGERS = ("oom", "kill", "kill-every")
+HOLD = "hold"
 COPY_STEPS = ("stage-fast.copy", "stage-careful.copy")
 POLL_SECONDS = 0.2
 _CHUNK = 32 << 20
@@ -47,6 +50,9 @@ class _Watcher:
     def checkpoint(self, step: str, when: str) -> None:
         if step not in COPY_STEPS:
             return
+        if when == "before":
+            while self._aims_at_me(self.folder / HOLD):
+                time.sleep(POLL_SECONDS)
         with self.lock:  # parallel segments each pass through their own COPY step
             self.copying += 1 if when == "before" else -1
             if self.copying > 0 and self.thread is None:
@@ -64,12 +70,15 @@ class _Watcher:
                     _act(name)
             time.sleep(POLL_SECONDS)
 
-    def _claim(self, trigger: Path) -> bool:
+    def _aims_at_me(self, trigger: Path) -> bool:
         try:
             target = trigger.read_text().strip()
         except OSError:
             return False
-        if target and target != self.source_file:
+        return not target or target == self.source_file
+
+    def _claim(self, trigger: Path) -> bool:
+        if not self._aims_at_me(trigger):
             return False
         if trigger.name == "kill-every":
             return True

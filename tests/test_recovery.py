@@ -195,6 +195,32 @@ def test_fault_hook_kills_mid_copy_only_the_named_file_and_only_once(tmp_path):
     assert _copying_process(tmp_path, "2019-Dec.csv").returncode == -9  # every attempt
 
 
+def test_fault_hook_holds_the_named_files_copy_while_the_trigger_exists(monkeypatch, tmp_path):
+    import threading
+    import time
+
+    monkeypatch.setenv(faulthook.ENV, str(tmp_path))
+    (tmp_path / faulthook.HOLD).write_text("2019-Nov.csv")
+    faulthook.checkpoint("2019-Oct.csv")("stage-fast.copy", "before")  # not its file: passes at once
+    faulthook.checkpoint("2019-Oct.csv")("stage-fast.copy", "after")
+    copied = threading.Event()
+
+    def load_nov():
+        hook = faulthook.checkpoint("2019-Nov.csv")
+        hook("stage-careful.copy", "before")
+        copied.set()
+        hook("stage-careful.copy", "after")
+
+    loader = threading.Thread(target=load_nov, daemon=True)
+    loader.start()
+    assert not copied.wait(1.0), "the held file's COPY began"
+    released = time.monotonic()
+    (tmp_path / faulthook.HOLD).unlink()
+    assert copied.wait(5), "the COPY stayed held after the trigger was removed"
+    assert time.monotonic() - released < 1
+    loader.join(5)
+
+
 def test_the_recovery_group_is_read_from_settings_under_its_variables(monkeypatch, tmp_path):
     from flows.settings import Settings
 

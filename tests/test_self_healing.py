@@ -5,10 +5,10 @@ a process of its own (the engine path of a Kubernetes Job) and a webhook receivi
 - a crashed `load-file` run (its engine SIGKILLed mid-COPY by the fault hook) is re-run, as the same flow
   run, by the pipeline run waiting for it, and the run completes with exact rows and no alert; one that
   crashes on every attempt fails its file once ETL_FILE_RETRIES are spent, and the `run failed` alert fires;
-- a crashed pipeline run (its process SIGKILLed while it waits for its files) is reported by the `run
-  crashed` alert when nothing re-runs it, is re-run as the same flow run by `ecommerce-etl recover`
-  (finding its files' runs again: none starts twice), and is marked Failed, with an alert, once
-  ETL_PIPELINE_RETRIES are spent.
+- a crashed pipeline run (its process SIGKILLed while it waits for its files, which the fault hook's
+  `hold` keeps loading until the test lets them go) is reported by the `run crashed` alert when nothing
+  re-runs it, is re-run as the same flow run by `ecommerce-etl recover` (finding its files' runs again:
+  none starts twice), and is marked Failed, with an alert, once ETL_PIPELINE_RETRIES are spent.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from flows import recovery
+from flows import faulthook, recovery
 from flows.alerts import register_alerts
 from flows.names import LOAD_FILE_ENTRYPOINT, LOAD_FILE_FLOW, PIPELINE_ENTRYPOINT
 from flows.settings import AlertSettings
@@ -262,15 +262,21 @@ def test_a_crashed_pipeline_run_is_rerun_as_the_same_flow_run_and_failed_once_sp
         wait(h, run_id, lambda r: r.state.is_crashed(), "reported Crashed")
         return {name: child.id for name, child in found.items()}
 
-    run = start(h, files, "t_heal_parent")
-    first_children = crash_while_waiting(run.id, 1)
-    crashed = read(h, run.id)
-    # nothing re-runs it here (no recovery running): after CRASHED_MINUTES the `run crashed` alert says so
-    post = h.receiver.wait_for(crashed.name, timeout=120)[0]["json"]
-    assert "not re-run" in post["subject"]
+    hold = h.hook / faulthook.HOLD
+    hold.write_text("")  # every file's load waits before its COPY: the crash lands while the run waits
+    try:
+        run = start(h, files, "t_heal_parent")
+        first_children = crash_while_waiting(run.id, 1)
+        crashed = read(h, run.id)
+        # nothing re-runs it here (no recovery running): after CRASHED_MINUTES the `run crashed` alert says so
+        post = h.receiver.wait_for(crashed.name, timeout=120)[0]["json"]
+        assert "not re-run" in post["subject"]
 
-    recovered = cli("recover", "--once", env=recover_env)
-    assert recovered.returncode == 0 and f"{run.id}): re-run" in recovered.stdout, recovered.stdout + recovered.stderr
+        recovered = cli("recover", "--once", env=recover_env)
+        assert recovered.returncode == 0 and f"{run.id}): re-run" in recovered.stdout, recovered.stdout + recovered.stderr
+        wait(h, run.id, lambda r: r.state.is_running() and r.run_count == 2, "the re-run running")
+    finally:
+        hold.unlink()
     done = final(h, run.id)
     histories = {n: [(s.name, (s.message or "")[:60]) for s in states(h, c.id)] for n, c in children(h, run.id).items()}
     assert done.state.is_completed(), f"{done.state.message}\n{histories}"
@@ -281,10 +287,14 @@ def test_a_crashed_pipeline_run_is_rerun_as_the_same_flow_run_and_failed_once_sp
     exact(h, "t_heal_parent", files)
     assert [p for p in h.receiver.naming(done.name) if "Failed" in p["json"]["subject"]] == []
 
-    spent = start(h, files, "t_heal_parent_spent")
-    crash_while_waiting(spent.id, 1)
-    assert f"{spent.id}): re-run" in cli("recover", "--once", env=recover_env).stdout
-    crash_while_waiting(spent.id, 2)
+    hold.write_text("")  # both attempts crash while their files still load
+    try:
+        spent = start(h, files, "t_heal_parent_spent")
+        crash_while_waiting(spent.id, 1)
+        assert f"{spent.id}): re-run" in cli("recover", "--once", env=recover_env).stdout
+        crash_while_waiting(spent.id, 2)
+    finally:
+        hold.unlink()
     gave_up = cli("recover", "--once", env=recover_env)
     assert f"{spent.id}): failed" in gave_up.stdout, gave_up.stdout + gave_up.stderr
     failed = read(h, spent.id)
