@@ -447,10 +447,9 @@ def test_a_failed_file_fires_its_alert_in_prometheus(prometheus):
 
 def test_every_dashboard_query_returns_series(prometheus):
     board = json.loads(DASHBOARD.read_text())
-    results = {}
-    for panel in board["panels"]:
-        for target in panel.get("targets", []):
-            promql = target["expr"].replace("$namespace", NAMESPACE)
-            results[panel["title"]] = len(wait_query(prometheus, promql, bool, timeout=120))
-    SEEN["dashboard series per panel"] = results
-    assert all(results.values()) and len(results) >= 13, results
+    targets = [(panel["title"], t["expr"]) for panel in board["panels"] for t in panel.get("targets", [])]
+    assert len({title for title, _ in targets}) >= 13, targets  # the board still has its panels
+    # every query of every panel returns at least one series (wait_query fails on an empty answer)
+    results = [(title, len(wait_query(prometheus, expr.replace("$namespace", NAMESPACE), bool, timeout=120)))
+               for title, expr in targets]
+    SEEN["dashboard series per query"] = results
