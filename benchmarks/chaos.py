@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import secrets
 import shlex
@@ -229,11 +228,6 @@ class Database:
 # --- where a run is -------------------------------------------------------------------------------
 
 
-def file_key(file: str) -> str:
-    """The key the loader puts in a file's segment-table names (flows.sql.FileNames)."""
-    return hashlib.md5(file.encode()).hexdigest()[:8]
-
-
 @dataclass
 class Target:
     """A `load-file` run whose COPY is in progress, its pod and node."""
@@ -257,15 +251,15 @@ class Run:
     def state(self) -> dict:
         return self.prefect.flow_run(self.id)["state"]
 
-    def copying(self) -> list[str]:
-        """Files of this run whose COPY PostgreSQL is running now. A segment table is created in its
-        COPY's own transaction, invisible to other sessions: the COPY is found by its statement."""
+    def copying_from(self) -> set[str]:
+        """The client addresses of this table's COPYs that PostgreSQL is running now. Segment tables are
+        named by their load's ledger id, not by file (flows.sql.FileNames), and are created in the COPY's
+        own transaction: a COPY is tied to its file by the address it comes from, its load-file pod's IP."""
         found = self.db.rows(
-            "select a.query from pg_stat_progress_copy p join pg_stat_activity a on a.pid = p.pid "
-            f"where p.bytes_processed > 0 and a.query like '%{self.table}$s%'"
+            "select distinct host(a.client_addr) from pg_stat_progress_copy p join pg_stat_activity a"
+            f" on a.pid = p.pid where p.bytes_processed > 0 and a.query like '%{self.table}$s\\_%'"
         )
-        keys = {f: f"{self.table}$s{file_key(f)}" for f in self.files}
-        return sorted({f for (query,) in found for f, prefix in keys.items() if prefix in query})
+        return {address for (address,) in found}
 
     def child(self, file: str) -> dict:
         runs = [c for c in self.prefect.children(self.id) if c["name"] == f"load-{file}"]
@@ -280,20 +274,24 @@ class Run:
             state = self.state()
             if state["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
                 raise RuntimeError(f"run ended {state['name']} before any COPY was seen")
-            for file in self.copying():
+            addresses = self.copying_from()
+            for file in self.files if addresses else ():
                 with contextlib.suppress(RuntimeError):
-                    target = self.target(file)
+                    target = self.target(file, addresses)
                     if target:
                         return target
             time.sleep(0.5)
         raise RuntimeError(f"no COPY of run {self.id} seen within {timeout:.0f} s")
 
-    def target(self, file: str) -> Target | None:
+    def target(self, file: str, copying_from: set[str]) -> Target | None:
+        """The file's Running pod, when a COPY of this run comes from its address."""
         child = self.child(file)
         running = [
             p
             for p in pods(f"prefect.io/flow-run-id={child['id']}")
-            if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")
+            if p["status"].get("phase") == "Running"
+            and not p["metadata"].get("deletionTimestamp")
+            and p["status"].get("podIP") in copying_from
         ]
         if not running:
             return None
