@@ -3,6 +3,7 @@ and a load then really skips the WAL: its segment tables are created in the load
 
 from __future__ import annotations
 
+import pytest
 import sqlalchemy as sa
 
 from flows import localdb
@@ -39,26 +40,22 @@ def test_a_fast_load_writes_almost_no_wal(engine, postgres, tmp_path):
     assert written < path.stat().st_size / 10, f"{written:,} bytes of WAL for a {path.stat().st_size:,}-byte file"
 
 
+@pytest.mark.integration  # starts the real embedded PostgreSQL under ETL_LOCAL_DIR
 def test_segments_follow_the_cores_of_a_local_server(monkeypatch, tmp_path):
     assert copy_segments_for(1) == 2
     assert copy_segments_for(2) == 3
 
     # No database configured: the embedded server runs on this machine, so a load into it takes
     # this machine's cores (flows/cli/_targets.py); ETL_COPY_PARALLELISM, when set, still wins.
-    class NotStarted:  # the embedded PostgreSQL, as far as embedded_database uses it
-        def start(self):
-            return self
-
-        def ensure_database(self, name):
-            pass
-
-        def url(self, database):
-            return f"postgresql+psycopg://postgres@127.0.0.1:1/{database}"
-
-    monkeypatch.setattr(_targets, "local_postgres", lambda settings: NotStarted())
     monkeypatch.setattr(localdb, "local_cores", lambda: 7)
-    chosen = _targets.embedded_database(Settings(local_dir=tmp_path, copy_parallelism=None))
-    assert chosen.embedded and chosen.settings.copy_parallelism == 8
-    assert chosen.settings.resolved_database_url().endswith("/ecommerce")
-    pinned = _targets.embedded_database(Settings(local_dir=tmp_path, copy_parallelism=3))
-    assert pinned.settings.copy_parallelism == 3
+    unset = Settings(local_dir=tmp_path, copy_parallelism=None)
+    try:
+        chosen = _targets.embedded_database(unset)
+        assert chosen.embedded and chosen.settings.copy_parallelism == 8
+        # the URL it sets names the database `ecommerce`, which exists and answers
+        with sa.create_engine(chosen.settings.resolved_database_url()).connect() as conn:
+            assert conn.execute(sa.text("SELECT current_database()")).scalar() == "ecommerce"
+        pinned = _targets.embedded_database(Settings(local_dir=tmp_path, copy_parallelism=3))
+        assert pinned.settings.copy_parallelism == 3
+    finally:
+        _targets.local_postgres(unset).stop()
